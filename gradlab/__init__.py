@@ -1,0 +1,34 @@
+"""gradlab: see and fix vanishing and exploding gradients in JAX, and verify gradients.
+
+The centre is :func:`gradlab.check`, a centered-difference gradient checker that perturbs every
+parameter entry in parallel and reports per leaf with the lecture's relative-error bands.
+"""
+
+from gradlab.gradcheck import (
+    BANDS,
+    CheckInputError,
+    CheckReport,
+    EntryMismatch,
+    GradCheckError,
+    LeafReport,
+    assert_check,
+    check,
+    relative_error,
+    verdict,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BANDS",
+    "CheckInputError",
+    "CheckReport",
+    "EntryMismatch",
+    "GradCheckError",
+    "LeafReport",
+    "__version__",
+    "assert_check",
+    "check",
+    "relative_error",
+    "verdict",
+]

@@ -1,0 +1,228 @@
+"""Turning ``f(params, *args)`` into a static spec plus flat, float64 leaves.
+
+The spec is hashable so that the compiled kernels are cached across calls: a second check of
+the same function on arrays of the same shapes compiles nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab.gradcheck.errors import CheckInputError
+
+__all__ = ["Leaf", "Problem", "Spec", "build_problem"]
+
+
+class _Static:
+    """A hashable stand-in for a static (non-array) value of a non-differentiated argument."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def _key(self) -> Any:
+        try:
+            hash(self.value)
+        except TypeError:
+            return ("id", id(self.value))
+        return ("value", type(self.value), self.value)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self._key() == other._key()
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Everything static about a check: the function and the shape of its arguments."""
+
+    f: Callable[..., Any]
+    has_aux: bool
+    n_primals: int
+    argnums: tuple[int, ...]
+    diff_treedefs: tuple[Any, ...]  # one treedef per differentiated argument
+    diff_sizes: tuple[int, ...]  # number of leaves per differentiated argument
+    checked: tuple[bool, ...]  # per diff leaf: is it a checked (floating) leaf
+    rest_treedefs: tuple[Any, ...]  # one per non-differentiated argument
+    rest_static: tuple[tuple[_Static | None, ...], ...]  # None marks a dynamic leaf
+
+    def call(self, checked_leaves: Sequence[jax.Array], fixed_leaves: Sequence[jax.Array],
+             rest_dyn: Sequence[Sequence[jax.Array]]) -> jax.Array:
+        """Calls ``f`` on the arguments rebuilt from flat leaves; returns its scalar output."""
+        primals = self.rebuild(checked_leaves, fixed_leaves, rest_dyn)
+        out = self.f(*primals)
+        if self.has_aux:
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise CheckInputError(
+                    "has_aux=True but f did not return a pair (value, aux); return "
+                    "(loss, aux) or drop has_aux."
+                )
+            out = out[0]
+        return out
+
+    def rebuild(self, checked_leaves: Sequence[jax.Array], fixed_leaves: Sequence[jax.Array],
+                rest_dyn: Sequence[Sequence[jax.Array]]) -> list[Any]:
+        """Reassembles the full argument list of ``f``."""
+        checked_it, fixed_it = iter(checked_leaves), iter(fixed_leaves)
+        diff_leaves = [next(checked_it) if c else next(fixed_it) for c in self.checked]
+        primals: list[Any] = [None] * self.n_primals
+        start = 0
+        for argnum, treedef, size in zip(
+            self.argnums, self.diff_treedefs, self.diff_sizes, strict=True
+        ):
+            primals[argnum] = jax.tree_util.tree_unflatten(
+                treedef, diff_leaves[start : start + size]
+            )
+            start += size
+        rest_positions = [i for i in range(self.n_primals) if i not in self.argnums]
+        for pos, treedef, static, dyn in zip(
+            rest_positions, self.rest_treedefs, self.rest_static, rest_dyn, strict=True
+        ):
+            dyn_it = iter(dyn)
+            leaves = [next(dyn_it) if s is None else s.value for s in static]
+            primals[pos] = jax.tree_util.tree_unflatten(treedef, leaves)
+        return primals
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One leaf of a differentiated argument."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    checked: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A check, flattened: the static spec plus its dynamic float64 leaves."""
+
+    spec: Spec
+    leaves: tuple[Leaf, ...]  # every leaf of the differentiated arguments, in order
+    checked_leaves: tuple[jax.Array, ...]  # float64 (or complex128), in order
+    fixed_leaves: tuple[jax.Array, ...]  # integer/bool leaves of differentiated arguments
+    rest_dyn: tuple[tuple[jax.Array, ...], ...]
+
+    @property
+    def checked(self) -> tuple[Leaf, ...]:
+        return tuple(leaf for leaf in self.leaves if leaf.checked)
+
+    @property
+    def skipped(self) -> tuple[Leaf, ...]:
+        return tuple(leaf for leaf in self.leaves if not leaf.checked)
+
+
+def _path_str(prefix: str, path: Sequence[Any]) -> str:
+    body = jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+    if prefix and body:
+        return f"{prefix}/{body}"
+    return prefix or body or "."
+
+
+def _to_array(x: Any, where: str) -> jax.Array:
+    try:
+        return jnp.asarray(x)
+    except TypeError as e:
+        raise CheckInputError(
+            f"leaf {where!r} of a differentiated argument is a {type(x).__name__}, not an "
+            "array; differentiated arguments must be pytrees of arrays. Pass it through a "
+            "non-differentiated argument or close over it instead."
+        ) from e
+
+
+def _promote(x: jax.Array) -> jax.Array:
+    """float leaves → float64, complex leaves → complex128 (call inside ``precise()``)."""
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return x.astype(jnp.complex128)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(jnp.float64)
+    return x
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+def build_problem(
+    f: Callable[..., Any], primals: Sequence[Any], argnums: int | Sequence[int], has_aux: bool
+) -> Problem:
+    """Flattens ``f(*primals)`` for checking with respect to ``primals[argnums]``.
+
+    Must be called inside :func:`gradlab.gradcheck._scope.precise` so leaves become float64.
+    """
+    if not callable(f):
+        raise CheckInputError(f"f must be callable, got {type(f).__name__}.")
+    n = len(primals)
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or any(not isinstance(a, int) for a in nums):
+        raise CheckInputError(f"argnums must be an int or a tuple of ints, got {argnums!r}.")
+    norm = tuple(a % n if -n <= a < n else a for a in nums)
+    if any(not 0 <= a < n for a in norm):
+        raise CheckInputError(
+            f"argnums={argnums!r} is out of range for f called with {n} positional "
+            f"argument(s) (params plus {n - 1} arg(s))."
+        )
+    if len(set(norm)) != len(norm):
+        raise CheckInputError(f"argnums={argnums!r} repeats an argument.")
+
+    single = len(norm) == 1 and norm[0] == 0
+    leaves: list[Leaf] = []
+    checked_arrays: list[jax.Array] = []
+    fixed_arrays: list[jax.Array] = []
+    treedefs, sizes, checked_flags = [], [], []
+    for a in norm:
+        with_path, treedef = jax.tree_util.tree_flatten_with_path(primals[a])
+        treedefs.append(treedef)
+        sizes.append(len(with_path))
+        prefix = "" if single else f"arg{a}"
+        for path, x in with_path:
+            where = _path_str(prefix, path)
+            arr = _to_array(x, where)
+            is_checked = bool(jnp.issubdtype(arr.dtype, jnp.inexact))
+            leaves.append(Leaf(where, tuple(arr.shape), np.dtype(arr.dtype), is_checked))
+            checked_flags.append(is_checked)
+            (checked_arrays if is_checked else fixed_arrays).append(_promote(arr))
+
+    rest_treedefs, rest_static, rest_dyn = [], [], []
+    for i in range(n):
+        if i in norm:
+            continue
+        flat, treedef = jax.tree_util.tree_flatten(primals[i])
+        rest_treedefs.append(treedef)
+        rest_static.append(tuple(None if _is_array(x) else _Static(x) for x in flat))
+        rest_dyn.append(tuple(_promote(jnp.asarray(x)) for x in flat if _is_array(x)))
+
+    spec = Spec(
+        f=f,
+        has_aux=has_aux,
+        n_primals=n,
+        argnums=norm,
+        diff_treedefs=tuple(treedefs),
+        diff_sizes=tuple(sizes),
+        checked=tuple(checked_flags),
+        rest_treedefs=tuple(rest_treedefs),
+        rest_static=tuple(rest_static),
+    )
+    if not checked_arrays:
+        kinds = ", ".join(f"{leaf.path}: {leaf.dtype}" for leaf in leaves) or "no leaves at all"
+        raise CheckInputError(
+            "the differentiated argument(s) have no floating-point leaves to check "
+            f"({kinds}). Pass the parameters as float arrays, or choose them with argnums."
+        )
+    return Problem(
+        spec=spec,
+        leaves=tuple(leaves),
+        checked_leaves=tuple(checked_arrays),
+        fixed_leaves=tuple(fixed_arrays),
+        rest_dyn=tuple(rest_dyn),
+    )
