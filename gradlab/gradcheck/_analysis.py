@@ -26,6 +26,9 @@ __all__ = ["LeafSums", "Thresholds", "analyse_part", "combine"]
 
 #: A wrong leaf must disagree by more than this many noise floors.
 NOISE_MARGIN = 3.0
+#: Largest step worth suggesting: beyond it the truncation error O(h²) of centered
+#: differences is no longer negligible for parameters of order one.
+MAX_SUGGESTED_EPS = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,14 +161,24 @@ def combine(
 
     status: LeafStatus
     resolving_eps = None
+    note = ""
     if n_used == 0 and (n_kinks or n_nonfinite):
-        status = "unresolved"  # every entry sits at a kink or leaves f's domain
+        status = "unresolved"
+        note = "every entry sits at a kink or leaves f's domain"
     elif rel <= th.tolerance:
         status = "verified"
     elif rel <= NOISE_MARGIN * floor:
         status = "unresolved"
-        if np.isfinite(floor):
-            resolving_eps = float(eps * NOISE_MARGIN * floor / th.tolerance)
+        needed = eps * NOISE_MARGIN * floor / th.tolerance
+        if np.isfinite(needed) and needed <= MAX_SUGGESTED_EPS:
+            resolving_eps = float(needed)
+            note = f"rounding noise dominates at eps={eps:g}; eps={needed:.0e} would resolve it"
+        else:
+            note = (
+                "the gradient is too small next to |f| for finite differences in float64 "
+                f"(a step of {needed:.0e} would be needed); check this leaf on a loss "
+                "without the large terms, or where its gradient is larger"
+            )
     else:
         status = "wrong"
     return LeafReport(
@@ -181,4 +194,5 @@ def combine(
         grad_norm=float(np.sqrt(ana_sq)),
         worst=tuple(worst[: th.max_worst]),
         resolving_eps=resolving_eps,
+        note=note,
     )

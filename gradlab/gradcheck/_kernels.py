@@ -19,7 +19,18 @@ import jax.numpy as jnp
 
 from gradlab.gradcheck._problem import Spec
 
-__all__ = ["fd_chunk", "value_and_grad"]
+__all__ = ["fd_chunk", "value", "value_and_grad"]
+
+
+@partial(jax.jit, static_argnums=0)
+def value(
+    spec: Spec,
+    checked: tuple[jax.Array, ...],
+    fixed: tuple[jax.Array, ...],
+    rest: tuple[tuple[jax.Array, ...], ...],
+) -> jax.Array:
+    """``f`` itself (its ``eval_shape`` is cached, unlike ``jax.eval_shape``'s)."""
+    return spec.call(checked, fixed, rest)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -84,7 +95,7 @@ def fd_chunk(
     c = indices.shape[0]
     both_idx = jnp.concatenate([indices, indices])
     both_steps = jnp.concatenate([steps, -steps])
-    values, taken = jax.vmap(
-        lambda i, h: _perturbed_value(spec, k, checked, fixed, rest, i, h)
-    )(both_idx, both_steps)
+    values, taken = jax.vmap(lambda i, h: _perturbed_value(spec, k, checked, fixed, rest, i, h))(
+        both_idx, both_steps
+    )
     return values[:c], values[c:], taken[:c], taken[c:]

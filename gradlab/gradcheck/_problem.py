@@ -55,8 +55,12 @@ class Spec:
     rest_treedefs: tuple[Any, ...]  # one per non-differentiated argument
     rest_static: tuple[tuple[_Static | None, ...], ...]  # None marks a dynamic leaf
 
-    def call(self, checked_leaves: Sequence[jax.Array], fixed_leaves: Sequence[jax.Array],
-             rest_dyn: Sequence[Sequence[jax.Array]]) -> jax.Array:
+    def call(
+        self,
+        checked_leaves: Sequence[jax.Array],
+        fixed_leaves: Sequence[jax.Array],
+        rest_dyn: Sequence[Sequence[jax.Array]],
+    ) -> jax.Array:
         """Calls ``f`` on the arguments rebuilt from flat leaves; returns its scalar output."""
         primals = self.rebuild(checked_leaves, fixed_leaves, rest_dyn)
         out = self.f(*primals)
@@ -69,8 +73,12 @@ class Spec:
             out = out[0]
         return out
 
-    def rebuild(self, checked_leaves: Sequence[jax.Array], fixed_leaves: Sequence[jax.Array],
-                rest_dyn: Sequence[Sequence[jax.Array]]) -> list[Any]:
+    def rebuild(
+        self,
+        checked_leaves: Sequence[jax.Array],
+        fixed_leaves: Sequence[jax.Array],
+        rest_dyn: Sequence[Sequence[jax.Array]],
+    ) -> list[Any]:
         """Reassembles the full argument list of ``f``."""
         checked_it, fixed_it = iter(checked_leaves), iter(fixed_leaves)
         diff_leaves = [next(checked_it) if c else next(fixed_it) for c in self.checked]
@@ -123,7 +131,11 @@ class Problem:
 
 
 def _path_str(prefix: str, path: Sequence[Any]) -> str:
-    body = jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+    path = tuple(path)
+    # Flax NNX variables flatten to their `.value`; the variable's own path names the leaf.
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
+    body = jax.tree_util.keystr(path, simple=True, separator="/")
     if prefix and body:
         return f"{prefix}/{body}"
     return prefix or body or "."

@@ -37,8 +37,14 @@ _PROGRESS_AFTER_SECONDS = 2.0
 _MAX_CHUNK = 4096
 
 
-def _validate_options(eps: float, tolerance: float, kink_tolerance: float,
-                      noise_factor: float, max_worst: int, chunk_size: int | None) -> None:
+def _validate_options(
+    eps: float,
+    tolerance: float,
+    kink_tolerance: float,
+    noise_factor: float,
+    max_worst: int,
+    chunk_size: int | None,
+) -> None:
     if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
         raise CheckInputError(f"eps must be a positive finite number, got {eps!r}.")
     if eps >= 1.0:
@@ -46,8 +52,11 @@ def _validate_options(eps: float, tolerance: float, kink_tolerance: float,
             f"eps={eps!r} is not a small step; centered differences need eps << 1 "
             "(the lecture uses 1e-7)."
         )
-    for name, value in [("tolerance", tolerance), ("kink_tolerance", kink_tolerance),
-                        ("noise_factor", noise_factor)]:
+    for name, value in [
+        ("tolerance", tolerance),
+        ("kink_tolerance", kink_tolerance),
+        ("noise_factor", noise_factor),
+    ]:
         if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
             raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
     if not isinstance(max_worst, int) or max_worst < 0:
@@ -71,7 +80,7 @@ def _evaluate(problem: Problem) -> tuple[float, str, list[np.ndarray], int]:
     spec = problem.spec
     dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
     try:
-        out = jax.eval_shape(spec.call, *dyn)
+        out = _kernels.value.eval_shape(spec, *dyn)
     except CheckInputError:
         raise
     except _TRACING_ERRORS as e:
@@ -243,7 +252,7 @@ def check(
         bar_cm: contextlib.AbstractContextManager[Callable[[int], None]] | None = None
         advance: Callable[[int], None] = lambda n: None
         try:
-            for k, leaf, n, chunk, parts in plans:
+            for k, _leaf, n, chunk, parts in plans:
                 for part in parts:
                     unit = 1j if part == "imag" else 1.0
                     dtype = problem.checked_leaves[k].dtype
@@ -295,8 +304,11 @@ def check(
                 sums.append(analyse_part(leaf.shape, value, fp, fm, hp, hm, ana, th, part=part))
             row = combine(leaf.path, leaf.shape, str(leaf.dtype), sums, eps, th)
             leaves.append(row)
-            totals += [sum(s.num_sq for s in sums), sum(s.ana_sq for s in sums),
-                       sum(s.diff_sq for s in sums)]
+            totals += [
+                sum(s.num_sq for s in sums),
+                sum(s.ana_sq for s in sums),
+                sum(s.diff_sq for s in sums),
+            ]
 
     rel = relative_error(*totals)
     notes = []

@@ -58,7 +58,8 @@ class LeafReport:
         grad_norm: ``||ana||``, the analytical gradient's norm over the leaf.
         worst: The entries with the largest ``|num − ana|``, largest first.
         resolving_eps: For unresolved leaves, the step that would bring the noise floor under
-            the tolerance (ignoring truncation error); else None.
+            the tolerance, when that step is still small (at most 1e-3); else None.
+        note: Why a leaf is unresolved, in words; empty otherwise.
     """
 
     path: str
@@ -73,6 +74,7 @@ class LeafReport:
     grad_norm: float
     worst: tuple[EntryMismatch, ...]
     resolving_eps: float | None = None
+    note: str = ""
 
     @property
     def size(self) -> int:
@@ -84,9 +86,7 @@ class LeafReport:
         d = dataclasses.asdict(self)
         d["shape"] = list(self.shape)
         d["size"] = self.size
-        d["worst"] = [
-            {**dataclasses.asdict(w), "index": list(w.index)} for w in self.worst
-        ]
+        d["worst"] = [{**dataclasses.asdict(w), "index": list(w.index)} for w in self.worst]
         return d
 
 
@@ -189,7 +189,8 @@ class CheckReport:
         """One line: the outcome, the overall relative error and its band."""
         head = "OK" if self.ok else "FAILED"
         parts = [
-            f"gradlab.check {head}: {self.n_entries:,} entries in {len(self.leaves)} leaves",
+            f"gradlab.check {head}: {self.n_entries:,} entries in {len(self.leaves)} "
+            + ("leaf" if len(self.leaves) == 1 else "leaves"),
             f"relative error {_fmt(self.relative_error)} ({self.verdict})",
         ]
         if self.wrong:
@@ -201,10 +202,8 @@ class CheckReport:
         return "; ".join(parts)
 
     def table(self) -> Table:
-        """The per-leaf table as a :class:`rich.table.Table`."""
+        """The per-leaf table as a :class:`rich.table.Table` (the summary line goes above)."""
         table = Table(
-            title=self.summary(),
-            title_justify="left",
             box=box.SIMPLE_HEAD,
             caption=(
                 f"mode={self.mode}  eps={self.eps:g}  tolerance={self.tolerance:g}  "
@@ -232,7 +231,7 @@ class CheckReport:
                 leaf.path,
                 _shape(leaf.shape),
                 _fmt(leaf.relative_error),
-                leaf.verdict,
+                "—" if leaf.status == "unresolved" else leaf.verdict,
                 f"[{_STATUS_STYLE[leaf.status]}]{status}[/]",
                 str(leaf.n_kinks),
                 _fmt(leaf.noise_floor),
@@ -246,6 +245,8 @@ class CheckReport:
             if leaf.status == "verified" or not leaf.worst:
                 continue
             lines.append(f"worst entries of {leaf.path} ({leaf.status}):")
+            if leaf.note:
+                lines.append(f"  {leaf.note}")
             for w in leaf.worst:
                 part = f" {w.part}" if w.part else ""
                 kink = "  [kink]" if w.kink else ""
@@ -259,13 +260,14 @@ class CheckReport:
         return lines
 
     def __rich_console__(self, console: Console, options: Any) -> Any:
+        yield f"[bold {'green' if self.ok else 'red'}]{self.summary()}[/]"
         yield self.table()
-        for line in self._details():
-            yield line
+        yield from self._details()
 
     def __str__(self) -> str:
         buf = io.StringIO()
         console = Console(file=buf, width=120, color_system=None, force_terminal=False)
+        console.print(self.summary(), markup=False, highlight=False, soft_wrap=True)
         console.print(self.table())
         for line in self._details():
             console.print(line, markup=False, highlight=False, soft_wrap=True)

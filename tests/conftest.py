@@ -1,0 +1,42 @@
+"""Shared fixtures: small models in the lecture's setting (tanh MLP + binary cross-entropy)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def mlp_params(key, sizes, dtype=jnp.float64):
+    params = []
+    for a, b in itertools.pairwise(sizes):
+        key, kw, kb = jax.random.split(key, 3)
+        params.append(
+            {
+                "w": (jax.random.normal(kw, (a, b)) / np.sqrt(a)).astype(dtype),
+                "b": (0.1 * jax.random.normal(kb, (b,))).astype(dtype),
+            }
+        )
+    return params
+
+
+def mlp_bce(params, x, y, act=jnp.tanh):
+    """The lecture's J(W, b): sigmoid output, binary cross-entropy, in logit form."""
+    h = x
+    for p in params[:-1]:
+        h = act(h @ p["w"] + p["b"])
+    z = (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
+    return jnp.mean(jax.nn.softplus(z) - y * z)
+
+
+@pytest.fixture
+def mlp_problem():
+    """A small tanh MLP with binary cross-entropy: (f, params, x, y)."""
+    with jax.enable_x64(True):
+        params = mlp_params(jax.random.PRNGKey(0), [5, 8, 6, 1])
+        x = jax.random.normal(jax.random.PRNGKey(1), (16, 5), dtype=jnp.float64)
+        y = (jax.random.uniform(jax.random.PRNGKey(2), (16,)) > 0.5).astype(jnp.float64)
+    return mlp_bce, params, x, y
