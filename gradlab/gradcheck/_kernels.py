@@ -76,7 +76,7 @@ def fd_chunk(
     rest: tuple[tuple[jax.Array, ...], ...],
     indices: jax.Array,
     steps: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array]:
     """``f(θ ± h·e_i)`` for each flat index ``i`` of leaf ``k`` in ``indices``.
 
     Args:
@@ -85,17 +85,13 @@ def fd_chunk(
         checked: Every checked leaf (float64 or complex128).
         fixed: Integer leaves of the differentiated arguments.
         rest: Dynamic leaves of the other arguments.
-        indices: ``(c,)`` flat indices into leaf ``k``.
+        indices: ``(c,)`` flat indices into leaf ``k`` (may be sharded over devices).
         steps: ``(c,)`` steps ``h`` (possibly complex, e.g. ``1j·eps`` for imaginary parts).
 
     Returns:
-        ``(f_plus, f_minus, h_plus, h_minus)``, each ``(c,)``, where ``h_plus`` and
-        ``h_minus`` are the steps actually taken (``h_minus`` is negative).
+        ``(values, taken)``, each ``(2, c)``: row 0 for ``+h``, row 1 for ``−h``; ``taken``
+        are the steps actually taken. The entry axis keeps the sharding of ``indices``.
     """
-    c = indices.shape[0]
-    both_idx = jnp.concatenate([indices, indices])
-    both_steps = jnp.concatenate([steps, -steps])
-    values, taken = jax.vmap(lambda i, h: _perturbed_value(spec, k, checked, fixed, rest, i, h))(
-        both_idx, both_steps
-    )
-    return values[:c], values[c:], taken[:c], taken[c:]
+    one = lambda i, h: _perturbed_value(spec, k, checked, fixed, rest, i, h)
+    over_entries = jax.vmap(one)
+    return jax.vmap(over_entries, in_axes=(None, 0))(indices, jnp.stack([steps, -steps]))

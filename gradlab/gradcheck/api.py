@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -17,6 +16,7 @@ from gradlab.gradcheck import _kernels
 from gradlab.gradcheck._analysis import LeafSums, Thresholds, analyse_part, combine
 from gradlab.gradcheck._memory import default_budget, plan_chunk
 from gradlab.gradcheck._problem import Problem, build_problem
+from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.errors import CheckInputError, GradCheckError
@@ -126,28 +126,63 @@ def _evaluate(problem: Problem) -> tuple[float, str, list[np.ndarray], int]:
     return value, str(out.dtype), grads_np, per_eval
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+class _Progress:
+    """A progress bar that appears only once a check turns out to be long, on a terminal."""
 
-    with Progress(
-        TextColumn("gradlab.check"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("entries", total=total)
-        yield lambda n: bar.advance(task, n)
+    def __init__(self, enabled: bool | None, total: int, plan: str) -> None:
+        self.enabled, self.total, self.plan = enabled, total, plan
+        self.done = 0
+        self.start = time.perf_counter()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self._bar is None and self.done < self.total:
+            show = self.enabled
+            if show is None:
+                elapsed = time.perf_counter() - self.start
+                expected = elapsed * self.total / max(self.done, 1)
+                show = expected > _PROGRESS_AFTER_SECONDS and sys.stderr.isatty()
+                self.plan += f"; about {expected:.0f} s"
+            if show:
+                self._open()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+
+    def _open(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        console.print(self.plan, highlight=False)
+        self._bar = Progress(
+            TextColumn("gradlab.check"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("entries", total=self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _select_entries(n: int, mode: str, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of a leaf to check: all of them, or a uniform sample of ``samples``."""
+    if mode == "full" or n <= samples:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=samples, replace=False))
 
 
 def check(
@@ -158,11 +193,16 @@ def check(
     eps: float = 1e-7,
     tolerance: float = 1e-6,
     has_aux: bool = False,
+    mode: str = "full",
+    samples: int = 64,
+    seed: int = 0,
     require_resolved: bool = False,
     kink_tolerance: float = 1e-4,
     noise_factor: float = 8.0,
+    repeat: bool = False,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
     max_worst: int = 5,
     progress: bool | None = None,
 ) -> CheckReport:
@@ -170,10 +210,11 @@ def check(
 
     For every floating-point entry ``θ_i`` of the differentiated arguments, computes
     ``(f(θ + h·e_i) − f(θ − h·e_i)) / 2h`` with ``h = eps`` — all entries of a leaf in
-    parallel (jit + vmap, chunked to a memory budget) — and compares it with ``jax.grad(f)``
-    by the lecture's relative error ``||num − ana|| / (||num|| + ||ana||)``, per leaf and
-    overall. Runs in float64 whatever the parameters' dtype, with matmul precision
-    ``"highest"``; the caller's JAX settings are restored afterwards, also on error.
+    parallel (jit + vmap, chunked to a memory budget, sharded over ``devices``) — and
+    compares it with ``jax.grad(f)`` by the lecture's relative error
+    ``||num − ana|| / (||num|| + ||ana||)``, per leaf and overall. Runs in float64 whatever
+    the parameters' dtype, with matmul precision ``"highest"``; the caller's JAX settings are
+    restored afterwards, also on error.
 
     Entries whose two one-sided differences disagree sit at a kink (relu at 0, ties in a max):
     they are counted and kept out of the verdict. A leaf whose gradient is too small next to
@@ -191,14 +232,25 @@ def check(
         eps: The finite-difference step (the lecture's 1e-7).
         tolerance: The largest relative error a leaf may have and be verified.
         has_aux: ``f`` returns ``(value, aux)``; ``aux`` is ignored.
+        mode: ``"full"`` checks every entry; ``"sample"`` checks ``samples`` entries per leaf
+            (uniformly at random, every leaf included), for models too big for a full check.
+        samples: Entries per leaf in ``"sample"`` mode.
+        seed: Seed of the sample in ``"sample"`` mode.
         require_resolved: Count unresolved leaves as failures in ``report.ok``.
         kink_tolerance: Relative disagreement of one-sided differences that marks a kink.
         noise_factor: ``c`` in the rounding model ``|error of f| ≈ c·u·|f|``.
+        repeat: Evaluate everything twice and report entries where ``f`` or its gradient is
+            not reproducible (non-deterministic reductions, stray randomness) as such,
+            instead of blaming the gradient.
         chunk_size: Entries per compiled batch (each costs two evaluations of ``f``);
             default: from ``memory_budget`` and XLA's memory analysis of ``f``.
-        memory_budget: Bytes one batch may use; default: from the device's memory.
+        memory_budget: Bytes one batch may use per device; default: from the device's memory.
+        devices: Devices to shard the perturbations over; default: the first local device,
+            or every device of every process under ``jax.distributed``. Results do not
+            depend on it.
         max_worst: How many worst entries to keep per leaf.
-        progress: Show a progress bar; default: only on a terminal and for long checks.
+        progress: Show the plan and a progress bar; default: only on a terminal and for
+            checks expected to take more than a few seconds.
 
     Returns:
         A :class:`~gradlab.CheckReport`; ``report.ok`` says whether it passed and
@@ -219,11 +271,26 @@ def check(
         (True, 'happy', ['b', 'w'])
     """
     _validate_options(eps, tolerance, kink_tolerance, noise_factor, max_worst, chunk_size)
+    if mode not in ("full", "sample"):
+        raise CheckInputError(f"mode must be 'full' or 'sample', got {mode!r}.")
+    if not isinstance(samples, int) or samples < 1:
+        raise CheckInputError(f"samples must be a positive int, got {samples!r}.")
     start = time.perf_counter()
     with precise():
         problem = build_problem(f, (params, *args), argnums, has_aux)
         spec = problem.spec
         value, out_dtype, grads, per_eval = _evaluate(problem)
+        notes: list[str] = []
+        if repeat:
+            value2, _, grads2, _ = _evaluate(problem)
+            if value2 != value or any(
+                not np.array_equal(a, b) for a, b in zip(grads, grads2, strict=True)
+            ):
+                notes.append(
+                    "f or jax.grad(f) is not reproducible: two evaluations at the same θ "
+                    "differ; differences at the level of that variation are not the "
+                    "gradient's fault."
+                )
         th = Thresholds(
             tolerance=float(tolerance),
             kink_tolerance=float(kink_tolerance),
@@ -231,77 +298,97 @@ def check(
             unit_roundoff=float(np.finfo(out_dtype).eps),
             max_worst=max_worst,
         )
-        budget = memory_budget or default_budget()
-        dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
+        runner = Runner(devices)
+        budget = memory_budget or default_budget(runner.devices[0])
+        dyn = runner.replicate((problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn))
         checked = problem.checked
-        # Work plan: (leaf k, real/imag part, chunk size) per checked leaf.
+        rng = np.random.default_rng(seed)
+
+        # The plan: per checked leaf, the entries to check, the parts, and the chunk size.
         plans = []
         for k, leaf in enumerate(checked):
             n = math.prod(leaf.shape)
+            entries = _select_entries(n, mode, samples, rng)
             leaf_bytes = n * problem.checked_leaves[k].dtype.itemsize
-            chunk = chunk_size or plan_chunk(n, per_eval + leaf_bytes, budget, _MAX_CHUNK)
-            parts = ["real", "imag"] if jnp.issubdtype(leaf.dtype, jnp.complexfloating) else [""]
-            plans.append((k, leaf, n, min(chunk, max(n, 1)), parts))
-        total = sum(n * len(parts) for _, _, n, _, parts in plans)
+            chunk = chunk_size or plan_chunk(
+                len(entries),
+                per_eval + leaf_bytes,
+                budget * runner.n_devices,
+                _MAX_CHUNK,
+                multiple_of=runner.n_devices,
+            )
+            chunk = max(
+                runner.n_devices,
+                min(chunk, -(-len(entries) // runner.n_devices) * runner.n_devices),
+            )
+            complex_leaf = jnp.issubdtype(leaf.dtype, jnp.complexfloating)
+            parts = ["real", "imag"] if complex_leaf else [""]
+            plans.append((k, leaf, entries, chunk, parts))
+        total = sum(len(e) * len(p) for _, _, e, _, p in plans) * (2 if repeat else 1)
+        largest = max(c for *_, c, _ in plans)
+        bar = _Progress(
+            progress,
+            total,
+            f"gradlab.check: {2 * total:,} evaluations of f over {len(plans)} leaves, "
+            f"chunks of up to {largest:,} entries on {runner.n_devices} device(s)",
+        )
 
+        raw: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
         n_evals = 0
-        raw: dict[tuple[int, str], list[tuple[np.ndarray, ...]]] = {}
-        show = progress
-        done = 0
-        t_fd = time.perf_counter()
-        bar_cm: contextlib.AbstractContextManager[Callable[[int], None]] | None = None
-        advance: Callable[[int], None] = lambda n: None
+        n_unstable = 0
         try:
-            for k, _leaf, n, chunk, parts in plans:
+            for k, _, entries, chunk, parts in plans:
+                dtype = problem.checked_leaves[k].dtype
                 for part in parts:
                     unit = 1j if part == "imag" else 1.0
-                    dtype = problem.checked_leaves[k].dtype
-                    for lo in range(0, n, chunk):
-                        hi = min(lo + chunk, n)
-                        idx = np.arange(lo, lo + chunk) % max(n, 1)  # pad the last chunk
+                    for lo in range(0, len(entries), chunk):
+                        idx = entries[np.arange(lo, lo + chunk) % len(entries)]  # pad
                         steps = np.full(chunk, eps * unit, dtype=dtype)
-                        try:
-                            out = _kernels.fd_chunk(spec, k, *dyn, jnp.asarray(idx), steps)
-                        except _TRACING_ERRORS as e:
-                            raise _trace_errors_hint(e) from e
-                        except NotImplementedError as e:
-                            raise CheckInputError(
-                                "f cannot be evaluated under jax.vmap, which the checker "
-                                f"uses to run perturbations in parallel: {e}\nFix: give "
-                                "custom primitives a batching rule, or use "
-                                "jax.pure_callback(..., vmap_method='sequential')."
-                            ) from e
-                        raw.setdefault((k, part), []).append(
-                            tuple(np.asarray(o)[: hi - lo] for o in out)
-                        )
+                        got = _run_chunk(runner, spec, k, dyn, idx, steps)
+                        if repeat:
+                            again = _run_chunk(runner, spec, k, dyn, idx, steps)
+                            n_unstable += int(np.sum(np.any(again[0] != got[0], axis=0)))
+                            n_evals += 2 * chunk
+                            bar.advance(min(chunk, len(entries) - lo))
+                        m = min(chunk, len(entries) - lo)
+                        raw.setdefault((k, part), []).append((got[0][:, :m], got[1][:, :m]))
                         n_evals += 2 * chunk
-                        done += hi - lo
-                        if show is None and done < total:
-                            elapsed = time.perf_counter() - t_fd
-                            expected = elapsed * total / max(done, 1)
-                            show = expected > _PROGRESS_AFTER_SECONDS and sys.stderr.isatty()
-                        if show and bar_cm is None:
-                            bar_cm = _progress(True, total)
-                            advance = bar_cm.__enter__()
-                            advance(done)
-                        else:
-                            advance(hi - lo)
+                        bar.advance(m)
         finally:
-            if bar_cm is not None:
-                bar_cm.__exit__(None, None, None)
+            bar.close()
+        if n_unstable:
+            notes.append(
+                f"{n_unstable} perturbed evaluations of f gave different values when repeated: "
+                "f is not deterministic, so finite differences there are unreliable."
+            )
 
         leaves = []
         totals = np.zeros(3)
-        for k, leaf, _, _, parts in plans:
+        for k, leaf, entries, _, parts in plans:
             sums: list[LeafSums] = []
             for part in parts:
-                fp, fm, hp, hm = (np.concatenate(a) for a in zip(*raw[(k, part)], strict=True))
-                ana = grads[k].reshape(-1)
+                values = np.concatenate([v for v, _ in raw[(k, part)]], axis=1)
+                taken = np.concatenate([t for _, t in raw[(k, part)]], axis=1)
+                ana = grads[k].reshape(-1)[entries]
+                hp, hm = taken[0], taken[1]
                 if part == "real":
                     hp, hm, ana = hp.real, hm.real, ana.real
                 elif part == "imag":
                     hp, hm, ana = hp.imag, hm.imag, -ana.imag  # JAX: grad = ∂f/∂x − i·∂f/∂y
-                sums.append(analyse_part(leaf.shape, value, fp, fm, hp, hm, ana, th, part=part))
+                sums.append(
+                    analyse_part(
+                        leaf.shape,
+                        value,
+                        values[0],
+                        values[1],
+                        hp,
+                        hm,
+                        ana,
+                        th,
+                        indices=entries,
+                        part=part,
+                    )
+                )
             row = combine(leaf.path, leaf.shape, str(leaf.dtype), sums, eps, th)
             leaves.append(row)
             totals += [
@@ -311,7 +398,6 @@ def check(
             ]
 
     rel = relative_error(*totals)
-    notes = []
     if out_dtype != "float64":
         notes.append(
             f"f returns {out_dtype} even with float64 inputs: it casts internally, so the "
@@ -322,6 +408,9 @@ def check(
             "complex leaves are checked as real and imaginary parts; JAX's convention for a "
             "real f is grad = ∂f/∂re − i·∂f/∂im."
         )
+    mode_desc = "full"
+    if mode == "sample":
+        mode_desc = f"sample ({samples} entries per leaf, uniform without replacement, seed {seed})"
     ok = not any(r.status == "wrong" for r in leaves)
     if require_resolved:
         ok = ok and not any(r.status == "unresolved" for r in leaves)
@@ -337,8 +426,24 @@ def check(
         value=value,
         n_evaluations=n_evals,
         seconds=time.perf_counter() - start,
+        mode=mode_desc,
         notes=tuple(notes),
     )
+
+
+def _run_chunk(
+    runner: Runner, spec: Any, k: int, dyn: Any, idx: np.ndarray, steps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return runner.run(spec, k, dyn, idx, steps)
+    except _TRACING_ERRORS as e:
+        raise _trace_errors_hint(e) from e
+    except NotImplementedError as e:
+        raise CheckInputError(
+            "f cannot be evaluated under jax.vmap, which the checker uses to run "
+            f"perturbations in parallel: {e}\nFix: give custom primitives a batching rule, "
+            "or use jax.pure_callback(..., vmap_method='sequential')."
+        ) from e
 
 
 def assert_check(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> CheckReport:

@@ -1,0 +1,80 @@
+"""Where the perturbation batches run: one device, all local devices, or several processes.
+
+Entries are sharded over a 1-D mesh of devices (axis ``"entries"``); the function's arguments
+are replicated. With several JAX processes (``jax.distributed``), the mesh spans every
+process's devices and each process computes the shard on its own devices; the results are
+gathered so that every process builds the full report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gradlab.gradcheck import _kernels
+from gradlab.gradcheck._problem import Spec
+from gradlab.gradcheck.errors import CheckInputError
+
+__all__ = ["Runner"]
+
+
+class Runner:
+    """Runs :func:`~gradlab.gradcheck._kernels.fd_chunk` over a set of devices."""
+
+    def __init__(self, devices: Sequence[jax.Device] | None) -> None:
+        if devices is None:
+            devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()[:1]
+        devices = list(devices)
+        if not devices:
+            raise CheckInputError("devices is empty; pass None or a list of jax devices.")
+        if len({d.platform for d in devices}) > 1:
+            raise CheckInputError(
+                "devices mixes platforms "
+                f"({sorted({d.platform for d in devices})}); pass devices of one kind."
+            )
+        self.devices = devices
+        self.multiprocess = len({d.process_index for d in devices}) > 1
+        self.mesh = Mesh(np.array(devices), ("entries",)) if len(devices) > 1 else None
+
+    @property
+    def n_devices(self) -> int:
+        """How many devices share the perturbations (chunks are a multiple of this)."""
+        return len(self.devices)
+
+    def _put(self, x: Any, spec: PartitionSpec) -> jax.Array:
+        assert self.mesh is not None
+        sharding = NamedSharding(self.mesh, spec)
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    def replicate(self, tree: Any) -> Any:
+        """Places every array of ``tree`` on all devices (a no-op on one device)."""
+        if self.mesh is None:
+            return tree
+        return jax.tree_util.tree_map(lambda x: self._put(x, PartitionSpec()), tree)
+
+    def run(
+        self,
+        spec: Spec,
+        k: int,
+        dyn: tuple[Any, Any, Any],
+        indices: np.ndarray,
+        steps: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, taken)`` as host arrays of shape ``(2, c)``."""
+        if self.mesh is None:
+            values, taken = _kernels.fd_chunk(spec, k, *dyn, indices, steps)
+            return np.asarray(values), np.asarray(taken)
+        entries = PartitionSpec("entries")
+        values, taken = _kernels.fd_chunk(
+            spec, k, *dyn, self._put(indices, entries), self._put(steps, entries)
+        )
+        if self.multiprocess:
+            values = multihost_utils.process_allgather(values, tiled=True)
+            taken = multihost_utils.process_allgather(taken, tiled=True)
+        return np.asarray(values), np.asarray(taken)
