@@ -4,6 +4,7 @@ The centre is :func:`gradlab.check`, a centered-difference gradient checker that
 parameter entry in parallel and reports per leaf with the lecture's relative-error bands.
 """
 
+from gradlab import init, losses, nn
 from gradlab.gradcheck import (
     BANDS,
     CheckInputError,
@@ -11,8 +12,10 @@ from gradlab.gradcheck import (
     EntryMismatch,
     GradCheckError,
     LeafReport,
+    RuleReport,
     assert_check,
     check,
+    check_rule,
     relative_error,
     verdict,
 )
@@ -26,9 +29,14 @@ __all__ = [
     "EntryMismatch",
     "GradCheckError",
     "LeafReport",
+    "RuleReport",
     "__version__",
     "assert_check",
     "check",
+    "check_rule",
+    "init",
+    "losses",
+    "nn",
     "relative_error",
     "verdict",
 ]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal, Protocol
 
 import jax
@@ -272,12 +273,23 @@ def _variance_scaling(
         return jnp.zeros(shape_t, dtype_)
     denominator = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
     variance = jnp.array(scale / denominator[mode], dtype=dtype_)
+    return _draw(key, variance, shape=shape_t, dtype=dtype_, distribution=distribution)
+
+
+# Initialisers run eagerly when a module is built; one compiled program per (shape, dtype)
+# instead of one per primitive keeps building models fast. The numbers are those of the
+# same operations run eagerly (jax.nn.initializers).
+@partial(jax.jit, static_argnames=("shape", "dtype", "distribution"))
+def _draw(
+    key: Array, variance: Array, *, shape: tuple[int, ...], dtype: np.dtype, distribution: str
+) -> Array:
+    """Draws i.i.d. entries of mean 0 and the given variance."""
     if distribution == "normal":
-        return jax.random.normal(key, shape_t, dtype_) * jnp.sqrt(variance)
+        return jax.random.normal(key, shape, dtype) * jnp.sqrt(variance)
     if distribution == "uniform":
-        return jax.random.uniform(key, shape_t, dtype_, -1) * jnp.sqrt(3 * variance)
-    std = jnp.sqrt(variance) / jnp.array(_TRUNCATED_STD, dtype_)
-    return jax.random.truncated_normal(key, -2, 2, shape_t, dtype_) * std
+        return jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+    std = jnp.sqrt(variance) / jnp.array(_TRUNCATED_STD, dtype)
+    return jax.random.truncated_normal(key, -2, 2, shape, dtype) * std
 
 
 def _named(
@@ -436,7 +448,8 @@ def gaussian(std: float) -> Initializer:
         name = f"gaussian({std})"
         dtype_ = _float_dtype(dtype, name)
         shape_t = _as_shape(shape, name)
-        return jax.random.normal(key, shape_t, dtype_) * jnp.array(std, dtype_)
+        variance = jnp.array(std**2, dtype_)
+        return _draw(key, variance, shape=shape_t, dtype=dtype_, distribution="normal")
 
     return init
 
@@ -504,17 +517,25 @@ def orthogonal(gain: float = 1.0, *, batch_axis: Axes = ()) -> Initializer:
         if math.prod(shape_t) == 0:
             return jnp.zeros(shape_t, dtype_)
         compute = dtype_ if dtype_.itemsize >= 4 else np.dtype(np.float32)
-        _, slice_shape, _ = _move_batch_front(shape_t, batch)
-        n_cols = slice_shape[-1]
-        n_rows = math.prod(slice_shape) // n_cols
-
-        def one(k: Array) -> Array:
-            q = jax.random.orthogonal(k, n_rows, (), compute, n_cols)
-            return (jnp.array(gain, compute) * q).reshape(slice_shape)
-
-        return _per_slice(key, shape_t, batch, one).astype(dtype_)
+        gain_ = jnp.array(gain, compute)
+        return _orthogonal(key, gain_, shape=shape_t, batch=batch, dtype=dtype_)
 
     return init
+
+
+@partial(jax.jit, static_argnames=("shape", "batch", "dtype"))
+def _orthogonal(
+    key: Array, gain: Array, *, shape: tuple[int, ...], batch: tuple[int, ...], dtype: np.dtype
+) -> Array:
+    _, slice_shape, _ = _move_batch_front(shape, batch)
+    n_cols = slice_shape[-1]
+    n_rows = math.prod(slice_shape) // n_cols
+
+    def one(k: Array) -> Array:
+        q = jax.random.orthogonal(k, n_rows, (), gain.dtype, n_cols)
+        return (gain * q).reshape(slice_shape)
+
+    return _per_slice(key, shape, batch, one).astype(dtype)
 
 
 def near_identity(noise_std: float = 0.01, *, batch_axis: Axes = ()) -> Initializer:
@@ -552,7 +573,8 @@ def near_identity(noise_std: float = 0.01, *, batch_axis: Axes = ()) -> Initiali
         if math.prod(slice_shape):
             base[centre] = np.eye(slice_shape[-2], slice_shape[-1])
         base = np.broadcast_to(base, batch_shape + slice_shape).transpose(np.argsort(perm))
-        noise = jax.random.normal(key, shape_t, dtype_) * jnp.array(noise_std, dtype_)
+        variance = jnp.array(noise_std**2, dtype_)
+        noise = _draw(key, variance, shape=shape_t, dtype=dtype_, distribution="normal")
         return jnp.asarray(base, dtype_) + noise
 
     return init
@@ -592,11 +614,30 @@ def stacked(init: Initializer, *, num_axes: int = 1) -> Initializer:
                 "stacking axes."
             )
         stack, layer = shape_t[:num_axes], shape_t[num_axes:]
-        keys = jax.random.split(key, math.prod(stack))
-        out = jax.vmap(lambda k: init(k, layer, dtype))(keys)
+        out = _stacked(key, init=init, layers=math.prod(stack), layer=layer, dtype=dtype)
         return out.reshape(shape_t)
 
     return wrapped
+
+
+def _stacked_eager(
+    key: Array, *, init: Initializer, layers: int, layer: tuple[int, ...], dtype: DTypeLike
+) -> Array:
+    keys = jax.random.split(key, layers)
+    return jax.vmap(lambda k: init(k, layer, dtype))(keys)
+
+
+_stacked_jit = jax.jit(_stacked_eager, static_argnames=("init", "layers", "layer", "dtype"))
+
+
+def _stacked(
+    key: Array, *, init: Initializer, layers: int, layer: tuple[int, ...], dtype: DTypeLike
+) -> Array:
+    try:
+        hash(init)
+    except TypeError:  # an unhashable callable cannot be a static argument: run it eagerly
+        return _stacked_eager(key, init=init, layers=layers, layer=layer, dtype=dtype)
+    return _stacked_jit(key, init=init, layers=layers, layer=layer, dtype=dtype)
 
 
 def zeros(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:

@@ -10,9 +10,18 @@ import pytest
 import gradlab
 
 
-def test_non_scalar_output():
-    with pytest.raises(gradlab.CheckInputError, match=r"scalar.*shape \(3,\).*\.sum\(\)"):
-        gradlab.check(lambda p: p * 2, jnp.ones(3))
+def test_non_scalar_output_is_checked_through_cotangents():
+    """A vector output is no longer an error: it is checked through random cotangents."""
+    report = gradlab.check(lambda p: p * 2, jnp.ones(3))
+    assert report.ok and len(report.cotangents) == 3
+    assert "float64[3]" in report.output and "cotangents" in report.output
+
+
+def test_non_float_array_output():
+    with pytest.raises(gradlab.CheckInputError, match=r"floating-point.*int32"):
+        gradlab.check(lambda p: (p > 0).astype(jnp.int32), jnp.ones(3))
+    with pytest.raises(gradlab.CheckInputError, match=r"complex.*jnp\.real"):
+        gradlab.check(lambda p: p * 1j, jnp.ones(3))
 
 
 def test_tuple_output_suggests_has_aux():

@@ -11,6 +11,9 @@ steps actually taken ``h+ > 0 > h−``:
 * a kink: ``|fwd − bwd|`` larger than ``kink_tolerance`` times the size of the slopes (and than
   the leaf's typical slope) and than the rounding noise of a one-sided difference. On a smooth
   function ``fwd − bwd ≈ f''·h``, tiny at small ``h``; at a kink it is the jump in slope.
+  ``kink_tolerance`` is meant for the lecture's step 1e-7; for larger steps (order 2,
+  ``eps="auto"``, float32) it grows like ``h / 1e-7``, up to 0.5 (``|fwd − bwd|`` never
+  exceeds ``|fwd| + |bwd|``, so a kink must be told apart from curvature below that).
 """
 
 from __future__ import annotations
@@ -22,10 +25,22 @@ import numpy as np
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.report import EntryMismatch, LeafReport, LeafStatus
 
-__all__ = ["LeafSums", "Thresholds", "analyse_part", "combine"]
+__all__ = [
+    "Differences",
+    "LeafSums",
+    "Thresholds",
+    "analyse_part",
+    "combine",
+    "differences",
+    "squares",
+]
 
 #: A wrong leaf must disagree by more than this many noise floors.
 NOISE_MARGIN = 3.0
+#: The step ``kink_tolerance`` is stated for; it scales with ``h`` beyond it, up to
+#: ``MAX_KINK_TOLERANCE``.
+KINK_REFERENCE_STEP = 1e-7
+MAX_KINK_TOLERANCE = 0.5
 #: Largest step worth suggesting: beyond it the truncation error O(h²) of centered
 #: differences is no longer negligible for parameters of order one.
 MAX_SUGGESTED_EPS = 1e-3
@@ -40,6 +55,7 @@ class Thresholds:
     noise_factor: float
     unit_roundoff: float
     max_worst: int
+    compute_dtype: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +72,72 @@ class LeafSums:
     worst: tuple[EntryMismatch, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class Differences:
+    """Per entry: the centered difference, its rounding noise, and where it can be trusted."""
+
+    num: np.ndarray
+    noise: np.ndarray
+    kink: np.ndarray
+    finite: np.ndarray
+
+
+def differences(
+    f0: float | np.ndarray,
+    f_plus: np.ndarray,
+    f_minus: np.ndarray,
+    h_plus: np.ndarray,
+    h_minus: np.ndarray,
+    th: Thresholds,
+    scale: float | np.ndarray | None = None,
+) -> Differences:
+    """Centered differences, their rounding noise and the kinks among them.
+
+    Args:
+        f0: ``f(θ)`` (broadcast against the other arrays).
+        f_plus: ``f(θ + h+·e_i)`` per entry.
+        f_minus: ``f(θ + h−·e_i)`` per entry.
+        h_plus: Steps actually taken upwards (positive).
+        h_minus: Steps actually taken downwards (negative).
+        th: The thresholds.
+        scale: The size rounding in ``f`` scales with; default ``max(|f0|, |f+|, |f−|)``.
+            For a projection ``<v, f>`` it is ``Σ|v|·|f|``.
+
+    Returns:
+        The differences, noise, kink flags and finiteness flags per entry.
+
+    Example:
+        >>> th = Thresholds(1e-6, 1e-4, 8.0, 2.2e-16, 5)
+        >>> x, h = np.array([0.0, 1.0]), np.full(2, 1e-7)
+        >>> d = differences(np.abs(x), np.abs(x + h), np.abs(x - h), h, -h, th)
+        >>> d.num.round(6).tolist(), d.kink.tolist()
+        ([0.0, 1.0], [True, False])
+    """
+    span = h_plus - h_minus
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        num = (f_plus - f_minus) / span
+        fwd = (f_plus - f0) / h_plus
+        bwd = (f0 - f_minus) / (-h_minus)
+        finite = np.isfinite(f_plus) & np.isfinite(f_minus) & np.isfinite(num)
+        if scale is None:
+            scale = np.maximum(np.maximum(abs(f0), np.abs(f_plus)), np.abs(f_minus))
+        err_f = th.noise_factor * th.unit_roundoff * np.where(finite, scale, 0.0)
+        noise = 2.0 * err_f / span
+        noise_one_sided = 2.0 * err_f / np.minimum(h_plus, -h_minus)
+        rms = np.sqrt(np.mean(np.where(finite, num, 0.0) ** 2)) if num.size else 0.0
+        jump = np.abs(fwd - bwd)
+        slope = np.maximum(np.abs(fwd) + np.abs(bwd), rms)
+        h = np.minimum(h_plus, -h_minus)
+        tol = np.minimum(
+            th.kink_tolerance * np.maximum(1.0, h / KINK_REFERENCE_STEP), MAX_KINK_TOLERANCE
+        )
+        kink = finite & (jump > tol * slope) & (jump > 4.0 * noise_one_sided)
+    return Differences(num=num, noise=noise, kink=kink, finite=finite)
+
+
 def analyse_part(
     shape: tuple[int, ...],
-    f0: float,
+    f0: float | np.ndarray,
     f_plus: np.ndarray,
     f_minus: np.ndarray,
     h_plus: np.ndarray,
@@ -67,6 +146,7 @@ def analyse_part(
     th: Thresholds,
     indices: np.ndarray | None = None,
     part: str = "",
+    scale: float | np.ndarray | None = None,
 ) -> LeafSums:
     """Differences, kinks and noise over the checked entries of one real part of a leaf.
 
@@ -80,25 +160,14 @@ def analyse_part(
         analytical: ``jax.grad``'s value per checked entry.
         th: The thresholds.
         indices: Flat indices of the checked entries (all entries when None).
-        part: ``"real"``/``"imag"`` for complex leaves.
+        part: ``"real"``/``"imag"`` for complex leaves, a cotangent or direction label.
+        scale: As in :func:`differences`.
 
     Returns:
         The leaf's sums, counts and worst entries.
     """
-    span = h_plus - h_minus
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        num = (f_plus - f_minus) / span
-        fwd = (f_plus - f0) / h_plus
-        bwd = (f0 - f_minus) / (-h_minus)
-        finite = np.isfinite(f_plus) & np.isfinite(f_minus) & np.isfinite(num)
-        scale = np.maximum(np.maximum(abs(f0), np.abs(f_plus)), np.abs(f_minus))
-        err_f = th.noise_factor * th.unit_roundoff * np.where(finite, scale, 0.0)
-        noise = 2.0 * err_f / span
-        noise_one_sided = 2.0 * err_f / np.minimum(h_plus, -h_minus)
-        rms = np.sqrt(np.mean(np.where(finite, num, 0.0) ** 2)) if num.size else 0.0
-        jump = np.abs(fwd - bwd)
-        slope = np.maximum(np.abs(fwd) + np.abs(bwd), rms)
-        kink = finite & (jump > th.kink_tolerance * slope) & (jump > 4.0 * noise_one_sided)
+    d = differences(f0, f_plus, f_minus, h_plus, h_minus, th, scale)
+    num, noise, kink, finite = d.num, d.noise, d.kink, d.finite
     used = finite & ~kink
     diff = np.where(used, num - analytical, 0.0)
     num_u = np.where(used, num, 0.0)
@@ -134,6 +203,13 @@ def analyse_part(
     )
 
 
+def squares(parts: list[LeafSums]) -> np.ndarray:
+    """``(||num||², ||ana||², ||num − ana||²)`` summed over parts (for overall errors)."""
+    return np.array(
+        [sum(p.num_sq for p in parts), sum(p.ana_sq for p in parts), sum(p.diff_sq for p in parts)]
+    )
+
+
 def combine(
     path: str,
     shape: tuple[int, ...],
@@ -141,8 +217,9 @@ def combine(
     parts: list[LeafSums],
     eps: float,
     th: Thresholds,
+    order: int = 1,
 ) -> LeafReport:
-    """Judges one leaf from the sums of its parts (one part, or real and imaginary)."""
+    """Judges one leaf from the sums of its parts (real and imaginary, cotangents, chunks)."""
     num_sq = sum(p.num_sq for p in parts)
     ana_sq = sum(p.ana_sq for p in parts)
     diff_sq = sum(p.diff_sq for p in parts)
@@ -174,10 +251,11 @@ def combine(
             resolving_eps = float(needed)
             note = f"rounding noise dominates at eps={eps:g}; eps={needed:.0e} would resolve it"
         else:
+            what, size = ("gradient", "|f|") if order == 1 else ("Hessian", "|∇f|")
             note = (
-                "the gradient is too small next to |f| for finite differences in float64 "
-                f"(a step of {needed:.0e} would be needed); check this leaf on a loss "
-                "without the large terms, or where its gradient is larger"
+                f"the {what} is too small next to {size} for finite differences in "
+                f"{th.compute_dtype} (a step of {needed:.0e} would be needed); check this "
+                f"leaf on a loss without the large terms, or where its {what} is larger"
             )
     else:
         status = "wrong"

@@ -1,97 +1,268 @@
-"""The compiled kernels of a check: value-and-gradient, and centered differences of one leaf.
+"""The compiled kernels of a check: f and its derivatives at θ, and at perturbations of one leaf.
 
-Both are jitted with the :class:`~gradlab.gradcheck._problem.Spec` as a static argument, so
-JAX's own cache compiles each once per (function, argument shapes, leaf, chunk size).
+Every kernel is jitted with the :class:`~gradlab.gradcheck._problem.Spec` (and the leaf index,
+the perturbation kind, ...) static, so JAX's own cache compiles each once per (function,
+argument shapes, leaf, chunk size).
 
-Centered differences are vmapped over the flat indices of ONE leaf while the other leaves stay
-unbatched: XLA then computes everything upstream of the leaf once and turns the layers
-downstream of it into batched matrix products. The ``+eps`` and ``-eps`` evaluations of a chunk
-are batched together.
+Perturbations are vmapped over ONE leaf while the other leaves stay unbatched: XLA then
+computes everything upstream of the leaf once and turns the layers downstream of it into
+batched matrix products. The ``+h`` and ``−h`` evaluations of a chunk are batched together.
+A perturbation is an ``"entry"`` (a flat index ``i`` of one leaf: ``θ ± h·e_i``) or a
+``"tree"`` row (one array per leaf, ``θ ± h·d``: directional mode batches the few random
+directions of EVERY leaf into one kernel, so that it compiles once instead of once per leaf).
+
+``f`` may return any pytree of float arrays: the kernels return its projections on ``K``
+cotangents ``F_j = <v_j, f(θ)>`` (shape ``(K,)``), evaluating ``f`` once per point. For a
+scalar ``f`` the cotangents are ``None`` and ``F = f[None]`` (``K = 1``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 from gradlab.gradcheck._problem import Spec
 
-__all__ = ["fd_chunk", "value", "value_and_grad"]
+__all__ = [
+    "Kind",
+    "fd_chunk",
+    "grad_fd_chunk",
+    "hvp_chunk",
+    "jvp_chunk",
+    "project",
+    "value",
+    "value_and_vjp",
+]
+
+Kind = Literal["entry", "tree"]
+Leaves = tuple[jax.Array, ...]
+Rest = tuple[tuple[jax.Array, ...], ...]
+
+
+def project(out: Any, cots: Any) -> jax.Array:
+    """``F_j = <v_j, out>`` for each cotangent ``v_j`` (leading axis of ``cots``): ``(K,)``."""
+    if cots is None:
+        return jnp.asarray(out)[None]
+    pairs = zip(jax.tree_util.tree_leaves(cots), jax.tree_util.tree_leaves(out), strict=True)
+    return sum(jnp.tensordot(v, o, axes=o.ndim) for v, o in pairs)  # type: ignore[return-value]
+
+
+def _grads(spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest, cots: Any) -> Leaves:
+    """``∇_θ F_j`` for every cotangent: one array ``(K, *leaf.shape)`` per checked leaf."""
+    fn = lambda c: spec.call(c, fixed, rest)
+    if cots is None:
+        return tuple(g[None] for g in jax.grad(fn)(checked))
+    _, pull = jax.vjp(fn, checked)
+    return jax.vmap(pull)(cots)[0]
+
+
+def _rows(grads: Sequence[jax.Array]) -> jax.Array:
+    """Gradients as real rows ``(K, n)``: complex leaves as ``(∂/∂re, ∂/∂im) = (Re, −Im)``."""
+    parts = []
+    for g in grads:
+        g = g.reshape(g.shape[0], -1)
+        parts += [g.real, -g.imag] if jnp.iscomplexobj(g) else [g]
+    return jnp.concatenate(parts, axis=1)
+
+
+def _with_leaf(checked: Leaves, k: int, leaf: jax.Array) -> Leaves:
+    return (*checked[:k], leaf, *checked[k + 1 :])
+
+
+def _perturb(checked: Leaves, k: int, kind: Kind, p: Any, step: jax.Array) -> tuple[Leaves, Any]:
+    """θ moved by ``step`` along perturbation ``p``; also the move actually made.
+
+    ``"entry"``: entry ``p`` of leaf ``k``; ``"tree"``: one array per leaf (zero outside the
+    leaf a row belongs to: ``x + h·0 = x`` exactly, so those leaves stay put). The move
+    actually made, ``(x + step) − x`` in floating point, differs from the nominal one by
+    rounding; the analysis divides by it (entries) or projects on it (tree rows), so that
+    error never enters the comparison.
+    """
+    if kind == "tree":
+        moved = tuple(x + (step * d).astype(x.dtype) for x, d in zip(checked, p, strict=True))
+        return moved, tuple(m - x for m, x in zip(moved, checked, strict=True))
+    flat = checked[k].reshape(-1)
+    x = flat[p]
+    moved = x + step
+    return _with_leaf(checked, k, flat.at[p].set(moved).reshape(checked[k].shape)), moved - x
+
+
+def _slot(
+    checked: Leaves, k: int, kind: Kind, p: Any, unit: jax.Array
+) -> tuple[Callable[[Any], Leaves], Any, Any]:
+    """``(embed, x, t)``: differentiate ``g(embed(x))`` at ``x`` along ``t`` for ``p``.
+
+    The tangent is ``unit·e_i`` for an entry (``unit``: ``1`` or ``1j``; only leaf ``k`` is
+    differentiated), and one array per leaf for a tree row.
+    """
+    if kind == "tree":
+        tangent = tuple(d.astype(x.dtype) for d, x in zip(p, checked, strict=True))
+        return (lambda c: c), checked, tangent
+    leaf = checked[k]
+    t = jnp.zeros(leaf.size, leaf.dtype).at[p].set(unit).reshape(leaf.shape)
+    return (lambda v: _with_leaf(checked, k, v)), leaf, t
+
+
+def _pm(one: Any, batch: Any, steps: jax.Array) -> Any:
+    """``one(p, ±h)`` over a batch: outputs get a leading ``(2, c)`` (row 0: ``+h``)."""
+    return jax.vmap(jax.vmap(one), in_axes=(None, 0))(batch, jnp.stack([steps, -steps]))
 
 
 @partial(jax.jit, static_argnums=0)
-def value(
-    spec: Spec,
-    checked: tuple[jax.Array, ...],
-    fixed: tuple[jax.Array, ...],
-    rest: tuple[tuple[jax.Array, ...], ...],
-) -> jax.Array:
+def value(spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest) -> Any:
     """``f`` itself (its ``eval_shape`` is cached, unlike ``jax.eval_shape``'s)."""
     return spec.call(checked, fixed, rest)
 
 
 @partial(jax.jit, static_argnums=0)
-def value_and_grad(
-    spec: Spec,
-    checked: tuple[jax.Array, ...],
-    fixed: tuple[jax.Array, ...],
-    rest: tuple[tuple[jax.Array, ...], ...],
-) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """``f`` and ``jax.grad(f)`` with respect to every checked leaf."""
-    return jax.value_and_grad(lambda c: spec.call(c, fixed, rest))(checked)
+def value_and_vjp(
+    spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest, cots: Any
+) -> tuple[Any, jax.Array, jax.Array, Leaves]:
+    """``f(θ)``, its projections ``F``, their rounding scale and gradients.
 
-
-def _perturbed_value(
-    spec: Spec,
-    k: int,
-    checked: Sequence[jax.Array],
-    fixed: Sequence[jax.Array],
-    rest: Sequence[Sequence[jax.Array]],
-    index: jax.Array,
-    step: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """``f`` with entry ``index`` of leaf ``k`` moved by ``step``; also the step actually taken.
-
-    The step actually taken, ``(x + step) - x`` in floating point, differs from ``step`` by
-    rounding; dividing by it instead of by ``step`` removes that error from the difference.
+    Returns:
+        ``(out, F, S, grads)``: the raw output; ``F`` ``(K,)``; ``S_j = Σ|v_j|·|f|`` ``(K,)``,
+        the size that rounding in ``F_j`` scales with; per checked leaf ``∇F`` as
+        ``(K, *leaf.shape)`` (``jax.grad`` for a scalar ``f``, ``jax.vjp`` otherwise).
     """
-    leaf = checked[k]
-    flat = leaf.reshape(-1)
-    x = flat[index]
-    moved = x + step
-    new_leaf = flat.at[index].set(moved).reshape(leaf.shape)
-    leaves = (*checked[:k], new_leaf, *checked[k + 1 :])
-    return spec.call(leaves, fixed, rest), moved - x
+    fn = lambda c: spec.call(c, fixed, rest)
+    if cots is None:
+        out, grads = jax.value_and_grad(fn)(checked)
+        return out, out[None], jnp.abs(out)[None], tuple(g[None] for g in grads)
+    out, pull = jax.vjp(fn, checked)
+    scale = project(jax.tree_util.tree_map(jnp.abs, out), jax.tree_util.tree_map(jnp.abs, cots))
+    return out, project(out, cots), scale, jax.vmap(pull)(cots)[0]
 
 
-@partial(jax.jit, static_argnums=(0, 1))
+@partial(jax.jit, static_argnums=(0, 1, 2))
 def fd_chunk(
     spec: Spec,
     k: int,
-    checked: tuple[jax.Array, ...],
-    fixed: tuple[jax.Array, ...],
-    rest: tuple[tuple[jax.Array, ...], ...],
-    indices: jax.Array,
+    kind: Kind,
+    checked: Leaves,
+    fixed: Leaves,
+    rest: Rest,
+    cots: Any,
+    batch: jax.Array,
     steps: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """``f(θ ± h·e_i)`` for each flat index ``i`` of leaf ``k`` in ``indices``.
+    """``F(θ ± h·p)`` for each perturbation ``p`` of leaf ``k`` in ``batch``.
 
     Args:
         spec: The static description of ``f`` and its arguments.
         k: Which checked leaf to perturb.
-        checked: Every checked leaf (float64 or complex128).
+        kind: ``"entry"`` (``batch``: ``(c,)`` flat indices into leaf ``k``) or ``"tree"``
+            (``batch``: per checked leaf ``(c, *leaf.shape)``; ``k`` unused).
+        checked: Every checked leaf (float64 or complex128; float32 in the fallback).
         fixed: Integer leaves of the differentiated arguments.
         rest: Dynamic leaves of the other arguments.
-        indices: ``(c,)`` flat indices into leaf ``k`` (may be sharded over devices).
-        steps: ``(c,)`` steps ``h`` (possibly complex, e.g. ``1j·eps`` for imaginary parts).
+        cots: Cotangents with a leading ``K`` axis, or None for a scalar ``f``.
+        batch: The perturbations (the entry axis may be sharded over devices).
+        steps: ``(c,)`` steps ``h`` (complex ``1j·eps`` moves imaginary parts of entries).
 
     Returns:
-        ``(values, taken)``, each ``(2, c)``: row 0 for ``+h``, row 1 for ``−h``; ``taken``
-        are the steps actually taken. The entry axis keeps the sharding of ``indices``.
+        ``(values, taken)``: values ``(2, c, K)``, row 0 for ``+h``, row 1 for ``−h``; the
+        moves actually made, ``(2, c)`` for entries, per leaf ``(2, c, *leaf.shape)`` for
+        tree rows.
     """
-    one = lambda i, h: _perturbed_value(spec, k, checked, fixed, rest, i, h)
-    over_entries = jax.vmap(one)
-    return jax.vmap(over_entries, in_axes=(None, 0))(indices, jnp.stack([steps, -steps]))
+
+    def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
+        moved, taken = _perturb(checked, k, kind, p, h)
+        return project(spec.call(moved, fixed, rest), cots), taken
+
+    return _pm(one, batch, steps)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def jvp_chunk(
+    spec: Spec,
+    k: int,
+    kind: Kind,
+    checked: Leaves,
+    fixed: Leaves,
+    rest: Rest,
+    cots: Any,
+    batch: jax.Array,
+    units: jax.Array,
+) -> jax.Array:
+    """Forward mode: ``jax.jvp`` of ``F`` along each perturbation's tangent, ``(c, K)``.
+
+    The tangent is ``unit·e_i`` for an entry (``units``: ``(c,)`` of ``1`` or ``1j``) and
+    the row itself for a tree row (``units`` unused).
+    """
+
+    def one(p: Any, unit: jax.Array) -> jax.Array:
+        embed, x, t = _slot(checked, k, kind, p, unit)
+        return jax.jvp(lambda v: project(spec.call(embed(v), fixed, rest), cots), (x,), (t,))[1]
+
+    return jax.vmap(one)(batch, units)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def grad_fd_chunk(
+    spec: Spec,
+    k: int,
+    kind: Kind,
+    checked: Leaves,
+    fixed: Leaves,
+    rest: Rest,
+    cots: Any,
+    batch: jax.Array,
+    steps: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Like :func:`fd_chunk` for the gradient: ``∇F(θ ± h·p)`` as real rows ``(2, c, K, n)``."""
+
+    def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
+        moved, taken = _perturb(checked, k, kind, p, h)
+        return _rows(_grads(spec, moved, fixed, rest, cots)), taken
+
+    return _pm(one, batch, steps)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def hvp_chunk(
+    spec: Spec,
+    k: int,
+    kind: Kind,
+    outer: Literal["forward", "reverse"],
+    checked: Leaves,
+    fixed: Leaves,
+    rest: Rest,
+    cots: Any,
+    batch: jax.Array,
+    units: jax.Array,
+) -> jax.Array:
+    """Hessian-vector products ``H·t`` along each perturbation's tangent, ``(c, K, n)``.
+
+    ``outer="forward"``: ``jax.jvp`` of the gradient (forward-over-reverse). ``"reverse"``:
+    ``jax.grad`` of ``<∇_k F, t>`` (reverse-over-reverse; ``H`` is symmetric, so this is
+    ``H·t`` too). Both go through every custom rule's own derivative. Tangents as in
+    :func:`jvp_chunk`; ``n`` counts real rows (complex leaves twice: re, im).
+    """
+
+    def forward(p: Any, unit: jax.Array) -> jax.Array:
+        embed, x, t = _slot(checked, k, kind, p, unit)
+        rows = lambda v: _rows(_grads(spec, embed(v), fixed, rest, cots))
+        return jax.jvp(rows, (x,), (t,))[1]
+
+    def reverse(p: Any, unit: jax.Array) -> jax.Array:
+        t = _slot(checked, k, kind, p, unit)[2]
+        pairs = (lambda g: zip(g, t, strict=True)) if kind == "tree" else (lambda g: [(g[k], t)])
+
+        def along(c: Leaves, cot: Any) -> jax.Array:
+            g = _grads(spec, c, fixed, rest, None if cot is None else _expand(cot))
+            return sum(jnp.sum(jnp.real(gl[0] * tl)) for gl, tl in pairs(g))  # type: ignore[return-value]
+
+        per = lambda cot: _rows(tuple(g[None] for g in jax.grad(along)(checked, cot)))[0]
+        return per(None)[None] if cots is None else jax.vmap(per)(cots)
+
+    return jax.vmap(forward if outer == "forward" else reverse)(batch, units)
+
+
+def _expand(cot: Any) -> Any:
+    """One cotangent as a batch of one (leading ``K = 1`` axis)."""
+    return jax.tree_util.tree_map(lambda v: v[None], cot)

@@ -152,12 +152,15 @@ def _to_array(x: Any, where: str) -> jax.Array:
         ) from e
 
 
-def _promote(x: jax.Array) -> jax.Array:
-    """float leaves → float64, complex leaves → complex128 (call inside ``precise()``)."""
+def _promote(x: jax.Array, real: np.dtype) -> jax.Array:
+    """float leaves → ``real``, complex leaves → its complex counterpart (inside ``precise()``).
+
+    ``real`` is float64, or float32 for the fallback on backends without float64.
+    """
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        return x.astype(jnp.complex128)
+        return x.astype(jnp.result_type(real, jnp.complex64))
     if jnp.issubdtype(x.dtype, jnp.floating):
-        return x.astype(jnp.float64)
+        return x.astype(real)
     return x
 
 
@@ -166,12 +169,20 @@ def _is_array(x: Any) -> bool:
 
 
 def build_problem(
-    f: Callable[..., Any], primals: Sequence[Any], argnums: int | Sequence[int], has_aux: bool
+    f: Callable[..., Any],
+    primals: Sequence[Any],
+    argnums: int | Sequence[int],
+    has_aux: bool,
+    real_dtype: Any = np.float64,
+    device: jax.Device | None = None,
 ) -> Problem:
     """Flattens ``f(*primals)`` for checking with respect to ``primals[argnums]``.
 
-    Must be called inside :func:`gradlab.gradcheck._scope.precise` so leaves become float64.
+    Must be called inside :func:`gradlab.gradcheck._scope.precise` so leaves become float64
+    (or ``real_dtype``). With ``device``, every array is moved there first (``host=True``).
     """
+    real = np.dtype(real_dtype)
+    put = (lambda a: jax.device_put(a, device)) if device is not None else (lambda a: a)
     if not callable(f):
         raise CheckInputError(f"f must be callable, got {type(f).__name__}.")
     n = len(primals)
@@ -199,11 +210,11 @@ def build_problem(
         prefix = "" if single else f"arg{a}"
         for path, x in with_path:
             where = _path_str(prefix, path)
-            arr = _to_array(x, where)
+            arr = put(_to_array(x, where))
             is_checked = bool(jnp.issubdtype(arr.dtype, jnp.inexact))
             leaves.append(Leaf(where, tuple(arr.shape), np.dtype(arr.dtype), is_checked))
             checked_flags.append(is_checked)
-            (checked_arrays if is_checked else fixed_arrays).append(_promote(arr))
+            (checked_arrays if is_checked else fixed_arrays).append(_promote(arr, real))
 
     rest_treedefs, rest_static, rest_dyn = [], [], []
     for i in range(n):
@@ -212,7 +223,7 @@ def build_problem(
         flat, treedef = jax.tree_util.tree_flatten(primals[i])
         rest_treedefs.append(treedef)
         rest_static.append(tuple(None if _is_array(x) else _Static(x) for x in flat))
-        rest_dyn.append(tuple(_promote(jnp.asarray(x)) for x in flat if _is_array(x)))
+        rest_dyn.append(tuple(_promote(put(jnp.asarray(x)), real) for x in flat if _is_array(x)))
 
     spec = Spec(
         f=f,

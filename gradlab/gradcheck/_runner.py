@@ -8,7 +8,7 @@ gathered so that every process builds the full report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -16,15 +16,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradlab.gradcheck import _kernels
-from gradlab.gradcheck._problem import Spec
 from gradlab.gradcheck.errors import CheckInputError
 
 __all__ = ["Runner"]
 
 
 class Runner:
-    """Runs :func:`~gradlab.gradcheck._kernels.fd_chunk` over a set of devices."""
+    """Runs the perturbation kernels of :mod:`~gradlab.gradcheck._kernels` over devices."""
 
     def __init__(self, devices: Sequence[jax.Device] | None) -> None:
         if devices is None:
@@ -60,21 +58,21 @@ class Runner:
 
     def run(
         self,
-        spec: Spec,
-        k: int,
-        dyn: tuple[Any, Any, Any],
-        indices: np.ndarray,
-        steps: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, taken)`` as host arrays of shape ``(2, c)``."""
+        kernel: Callable[..., Any],
+        static: tuple[Any, ...],
+        dyn: tuple[Any, ...],
+        batch: tuple[Any, ...],
+    ) -> Any:
+        """``kernel(*static, *dyn, *batch)`` with ``batch``'s arrays sharded on their first axis.
+
+        Returns the kernel's outputs as host arrays (gathered from every process).
+        """
         if self.mesh is None:
-            values, taken = _kernels.fd_chunk(spec, k, *dyn, indices, steps)
-            return np.asarray(values), np.asarray(taken)
-        entries = PartitionSpec("entries")
-        values, taken = _kernels.fd_chunk(
-            spec, k, *dyn, self._put(indices, entries), self._put(steps, entries)
-        )
-        if self.multiprocess:
-            values = multihost_utils.process_allgather(values, tiled=True)
-            taken = multihost_utils.process_allgather(taken, tiled=True)
-        return np.asarray(values), np.asarray(taken)
+            out = kernel(*static, *dyn, *batch)
+        else:
+            entries = PartitionSpec("entries")
+            sharded = jax.tree_util.tree_map(lambda b: self._put(b, entries), batch)
+            out = kernel(*static, *dyn, *sharded)
+            if self.multiprocess:
+                out = multihost_utils.process_allgather(out, tiled=True)
+        return jax.tree_util.tree_map(np.asarray, out)

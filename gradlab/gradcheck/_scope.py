@@ -11,12 +11,16 @@ __all__ = ["precise"]
 
 
 @contextlib.contextmanager
-def precise() -> Iterator[None]:
+def precise(x64: bool = True) -> Iterator[None]:
     """Enables float64 and ``"highest"`` matmul precision inside the block only.
 
     Both are JAX's own context managers, so the caller's settings come back when the block
     exits, normally or by an exception. TF32 and bfloat16 passes can therefore never leak
     into a gradient check.
+
+    Args:
+        x64: Enable float64 (the default); ``False`` disables it for the float32 fallback
+            on backends without float64, still at full matmul precision.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -27,5 +31,5 @@ def precise() -> Iterator[None]:
         >>> jax.config.jax_enable_x64 == before
         True
     """
-    with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+    with jax.enable_x64(x64), jax.default_matmul_precision("highest"):
         yield

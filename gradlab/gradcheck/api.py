@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,48 +13,72 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab.gradcheck import _kernels
-from gradlab.gradcheck._analysis import LeafSums, Thresholds, analyse_part, combine
-from gradlab.gradcheck._memory import default_budget, plan_chunk
+from gradlab.gradcheck import _kernels, directional, step
+from gradlab.gradcheck._analysis import Thresholds
 from gradlab.gradcheck._problem import Problem, build_problem
+from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
+from gradlab.gradcheck._sweep import (
+    TRACING_ERRORS,
+    Context,
+    LeafPlan,
+    evaluate,
+    first_order_rows,
+    make_plans,
+    n_calls,
+    sweep_first_order,
+    trace_error_hint,
+)
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.errors import CheckInputError, GradCheckError
+from gradlab.gradcheck.forward import resolve_ad
 from gradlab.gradcheck.report import CheckReport
+from gradlab.gradcheck.second_order import sweep_second_order
+from gradlab.gradcheck.vjp import (
+    Output,
+    describe_projection,
+    inspect_output,
+    make_cotangents,
+    split_cotangents,
+)
 
 __all__ = ["assert_check", "check"]
 
-_TRACING_ERRORS: tuple[type[Exception], ...] = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerArrayConversionError,
-    jax.errors.TracerIntegerConversionError,
-)
+#: Platforms without float64: the check falls back to float32 there (or host=True).
+_NO_FLOAT64 = ("tpu",)
+#: Default tolerance of the float32 fallback: centered differences in float32 resolve a
+#: relative error of about u^(2/3) ≈ 2e-5 at best, times the rounding constant.
+FLOAT32_TOLERANCE = 1e-3
+_MODES = ("full", "sample", "directional")
 
-#: Show a progress bar when the finite differences are expected to take longer than this.
-_PROGRESS_AFTER_SECONDS = 2.0
-#: Upper bound on the entries per chunk: larger vmaps stop paying off.
-_MAX_CHUNK = 4096
+
+def _positive_int(name: str, value: Any, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CheckInputError(f"{name} must be a positive int ({what}), got {value!r}.")
 
 
 def _validate_options(
-    eps: float,
-    tolerance: float,
+    eps: float | str | None,
+    tolerance: float | None,
     kink_tolerance: float,
     noise_factor: float,
     max_worst: int,
     chunk_size: int | None,
 ) -> None:
-    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
-        raise CheckInputError(f"eps must be a positive finite number, got {eps!r}.")
-    if eps >= 1.0:
-        raise CheckInputError(
-            f"eps={eps!r} is not a small step; centered differences need eps << 1 "
-            "(the lecture uses 1e-7)."
-        )
+    if isinstance(eps, str):
+        if eps != "auto":
+            raise CheckInputError(f"eps must be a number, 'auto' or None, got {eps!r}.")
+    elif eps is not None:
+        if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
+            raise CheckInputError(f"eps must be a positive finite number, got {eps!r}.")
+        if eps >= 1.0:
+            raise CheckInputError(
+                f"eps={eps!r} is not a small step; centered differences need eps << 1 "
+                "(the lecture uses 1e-7)."
+            )
     for name, value in [
-        ("tolerance", tolerance),
+        ("tolerance", 1.0 if tolerance is None else tolerance),
         ("kink_tolerance", kink_tolerance),
         ("noise_factor", noise_factor),
     ]:
@@ -65,124 +90,111 @@ def _validate_options(
         raise CheckInputError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
 
 
-def _trace_errors_hint(e: Exception) -> CheckInputError:
-    return CheckInputError(
-        "f cannot be traced by JAX, so it cannot be jitted or vmapped: "
-        f"{type(e).__name__}: {str(e).splitlines()[0]}\n"
-        "Fix: use jax.numpy and jax.lax inside f (jnp.where or lax.cond instead of Python "
-        "`if` on array values, no NumPy or .item() on traced arrays). Non-array settings "
-        "(flags, strings) may be passed as extra positional args: they are kept static."
+def _validate_modes(
+    mode: str,
+    samples: int,
+    directions: int,
+    cotangents: int,
+    order: int,
+    eps: float | str | None,
+    repeat: bool,
+) -> None:
+    if mode not in _MODES:
+        raise CheckInputError(f"mode must be one of {', '.join(map(repr, _MODES))}, got {mode!r}.")
+    _positive_int("samples", samples, "entries per leaf in 'sample' mode")
+    _positive_int("directions", directions, "random directions per leaf in 'directional' mode")
+    _positive_int("cotangents", cotangents, "random projections of a non-scalar output")
+    if order not in (1, 2) or isinstance(order, bool):
+        raise CheckInputError(
+            f"order must be 1 (gradients) or 2 (Hessian-vector products), got {order!r}."
+        )
+    if order == 2 and eps == "auto":
+        raise CheckInputError(
+            "eps='auto' is implemented for order=1; at order=2 leave eps out (1e-5, the "
+            "cube-root rule for differences of the gradient) or pass a number."
+        )
+    if order == 2 and repeat:
+        raise CheckInputError("repeat=True is implemented for order=1; drop it at order=2.")
+
+
+def _precision(
+    dtype: str | None, host: bool, devices: Sequence[jax.Device] | None
+) -> tuple[str, jax.Device | None, str]:
+    """The dtype to check in, the host device for ``host=True``, and a note saying why."""
+    if dtype not in (None, "float64", "float32"):
+        raise CheckInputError(f"dtype must be None, 'float64' or 'float32', got {dtype!r}.")
+    platform = (next(iter(devices)) if devices else jax.devices()[0]).platform
+    if host:
+        if dtype == "float32":
+            raise CheckInputError(
+                "host=True evaluates in float64 on the CPU host; drop dtype='float32' (or "
+                "host=True to run in float32 on the accelerator)."
+            )
+        if devices and any(d.platform != "cpu" for d in devices):
+            raise CheckInputError("host=True runs on the CPU: pass CPU devices or none.")
+        note = "host=True: evaluated in float64 on the CPU host" + (
+            f" (the default device is {platform})" if jax.devices()[0].platform != "cpu" else ""
+        )
+        return "float64", jax.devices("cpu")[0], note
+    if dtype is None:
+        dtype = "float32" if platform in _NO_FLOAT64 else "float64"
+        if dtype == "float64":
+            return dtype, None, ""
+        why = f"float64 is not available on {platform}"
+    elif dtype == "float32":
+        why = "dtype='float32' was asked for"
+    else:
+        return dtype, None, ""
+    return (
+        "float32",
+        None,
+        f"{why}: the check ran in float32 with per-leaf steps (24·u)^(1/3)·max(1, rms|θ|) "
+        "(unless eps is given), float32 noise floors and tolerance 1e-3 (unless given); pass "
+        "host=True to check in float64 on the CPU host instead.",
     )
 
 
-def _evaluate(problem: Problem) -> tuple[float, str, list[np.ndarray], int]:
-    """f(θ) and its gradient, with the input validated; also the evaluation's memory need."""
-    spec = problem.spec
-    dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
+def _output(problem: Problem, dyn: tuple[Any, ...]) -> Output:
     try:
-        out = _kernels.value.eval_shape(spec, *dyn)
+        out = _kernels.value.eval_shape(problem.spec, *dyn)
     except CheckInputError:
         raise
-    except _TRACING_ERRORS as e:
-        raise _trace_errors_hint(e) from e
-    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
-        raise CheckInputError(
-            f"f must return a scalar array, got {type(out).__name__}. If f returns "
-            "(loss, aux), pass has_aux=True."
-        )
-    if out.shape != ():
-        raise CheckInputError(
-            f"f must return a scalar, got an array of shape {out.shape}. Reduce it "
-            "(e.g. .sum() or .mean()), or check a vector-valued function through a scalar "
-            "projection such as lambda p: jnp.vdot(v, f(p)) for a fixed random v."
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise CheckInputError(
-            f"f must return a real floating-point scalar, got dtype {out.dtype}. "
-            "Return a float loss (for complex outputs, check jnp.real(...) and jnp.imag(...))."
-        )
-    compiled = _kernels.value_and_grad.lower(spec, *dyn).compile()
-    value, grads = compiled(*dyn)
-    mem = compiled.memory_analysis()
-    per_eval = 0
-    if mem is not None:
-        per_eval = int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
-    value = float(value)
-    if not math.isfinite(value):
-        raise CheckInputError(
-            f"f(θ) = {value}: a gradient check needs a finite value at θ. Look for log(0), "
-            "0/0 or overflow in f, or NaN in the parameters or data."
-        )
-    grads_np = [np.asarray(g) for g in grads]
-    for leaf, g in zip(problem.checked, grads_np, strict=True):
-        bad = ~np.isfinite(g)
-        if bad.any():
-            first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), g.shape))
-            raise CheckInputError(
-                f"jax.grad(f) is not finite in leaf {leaf.path!r} ({int(bad.sum())} entries, "
-                f"first at index {first}): the analytical gradient has NaN/Inf (e.g. sqrt or "
-                "log at 0, a 0/0 in a custom rule), so there is nothing finite to compare."
-            )
-    return value, str(out.dtype), grads_np, per_eval
+    except TRACING_ERRORS as e:
+        raise trace_error_hint(e) from e
+    return inspect_output(out, problem.spec.has_aux)
 
 
-class _Progress:
-    """A progress bar that appears only once a check turns out to be long, on a terminal."""
-
-    def __init__(self, enabled: bool | None, total: int, plan: str) -> None:
-        self.enabled, self.total, self.plan = enabled, total, plan
-        self.done = 0
-        self.start = time.perf_counter()
-        self._bar: Any = None
-        self._task: Any = None
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self._bar is None and self.done < self.total:
-            show = self.enabled
-            if show is None:
-                elapsed = time.perf_counter() - self.start
-                expected = elapsed * self.total / max(self.done, 1)
-                show = expected > _PROGRESS_AFTER_SECONDS and sys.stderr.isatty()
-                self.plan += f"; about {expected:.0f} s"
-            if show:
-                self._open()
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-
-    def _open(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        console.print(self.plan, highlight=False)
-        self._bar = Progress(
-            TextColumn("gradlab.check"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("entries", total=self.total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+def _steps(
+    eps: float | str | None,
+    ctx: Context,
+    base: Any,
+    th: Thresholds,
+    seed: int,
+    order: int,
+    compute: str,
+) -> tuple[list[float], list[step.AutoStep]]:
+    """Each checked leaf's step, and what ``eps="auto"`` found (empty otherwise)."""
+    leaves = ctx.problem.checked_leaves
+    if eps == "auto":
+        auto = step.auto_steps(ctx, base, th, seed)
+        return [a.eps for a in auto], auto
+    if eps is not None:
+        return [float(eps)] * len(leaves), []
+    if compute == "float32":
+        return step.float32_steps([np.asarray(x) for x in leaves], order), []
+    return [step.default_eps(order, compute)] * len(leaves), []
 
 
-def _select_entries(n: int, mode: str, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Flat indices of a leaf to check: all of them, or a uniform sample of ``samples``."""
-    if mode == "full" or n <= samples:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=samples, replace=False))
+def _plan_text(plans: Sequence[LeafPlan], order: int, ads: Sequence[str], n_dev: int) -> str:
+    total = sum(p.m * len(p.parts) for p in plans)
+    what = "f" if order == 1 else "the gradient"
+    text = f"gradlab.check plan: {2 * total:,} evaluations of {what} over {len(plans)} leaves"
+    if order == 2:
+        text += f", {total * len(ads):,} Hessian-vector products"
+    elif "forward" in ads:
+        text += f", {total:,} jvps"
+    largest = max(p.chunk for p in plans)
+    return text + f", in chunks of up to {largest:,} perturbations on {n_dev} device(s)"
 
 
 def check(
@@ -190,12 +202,18 @@ def check(
     params: Any,
     *args: Any,
     argnums: int | Sequence[int] = 0,
-    eps: float = 1e-7,
-    tolerance: float = 1e-6,
+    eps: float | str | None = None,
+    tolerance: float | None = None,
     has_aux: bool = False,
     mode: str = "full",
     samples: int = 64,
+    directions: int = 4,
     seed: int = 0,
+    ad: str | None = None,
+    order: int = 1,
+    cotangents: int = 3,
+    dtype: str | None = None,
+    host: bool = False,
     require_resolved: bool = False,
     kink_tolerance: float = 1e-4,
     noise_factor: float = 8.0,
@@ -205,6 +223,7 @@ def check(
     devices: Sequence[jax.Device] | None = None,
     max_worst: int = 5,
     progress: bool | None = None,
+    verbose: bool = False,
 ) -> CheckReport:
     """Checks ``jax.grad(f)`` against centered differences over every parameter entry.
 
@@ -222,27 +241,48 @@ def check(
     reported as ``"unresolved"``, with the ``eps`` that would resolve it, rather than as wrong
     or verified.
 
+    Beyond that (see ``docs/check_modes.md``): ``mode="directional"`` screens each leaf along
+    a few random directions; ``ad="forward"``/``"both"`` checks ``jax.jvp``; ``order=2``
+    checks Hessian-vector products against differences of the gradient; a ``f`` with a
+    non-scalar output is checked through random cotangents; ``eps="auto"`` picks each leaf's
+    step; on backends without float64 the check runs in float32 (or on the host).
+
     Args:
-        f: A function ``f(params, *args)`` returning a real scalar (any JAX function).
+        f: A function ``f(params, *args)`` returning a real scalar, or float arrays (any
+            pytree; checked through ``cotangents`` random projections ``<v_j, f>``).
         params: A pytree of arrays (dicts, lists, Flax params, an NNX state, ...).
         *args: Further arguments of ``f``; array leaves are passed as data (promoted to
             float64), other leaves (flags, strings) are kept static.
         argnums: Which positional arguments of ``f`` to check, as in ``jax.grad``
             (``0`` is ``params``). With several, leaf paths start with ``arg{i}/``.
-        eps: The finite-difference step (the lecture's 1e-7).
-        tolerance: The largest relative error a leaf may have and be verified.
+        eps: The finite-difference step. Default: the lecture's 1e-7 at order 1, 1e-5 at
+            order 2, ``(24·u)^(1/3)·max(1, rms|θ_k|)`` per leaf in float32. ``"auto"``: per leaf,
+            from a Richardson estimate of truncation and rounding (order 1 only).
+        tolerance: The largest relative error a leaf may have and be verified; default
+            1e-6 (1e-3 in float32).
         has_aux: ``f`` returns ``(value, aux)``; ``aux`` is ignored.
         mode: ``"full"`` checks every entry; ``"sample"`` checks ``samples`` entries per leaf
-            (uniformly at random, every leaf included), for models too big for a full check.
+            (uniformly at random, every leaf included), for models too big for a full check;
+            ``"directional"`` checks ``directions`` random unit directions per leaf.
         samples: Entries per leaf in ``"sample"`` mode.
-        seed: Seed of the sample in ``"sample"`` mode.
+        directions: Random unit directions per leaf in ``"directional"`` mode.
+        seed: Seed of the sample, the directions and the cotangents.
+        ad: ``"reverse"`` (``jax.vjp``; default at order 1), ``"forward"`` (``jax.jvp``;
+            default at order 2: ``jax.jvp(jax.grad(f))``) or ``"both"`` (a row per leaf and
+            mode; at order 2 ``"reverse"`` is ``jax.grad`` of ``<∇f, t>``).
+        order: 1 checks the gradient; 2 checks Hessian-vector products against centered
+            differences of the gradient (as torch's ``gradgradcheck``), per leaf.
+        cotangents: Random unit cotangents a non-scalar ``f`` is projected on.
+        dtype: ``"float64"``, or ``"float32"`` for the fallback of backends without float64
+            (default: float64, float32 on TPUs).
+        host: Evaluate in float64 on the CPU host (``jax.devices("cpu")``) instead.
         require_resolved: Count unresolved leaves as failures in ``report.ok``.
         kink_tolerance: Relative disagreement of one-sided differences that marks a kink.
         noise_factor: ``c`` in the rounding model ``|error of f| ≈ c·u·|f|``.
         repeat: Evaluate everything twice and report entries where ``f`` or its gradient is
             not reproducible (non-deterministic reductions, stray randomness) as such,
-            instead of blaming the gradient.
-        chunk_size: Entries per compiled batch (each costs two evaluations of ``f``);
+            instead of blaming the gradient (order 1).
+        chunk_size: Perturbations per compiled batch (each costs two evaluations of ``f``);
             default: from ``memory_budget`` and XLA's memory analysis of ``f``.
         memory_budget: Bytes one batch may use per device; default: from the device's memory.
         devices: Devices to shard the perturbations over; default: the first local device,
@@ -251,14 +291,17 @@ def check(
         max_worst: How many worst entries to keep per leaf.
         progress: Show the plan and a progress bar; default: only on a terminal and for
             checks expected to take more than a few seconds.
+        verbose: Print the plan (evaluations, chunk size) before the check, the time
+            estimate from its first chunk, and the summary, to standard error.
 
     Returns:
         A :class:`~gradlab.CheckReport`; ``report.ok`` says whether it passed and
         ``print(report)`` shows the per-leaf table.
 
     Raises:
-        CheckInputError: ``f`` or the parameters cannot be checked (non-scalar output, no
-            floating-point leaves, NaN/Inf in ``f(θ)`` or its gradient, not traceable).
+        CheckInputError: ``f`` or the parameters cannot be checked (output not float, no
+            floating-point leaves, NaN/Inf in ``f(θ)`` or its gradient, not traceable,
+            ``ad="forward"`` through a ``custom_vjp``), or an option is invalid.
 
     Example:
         >>> import jax.numpy as jnp
@@ -269,181 +312,142 @@ def check(
         >>> report = gradlab.check(loss, params, jnp.arange(12.0).reshape(4, 3) / 10)
         >>> report.ok, report.verdict, [leaf.path for leaf in report.leaves]
         (True, 'happy', ['b', 'w'])
+        >>> gradlab.check(loss, params, jnp.ones((4, 3)), mode="directional", order=2).ok
+        True
     """
     _validate_options(eps, tolerance, kink_tolerance, noise_factor, max_worst, chunk_size)
-    if mode not in ("full", "sample"):
-        raise CheckInputError(f"mode must be 'full' or 'sample', got {mode!r}.")
-    if not isinstance(samples, int) or samples < 1:
-        raise CheckInputError(f"samples must be a positive int, got {samples!r}.")
+    _validate_modes(mode, samples, directions, cotangents, order, eps, repeat)
+    ad_name, ads = resolve_ad(ad, order)
+    compute, device, precision_note = _precision(dtype, host, devices)
+    if device is not None:
+        devices = devices or [device]
     start = time.perf_counter()
-    with precise():
-        problem = build_problem(f, (params, *args), argnums, has_aux)
-        spec = problem.spec
-        value, out_dtype, grads, per_eval = _evaluate(problem)
-        notes: list[str] = []
+    on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
+    with precise(x64=compute == "float64"), on_device:
+        problem = build_problem(f, (params, *args), argnums, has_aux, compute, device)
+        dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
+        output = _output(problem, dyn)
+        cots = None
+        if not output.scalar:
+            cots = jax.tree_util.tree_map(jnp.asarray, make_cotangents(output, cotangents, seed))
+        base = evaluate(problem, cots, dyn)
+        notes = [precision_note] if precision_note else []
         if repeat:
-            value2, _, grads2, _ = _evaluate(problem)
-            if value2 != value or any(
-                not np.array_equal(a, b) for a, b in zip(grads, grads2, strict=True)
+            again = evaluate(problem, cots, dyn)
+            if not np.array_equal(again.values, base.values) or any(
+                not np.array_equal(a, b) for a, b in zip(base.grads, again.grads, strict=True)
             ):
                 notes.append(
                     "f or jax.grad(f) is not reproducible: two evaluations at the same θ "
                     "differ; differences at the level of that variation are not the "
                     "gradient's fault."
                 )
+        # float32 inside: its roundoff, even when f's output is promoted to float64
+        u = max(float(np.finfo(base.out_dtype).eps), float(np.finfo(compute).eps))
+        if tolerance is None:
+            tolerance = 1e-6 if compute == "float64" else FLOAT32_TOLERANCE
         th = Thresholds(
-            tolerance=float(tolerance),
-            kink_tolerance=float(kink_tolerance),
-            noise_factor=float(noise_factor),
-            unit_roundoff=float(np.finfo(out_dtype).eps),
-            max_worst=max_worst,
+            float(tolerance), float(kink_tolerance), float(noise_factor), u, max_worst, compute
         )
         runner = Runner(devices)
-        budget = memory_budget or default_budget(runner.devices[0])
-        dyn = runner.replicate((problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn))
-        checked = problem.checked
-        rng = np.random.default_rng(seed)
-
-        # The plan: per checked leaf, the entries to check, the parts, and the chunk size.
-        plans = []
-        for k, leaf in enumerate(checked):
-            n = math.prod(leaf.shape)
-            entries = _select_entries(n, mode, samples, rng)
-            leaf_bytes = n * problem.checked_leaves[k].dtype.itemsize
-            chunk = chunk_size or plan_chunk(
-                len(entries),
-                per_eval + leaf_bytes,
-                budget * runner.n_devices,
-                _MAX_CHUNK,
-                multiple_of=runner.n_devices,
-            )
-            chunk = max(
-                runner.n_devices,
-                min(chunk, -(-len(entries) // runner.n_devices) * runner.n_devices),
-            )
-            complex_leaf = jnp.issubdtype(leaf.dtype, jnp.complexfloating)
-            parts = ["real", "imag"] if complex_leaf else [""]
-            plans.append((k, leaf, entries, chunk, parts))
-        total = sum(len(e) * len(p) for _, _, e, _, p in plans) * (2 if repeat else 1)
-        largest = max(c for *_, c, _ in plans)
-        bar = _Progress(
-            progress,
-            total,
-            f"gradlab.check: {2 * total:,} evaluations of f over {len(plans)} leaves, "
-            f"chunks of up to {largest:,} entries on {runner.n_devices} device(s)",
+        ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar)
+        steps, auto = _steps(eps, ctx, base, th, seed, order, compute)
+        plans = make_plans(
+            problem,
+            base,
+            runner,
+            steps,
+            mode,
+            samples,
+            directions,
+            seed,
+            order,
+            chunk_size,
+            memory_budget,
         )
-
-        raw: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
-        n_evals = 0
+        total = sum(p.m * len(p.parts) for p in plans) * (2 if repeat else 1)
+        text = _plan_text(plans, order, ads, runner.n_devices)
+        bar = Progress(progress, verbose, total, text, n_calls=n_calls(plans))
         n_unstable = 0
         try:
-            for k, _, entries, chunk, parts in plans:
-                dtype = problem.checked_leaves[k].dtype
-                for part in parts:
-                    unit = 1j if part == "imag" else 1.0
-                    for lo in range(0, len(entries), chunk):
-                        idx = entries[np.arange(lo, lo + chunk) % len(entries)]  # pad
-                        steps = np.full(chunk, eps * unit, dtype=dtype)
-                        got = _run_chunk(runner, spec, k, dyn, idx, steps)
-                        if repeat:
-                            again = _run_chunk(runner, spec, k, dyn, idx, steps)
-                            n_unstable += int(np.sum(np.any(again[0] != got[0], axis=0)))
-                            n_evals += 2 * chunk
-                            bar.advance(min(chunk, len(entries) - lo))
-                        m = min(chunk, len(entries) - lo)
-                        raw.setdefault((k, part), []).append((got[0][:, :m], got[1][:, :m]))
-                        n_evals += 2 * chunk
-                        bar.advance(m)
-        finally:
-            bar.close()
-        if n_unstable:
-            notes.append(
-                f"{n_unstable} perturbed evaluations of f gave different values when repeated: "
-                "f is not deterministic, so finite differences there are unreliable."
-            )
-
-        leaves = []
-        totals = np.zeros(3)
-        for k, leaf, entries, _, parts in plans:
-            sums: list[LeafSums] = []
-            for part in parts:
-                values = np.concatenate([v for v, _ in raw[(k, part)]], axis=1)
-                taken = np.concatenate([t for _, t in raw[(k, part)]], axis=1)
-                ana = grads[k].reshape(-1)[entries]
-                hp, hm = taken[0], taken[1]
-                if part == "real":
-                    hp, hm, ana = hp.real, hm.real, ana.real
-                elif part == "imag":
-                    hp, hm, ana = hp.imag, hm.imag, -ana.imag  # JAX: grad = ∂f/∂x − i·∂f/∂y
-                sums.append(
-                    analyse_part(
-                        leaf.shape,
-                        value,
-                        values[0],
-                        values[1],
-                        hp,
-                        hm,
-                        ana,
-                        th,
-                        indices=entries,
-                        part=part,
-                    )
+            if order == 1:
+                raw, n_evals, n_unstable = sweep_first_order(
+                    ctx, plans, "forward" in ads, repeat, bar
                 )
-            row = combine(leaf.path, leaf.shape, str(leaf.dtype), sums, eps, th)
-            leaves.append(row)
-            totals += [
-                sum(s.num_sq for s in sums),
-                sum(s.ana_sq for s in sums),
-                sum(s.diff_sq for s in sums),
-            ]
+                rows, totals = first_order_rows(ctx, plans, raw, base, th, ads)
+            else:
+                rows, totals, n_evals = sweep_second_order(ctx, plans, base, th, ads, bar)
+        except BaseException:
+            bar.close()
+            raise
+        n_evals += sum(a.n_evaluations for a in auto)
+        if auto:
+            est = {x.path: a.estimated_error for x, a in zip(problem.checked, auto, strict=True)}
+            rows = [dataclasses.replace(r, estimated_error=est[r.path]) for r in rows]
 
-    rel = relative_error(*totals)
-    if out_dtype != "float64":
-        notes.append(
-            f"f returns {out_dtype} even with float64 inputs: it casts internally, so the "
-            "check only resolves gradients to that precision."
-        )
-    if any(jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in checked):
-        notes.append(
-            "complex leaves are checked as real and imaginary parts; JAX's convention for a "
-            "real f is grad = ∂f/∂re − i·∂f/∂im."
-        )
-    mode_desc = "full"
+    notes += _notes(n_unstable, compute, base.out_dtype, problem, mode)
+    mode_desc = mode
     if mode == "sample":
         mode_desc = f"sample ({samples} entries per leaf, uniform without replacement, seed {seed})"
-    ok = not any(r.status == "wrong" for r in leaves)
+    elif mode == "directional":
+        mode_desc = directional.describe(directions, seed)
+    output_desc = "scalar" if output.scalar else describe_projection(output, cotangents, seed)
+    report_eps: float | str = steps[0]
+    if eps == "auto":
+        report_eps = "auto"
+    elif len(set(steps)) > 1:
+        report_eps = "per leaf"
+    ok = not any(r.status == "wrong" for r in rows)
     if require_resolved:
-        ok = ok and not any(r.status == "unresolved" for r in leaves)
-    return CheckReport(
+        ok = ok and not any(r.status == "unresolved" for r in rows)
+    rel = relative_error(*totals)
+    report = CheckReport(
         ok=ok,
         relative_error=rel,
         verdict=verdict(rel),
-        leaves=tuple(leaves),
+        leaves=tuple(rows),
         skipped=tuple(f"{leaf.path} ({leaf.dtype})" for leaf in problem.skipped),
-        eps=float(eps),
-        tolerance=float(tolerance),
-        dtype="float64",
-        value=value,
+        eps=report_eps,
+        tolerance=th.tolerance,
+        dtype=compute,
+        value=float(base.values[0]),
         n_evaluations=n_evals,
         seconds=time.perf_counter() - start,
         mode=mode_desc,
         notes=tuple(notes),
+        order=order,
+        ad=ad_name,
+        output=output_desc,
+        cotangents=() if cots is None else split_cotangents(cots, cotangents),
     )
+    bar.close(report.summary())
+    return report
 
 
-def _run_chunk(
-    runner: Runner, spec: Any, k: int, dyn: Any, idx: np.ndarray, steps: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        return runner.run(spec, k, dyn, idx, steps)
-    except _TRACING_ERRORS as e:
-        raise _trace_errors_hint(e) from e
-    except NotImplementedError as e:
-        raise CheckInputError(
-            "f cannot be evaluated under jax.vmap, which the checker uses to run "
-            f"perturbations in parallel: {e}\nFix: give custom primitives a batching rule, "
-            "or use jax.pure_callback(..., vmap_method='sequential')."
-        ) from e
+def _notes(n_unstable: int, compute: str, out_dtype: str, problem: Problem, mode: str) -> list[str]:
+    """What the reader of a report should know beyond the table."""
+    notes = []
+    if n_unstable:
+        notes.append(
+            f"{n_unstable} perturbed evaluations of f gave different values when repeated: "
+            "f is not deterministic, so finite differences there are unreliable."
+        )
+    if compute == "float64" and out_dtype != "float64":
+        notes.append(
+            f"f returns {out_dtype} even with float64 inputs: it casts internally, so the "
+            "check only resolves gradients to that precision."
+        )
+    if any(np.issubdtype(leaf.dtype, np.complexfloating) for leaf in problem.checked):
+        how = (
+            "along complex directions (real and imaginary parts moved together)"
+            if mode == "directional"
+            else "as real and imaginary parts"
+        )
+        notes.append(
+            f"complex leaves are checked {how}; JAX's convention for a real f is "
+            "grad = ∂f/∂re − i·∂f/∂im, compared as (∂f/∂re, ∂f/∂im)."
+        )
+    return notes
 
 
 def assert_check(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> CheckReport:

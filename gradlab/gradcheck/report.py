@@ -7,6 +7,8 @@ import io
 import math
 from typing import Any, Literal
 
+import jax
+import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -23,12 +25,16 @@ class EntryMismatch:
     """One entry of a leaf where the numerical and analytical gradients differ.
 
     Attributes:
-        index: The entry's index in the leaf (a tuple, one int per axis).
+        index: The entry's index in the leaf (a tuple, one int per axis); in directional
+            mode ``(j,)``, the direction's number.
         numerical: The centered difference ``(f(θ+h) − f(θ−h)) / 2h``.
-        analytical: ``jax.grad``'s value.
+        analytical: ``jax.grad``'s value (``jax.jvp``'s in forward mode; ``H·e_i``'s entry at
+            order 2).
         abs_error: ``|numerical − analytical|``.
         kink: True when the two one-sided differences disagree (a kink, excluded).
-        part: ``"real"`` or ``"imag"`` for complex leaves, else ``""``.
+        part: ``"real"`` or ``"imag"`` for complex leaves, ``"direction"`` in directional
+            mode, ``"v{j}"`` for the cotangent of a vector-valued ``f``, ``"row {component}"``
+            at order 2 (which gradient component); else ``""``.
     """
 
     index: tuple[int, ...]
@@ -60,6 +66,11 @@ class LeafReport:
         resolving_eps: For unresolved leaves, the step that would bring the noise floor under
             the tolerance, when that step is still small (at most 1e-3); else None.
         note: Why a leaf is unresolved, in words; empty otherwise.
+        ad: Which derivative the row checks: ``"reverse"`` (``jax.grad``/``jax.vjp``) or
+            ``"forward"`` (``jax.jvp``); at order 2, the outer derivative of the gradient.
+        eps: The finite-difference step used for this leaf.
+        estimated_error: With ``eps="auto"``: the relative error of the finite differences
+            themselves estimated from steps ``h`` and ``2h`` (truncation plus rounding).
     """
 
     path: str
@@ -75,6 +86,9 @@ class LeafReport:
     worst: tuple[EntryMismatch, ...]
     resolving_eps: float | None = None
     note: str = ""
+    ad: str = "reverse"
+    eps: float | None = None
+    estimated_error: float | None = None
 
     @property
     def size(self) -> int:
@@ -119,14 +133,25 @@ class CheckReport:
         verdict: The lecture's band for ``relative_error``.
         leaves: One :class:`LeafReport` per checked leaf, in pytree order.
         skipped: Paths and dtypes of the integer/bool leaves that were not checked.
-        eps: The finite-difference step.
+        eps: The finite-difference step; ``"auto"`` when chosen per leaf (see
+            ``LeafReport.eps``), the largest per-leaf step in the float32 fallback.
         tolerance: The relative-error tolerance each leaf is held to.
-        dtype: The dtype the check ran in.
-        value: ``f(θ)``.
-        n_evaluations: How many times ``f`` was evaluated for finite differences.
+        dtype: The dtype the check ran in (``"float64"``, or ``"float32"`` on backends
+            without float64; ``notes`` says which and why).
+        value: ``f(θ)`` (for a vector-valued ``f``: its projection on the first cotangent).
+        n_evaluations: How many times ``f`` (at order 2: its gradient) was evaluated for
+            finite differences.
         seconds: Wall time of the check, compilation included.
-        mode: How entries were chosen (``"full"``: every entry).
+        mode: How perturbations were chosen (``"full"``: every entry; ``"sample (...)"``;
+            ``"directional (...)"``: random unit directions per leaf).
         notes: Anything the reader should know (e.g. ``f`` computes in float32).
+        order: 1 (gradients) or 2 (Hessian-vector products against differences of the
+            gradient).
+        ad: ``"reverse"``, ``"forward"`` or ``"both"``: which autodiff was checked.
+        output: What was checked of ``f``'s output: ``"scalar"``, or its shape and the
+            random cotangents it was projected on.
+        cotangents: For a vector-valued ``f``, the cotangents ``v_j`` (pytrees of NumPy
+            arrays shaped like ``f``'s output); each leaf is checked on ``<v_j, f(θ)>``.
     """
 
     ok: bool
@@ -134,7 +159,7 @@ class CheckReport:
     verdict: Verdict
     leaves: tuple[LeafReport, ...]
     skipped: tuple[str, ...]
-    eps: float
+    eps: float | str
     tolerance: float
     dtype: str
     value: float
@@ -142,6 +167,10 @@ class CheckReport:
     seconds: float
     mode: str = "full"
     notes: tuple[str, ...] = ()
+    order: int = 1
+    ad: str = "reverse"
+    output: str = "scalar"
+    cotangents: tuple[Any, ...] = ()
 
     @property
     def wrong(self) -> tuple[LeafReport, ...]:
@@ -161,26 +190,39 @@ class CheckReport:
     @property
     def n_entries(self) -> int:
         """Checked entries, over all leaves."""
-        return sum(leaf.size for leaf in self.leaves)
+        return sum(leaf.size for leaf in self.leaves if leaf.ad == self.leaves[0].ad)
 
-    def __getitem__(self, path: str) -> LeafReport:
-        """The row of the leaf at ``path``."""
+    def __getitem__(self, key: str | tuple[str, str]) -> LeafReport:
+        """The row of the leaf at ``path``; ``report[path, "forward"]`` picks the ``ad``.
+
+        With ``ad="both"`` a bare path gives the reverse-mode row.
+        """
+        path, ad = key if isinstance(key, tuple) else (key, None)
         for leaf in self.leaves:
-            if leaf.path == path:
+            if leaf.path == path and ad in (None, leaf.ad):
                 return leaf
-        known = ", ".join(leaf.path for leaf in self.leaves)
-        raise KeyError(f"no checked leaf at {path!r}; the leaves are: {known}")
+        known = ", ".join(sorted({leaf.path for leaf in self.leaves}))
+        kinds = ", ".join(sorted({leaf.ad for leaf in self.leaves}))
+        raise KeyError(f"no checked leaf at {key!r}; the leaves are: {known} (ad: {kinds})")
+
+    @property
+    def eps_text(self) -> str:
+        """``eps`` as shown in the table: a number, or ``"auto"``."""
+        return self.eps if isinstance(self.eps, str) else f"{self.eps:g}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole report."""
         d = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("leaves", "skipped", "notes")
+            if f.name not in ("leaves", "skipped", "notes", "cotangents")
         }
         d["leaves"] = [leaf.to_dict() for leaf in self.leaves]
         d["skipped"] = list(self.skipped)
         d["notes"] = list(self.notes)
+        d["cotangents"] = [
+            jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), c) for c in self.cotangents
+        ]
         d["n_entries"] = self.n_entries
         d["n_kinks"] = self.n_kinks
         return d
@@ -188,55 +230,77 @@ class CheckReport:
     def summary(self) -> str:
         """One line: the outcome, the overall relative error and its band."""
         head = "OK" if self.ok else "FAILED"
+        n_leaves = len({leaf.path for leaf in self.leaves})
         parts = [
-            f"gradlab.check {head}: {self.n_entries:,} entries in {len(self.leaves)} "
-            + ("leaf" if len(self.leaves) == 1 else "leaves"),
+            f"gradlab.check {head}: {self.n_entries:,} entries in {n_leaves} "
+            + ("leaf" if n_leaves == 1 else "leaves"),
             f"relative error {_fmt(self.relative_error)} ({self.verdict})",
         ]
         if self.wrong:
-            parts.append("wrong: " + ", ".join(leaf.path for leaf in self.wrong))
+            both = self.ad == "both"
+            parts.append(
+                "wrong: "
+                + ", ".join(leaf.path + (f" ({leaf.ad})" if both else "") for leaf in self.wrong)
+            )
         if self.unresolved:
-            parts.append(f"{len(self.unresolved)} unresolved at eps={self.eps:g}")
+            parts.append(f"{len(self.unresolved)} unresolved at eps={self.eps_text}")
         if self.n_kinks:
             parts.append(f"{self.n_kinks} kinks excluded")
         return "; ".join(parts)
 
     def table(self) -> Table:
         """The per-leaf table as a :class:`rich.table.Table` (the summary line goes above)."""
+        extra = ""
+        if self.order != 1 or self.ad != "reverse":
+            extra += f"order={self.order}  ad={self.ad}  "
+        if self.output != "scalar":
+            extra += f"output={self.output}  "
         table = Table(
             box=box.SIMPLE_HEAD,
             caption=(
-                f"mode={self.mode}  eps={self.eps:g}  tolerance={self.tolerance:g}  "
-                f"dtype={self.dtype}  f(θ)={self.value:.6g}  "
+                f"mode={self.mode}  eps={self.eps_text}  tolerance={self.tolerance:g}  "
+                f"dtype={self.dtype}  {extra}f(θ)={self.value:.6g}  "
                 f"evaluations={self.n_evaluations:,}  {self.seconds:.2f} s"
             ),
             caption_justify="left",
         )
-        for name, justify in [
-            ("leaf", "left"),
-            ("shape", "left"),
-            ("rel. error", "right"),
-            ("band", "left"),
-            ("status", "left"),
-            ("kinks", "right"),
-            ("noise floor", "right"),
-            ("‖grad‖", "right"),
-        ]:
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        show_ad = len({leaf.ad for leaf in self.leaves}) > 1
+        show_eps = isinstance(self.eps, str) or len({leaf.eps for leaf in self.leaves}) > 1
+        show_est = any(leaf.estimated_error is not None for leaf in self.leaves)
+        columns = [
+            ("leaf", "left", True),
+            ("ad", "left", show_ad),
+            ("shape", "left", True),
+            ("rel. error", "right", True),
+            ("band", "left", True),
+            ("status", "left", True),
+            ("kinks", "right", True),
+            ("noise floor", "right", True),
+            ("eps", "right", show_eps),
+            ("est. error", "right", show_est),
+            ("‖grad‖" if self.order == 1 else "‖H cols‖", "right", True),
+        ]
+        for name, justify, shown in columns:
+            if shown:
+                table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for leaf in self.leaves:
             status = leaf.status
             if leaf.resolving_eps is not None:
                 status += f" (try eps={leaf.resolving_eps:.0e})"
-            table.add_row(
+            cells = [
                 leaf.path,
+                leaf.ad,
                 _shape(leaf.shape),
                 _fmt(leaf.relative_error),
                 "—" if leaf.status == "unresolved" else leaf.verdict,
                 f"[{_STATUS_STYLE[leaf.status]}]{status}[/]",
                 str(leaf.n_kinks),
                 _fmt(leaf.noise_floor),
+                _fmt(leaf.eps or 0.0),
+                _fmt(leaf.estimated_error or 0.0),
                 _fmt(leaf.grad_norm),
-            )
+            ]
+            table.add_row(*(c for c, (*_, shown) in zip(cells, columns, strict=True) if shown))
         return table
 
     def _details(self) -> list[str]:
@@ -244,7 +308,8 @@ class CheckReport:
         for leaf in self.leaves:
             if leaf.status == "verified" or not leaf.worst:
                 continue
-            lines.append(f"worst entries of {leaf.path} ({leaf.status}):")
+            ad = f", {leaf.ad} mode" if self.ad == "both" else ""
+            lines.append(f"worst entries of {leaf.path} ({leaf.status}{ad}):")
             if leaf.note:
                 lines.append(f"  {leaf.note}")
             for w in leaf.worst:
@@ -256,6 +321,11 @@ class CheckReport:
                 )
         if self.skipped:
             lines.append("not checked (not floating point): " + ", ".join(self.skipped))
+        if self.cotangents:
+            lines.append(
+                f"output checked through {len(self.cotangents)} random cotangents v_j: "
+                "each leaf compares the gradient of <v_j, f(θ)>; see report.cotangents"
+            )
         lines.extend(f"note: {n}" for n in self.notes)
         return lines
 

@@ -97,3 +97,25 @@ def layer_norm(h: Array, scale: Array, bias: Array, eps: float = 1e-6) -> Array:
 def value(variable: Any) -> Array | None:
     """The array held by an ``nnx.Variable`` (or None for an absent one)."""
     return None if variable is None else variable[...]
+
+
+def resolve_hoist(hoist_input: bool | None) -> bool:
+    """``hoist_input=None`` hoists the input matmul out of the scan except on CPU."""
+    if hoist_input is None:
+        return jax.default_backend() != "cpu"
+    return bool(hoist_input)
+
+
+def check_sequence(xs: Array, features: int, name: str) -> None:
+    """Raises a ValueError unless ``xs`` is ``(batch, T, features)``."""
+    if xs.ndim != 3 or xs.shape[-1] != features:
+        raise ValueError(
+            f"{name}: xs must have shape (batch, T, {features}) (batch-major sequences), "
+            f"got {xs.shape}."
+        )
+
+
+def check_state(state: Array, shape: tuple[int, ...], name: str, what: str) -> None:
+    """Raises a ValueError unless ``state`` has the given shape."""
+    if tuple(state.shape) != shape:
+        raise ValueError(f"{name}: {what} must have shape {shape}, got {tuple(state.shape)}.")

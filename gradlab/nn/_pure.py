@@ -45,7 +45,9 @@ def pure(
     graphdef, params, rest = nnx.split(module, wrt, ...)
 
     def apply_fn(params: nnx.State, *args: Any, **kwargs: Any) -> Any:
-        model = nnx.merge(graphdef, params, rest)
+        # copy=True: fresh Variables every call, so a call that writes to its state (batch
+        # statistics, RNG counters) writes to the copy, also under jit, never to `rest`.
+        model = nnx.merge(graphdef, params, rest, copy=True)
         return getattr(model, method)(*args, **kwargs)
 
     return apply_fn, params

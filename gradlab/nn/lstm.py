@@ -10,7 +10,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from gradlab import init
-from gradlab.nn._common import promote, value
+from gradlab.nn._common import check_sequence, check_state, promote, resolve_hoist, value
 
 Array = jax.Array
 Variant = Literal["standard", "slide"]
@@ -24,26 +24,13 @@ _U, _F, _G, _O = range(4)
 _ORTHOGONAL = init.orthogonal()
 
 
-def _packed(initializer: init.Initializer, key: Array, shape: tuple[int, int], dtype: DTypeLike):
+def _packed(
+    initializer: init.Initializer, key: Array, shape: tuple[int, int], dtype: DTypeLike
+) -> Array:
     """Initialises a ``(rows, 4 * cols)`` kernel gate by gate, each as its own (rows, cols)."""
     rows, cols = shape
     blocks = init.stacked(initializer)(key, (4, rows, cols), dtype)  # (4, rows, cols)
     return jnp.transpose(blocks, (1, 0, 2)).reshape(rows, 4 * cols)
-
-
-def check_sequence(xs: Array, features: int, name: str) -> None:
-    """Raises a ValueError unless ``xs`` is ``(batch, T, features)``."""
-    if xs.ndim != 3 or xs.shape[-1] != features:
-        raise ValueError(
-            f"{name}: xs must have shape (batch, T, {features}) (batch-major sequences), "
-            f"got {xs.shape}."
-        )
-
-
-def check_state(state: Array, shape: tuple[int, ...], name: str, what: str) -> None:
-    """Raises a ValueError unless ``state`` has the given shape."""
-    if tuple(state.shape) != shape:
-        raise ValueError(f"{name}: {what} must have shape {shape}, got {tuple(state.shape)}.")
 
 
 class LSTM(nnx.Module):
@@ -68,8 +55,10 @@ class LSTM(nnx.Module):
     Parameters, packed by gate in the order :data:`GATES` (update, forget, candidate, output):
     ``kernel (in, 4H)`` multiplies ``x(t)``; ``recurrent_kernel (H, 4H)`` multiplies ``a(t-1)``
     (in the slide variant its forget and output columns multiply ``C(t-1)``); ``bias (4H,)``.
-    The input part ``x W + b`` of all time steps is one matrix product hoisted out of the scan;
-    each step then does one ``(H, 4H)`` product (standard) or two ``(H, 2H)`` ones (slide).
+    The input part ``x W + b`` of all time steps is one matrix product hoisted out of the scan
+    (``hoist_input``: by default on GPU/TPU, per step on CPU where that is faster); each step
+    does two ``(H, 2H)`` recurrent products (in the slide variant the second one multiplies
+    ``C(t-1)``).
     ``kernel_init`` and ``recurrent_init`` are applied gate by gate, to ``(in, H)`` and
     ``(H, H)`` blocks, so every gate's recurrent block is orthogonal with the default.
     ``forget_bias`` is added to ``b_f`` at init.
@@ -83,6 +72,11 @@ class LSTM(nnx.Module):
             in Keras).
         recurrent_init: initialiser of each gate's ``(H, H)`` recurrent kernel.
         bias_init: initialiser of the ``(4H,)`` bias, before ``forget_bias`` is added.
+        hoist_input: compute ``x W + b`` for all steps with one matmul before the scan
+            (True) or inside each step (False); None (default) hoists except on CPU. Same
+            numbers either way, up to summation order. See ``docs/models.md``: on XLA:CPU
+            streaming the ``(T, batch, 4H)`` product through the loop costs more than the
+            per-step ``(in, 4H)`` matmul it saves; on GPU/TPU one large matmul wins.
         rngs: random streams.
         dtype: computation dtype; None promotes inputs and parameters.
         param_dtype: dtype of the parameters.
@@ -106,6 +100,7 @@ class LSTM(nnx.Module):
         kernel_init: init.Initializer = init.glorot_uniform,
         recurrent_init: init.Initializer = _ORTHOGONAL,
         bias_init: init.Initializer = init.zeros,
+        hoist_input: bool | None = None,
         rngs: nnx.Rngs,
         dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
@@ -124,6 +119,7 @@ class LSTM(nnx.Module):
         self.hidden_features = hidden_features
         self.variant = variant
         self.forget_bias = forget_bias
+        self.hoist_input = hoist_input
         self.dtype = dtype
         self.param_dtype = param_dtype
         h = hidden_features
@@ -188,31 +184,37 @@ class LSTM(nnx.Module):
         a0 = jnp.zeros((batch, h), dtype) if a0 is None else a0
         probes_t = None if probes is None else jnp.swapaxes(probes, 0, 1)
 
-        if self.variant == "standard":
-            order = (_U, _F, _G, _O)
-        else:
-            # Put the gates reading a(t-1) first and those reading C(t-1) last, so that a step
-            # does two (H, 2H) products on contiguous halves.
-            order = (_U, _G, _F, _O)
-        blocks = lambda w: jnp.concatenate([w[..., g * h : (g + 1) * h] for g in order], -1)
-        kernel, rec, bias = blocks(kernel), blocks(rec), blocks(bias)
-        # One matmul for the input part of every step, time-major: (T, batch, 4H).
-        xw = jnp.einsum("bti,ig->tbg", xs, kernel) + bias
         slide = self.variant == "slide"
-        rec_a, rec_c = rec[:, : 2 * h], rec[:, 2 * h :]
+        if slide:
+            # Gates reading a(t-1) first, those reading C(t-1) last (permuted once, here).
+            order = (_U, _G, _F, _O)
+            blocks = lambda w: jnp.concatenate([w[..., g * h : (g + 1) * h] for g in order], -1)
+            kernel, rec, bias = blocks(kernel), blocks(rec), blocks(bias)
+        # Two (H, 2H) recurrent products per step: the slide variant needs them (one reads
+        # a(t-1), the other C(t-1)), and for the standard one XLA:CPU runs two half-width
+        # products faster than one (H, 4H) product (benchmarks/bench_models.py).
+        halves = lambda w: (w[..., : 2 * h], w[..., 2 * h :])
+        (rec_1, rec_2), (kernel_1, kernel_2), (bias_1, bias_2) = map(halves, (rec, kernel, bias))
+        hoist = resolve_hoist(self.hoist_input)
+        xs_t = jnp.swapaxes(xs, 0, 1)  # time-major (T, batch, in): the scan runs over axis 0
+        # hoisted: one matmul for the input part of every step, (T, batch, 4H)
+        seq = xs_t @ kernel + bias if hoist else xs_t
 
         def step(
             carry: tuple[Array, Array], inputs: tuple[Array, Array | None]
         ) -> tuple[tuple[Array, Array], tuple[Array, tuple[Array, ...]]]:
             c_prev, a_prev = carry
-            z, probe = inputs
-            if slide:
-                z_a = z[:, : 2 * h] + a_prev @ rec_a
-                z_c = z[:, 2 * h :] + c_prev @ rec_c
-                zu, zg = jnp.split(z_a, 2, axis=-1)
-                zf, zo = jnp.split(z_c, 2, axis=-1)
+            x_or_z, probe = inputs
+            if hoist:
+                z_1, z_2 = halves(x_or_z)
             else:
-                zu, zf, zg, zo = jnp.split(z + a_prev @ rec, 4, axis=-1)
+                z_1, z_2 = x_or_z @ kernel_1 + bias_1, x_or_z @ kernel_2 + bias_2
+            z_1 = z_1 + a_prev @ rec_1
+            z_2 = z_2 + (c_prev if slide else a_prev) @ rec_2
+            if slide:
+                (zu, zg), (zf, zo) = jnp.split(z_1, 2, axis=-1), jnp.split(z_2, 2, axis=-1)
+            else:
+                (zu, zf), (zg, zo) = jnp.split(z_1, 2, axis=-1), jnp.split(z_2, 2, axis=-1)
             update, forget = jax.nn.sigmoid(zu), jax.nn.sigmoid(zf)
             output, candidate = jax.nn.sigmoid(zo), jnp.tanh(zg)
             c = update * candidate + forget * c_prev
@@ -222,7 +224,7 @@ class LSTM(nnx.Module):
             gates = (update, forget, output, candidate) if return_gates else ()
             return (c, a), (a, gates)
 
-        (c_last, a_last), (outputs, gates) = jax.lax.scan(step, (c0, a0), (xw, probes_t))
+        (c_last, a_last), (outputs, gates) = jax.lax.scan(step, (c0, a0), (seq, probes_t))
         outputs = jnp.swapaxes(outputs, 0, 1)
         if not return_gates:
             return outputs, (c_last, a_last)

@@ -142,12 +142,12 @@ class MLP(nnx.Module):
         if probes is not None:
             h0 = h0 + probes[0]
 
-        def layer(h: Array, inputs: Any) -> tuple[Array, Array]:
+        def layer(h: Array, inputs: Any) -> tuple[Array, Array | None]:
             w, b, p = inputs
             h = act(dense(h, w, b))
             if p is not None:
                 h = h + p
-            return h, h
+            return h, (h if return_hiddens else None)
 
         rest = None if probes is None else probes[1:]
         h_last, hs = jax.lax.scan(layer, h0, (w_h, b_h, rest))

@@ -131,8 +131,10 @@ class ResidualStack(nnx.Module):
                     "ResidualStack: branch_scale must be None, a float, 'rezero' or 'fixup'; "
                     f"got {branch_scale!r}."
                 )
-        elif branch_scale is not None and not (
-            isinstance(branch_scale, int | float) and math.isfinite(branch_scale)
+        elif branch_scale is not None and (
+            isinstance(branch_scale, bool)
+            or not isinstance(branch_scale, int | float)
+            or not math.isfinite(branch_scale)
         ):
             raise ValueError(
                 "ResidualStack: branch_scale must be None, a finite float, 'rezero' or "
@@ -224,12 +226,14 @@ class ResidualStack(nnx.Module):
                 h = jnp.asarray(fixed_alpha, h.dtype) * h
             return h
 
-        def step(h: Array, inputs: tuple[dict[str, Any], Array | None]) -> tuple[Array, Array]:
+        def step(
+            h: Array, inputs: tuple[dict[str, Any], Array | None]
+        ) -> tuple[Array, Array | None]:
             p, probe = inputs
             h = h + branch(p, h)
             if probe is not None:
                 h = h + probe
-            return h, h
+            return h, (h if return_hiddens else None)
 
         h0 = (_conv(x, in_k) if conv else x @ in_k) + in_b
         if probes is not None:
@@ -242,7 +246,8 @@ class ResidualStack(nnx.Module):
                 h, _ = step(h, (p_l, None if rest is None else rest[layer]))
                 hs_list.append(h)
             h_last = h
-            hs = jnp.stack(hs_list) if hs_list else jnp.zeros((0, *h0.shape), h0.dtype)
+            if return_hiddens:
+                hs = jnp.stack(hs_list) if hs_list else jnp.zeros((0, *h0.shape), h0.dtype)
         else:
             h_last, hs = jax.lax.scan(step, h0, (block_params, rest))
         pooled = jnp.mean(h_last, axis=(1, 2)) if conv else h_last

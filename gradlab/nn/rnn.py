@@ -8,8 +8,15 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from gradlab import init
-from gradlab.nn._common import Activation, get_activation, promote, value
-from gradlab.nn.lstm import check_sequence, check_state
+from gradlab.nn._common import (
+    Activation,
+    check_sequence,
+    check_state,
+    get_activation,
+    promote,
+    resolve_hoist,
+    value,
+)
 
 Array = jax.Array
 
@@ -21,7 +28,7 @@ class RNN(nnx.Module):
 
     Through time, ``da(T)/da(t)`` is a product of ``T - t`` factors ``diag(act') U^T``: the
     lecture's chain of weights along the time axis. The input part ``x W + b`` of every step is
-    one matrix product hoisted out of the scan.
+    one matrix product hoisted out of the scan (see ``hoist_input``).
 
     Parameters: ``kernel (in, H)``, ``recurrent_kernel (H, H)``, ``bias (H,)``.
 
@@ -32,6 +39,8 @@ class RNN(nnx.Module):
         kernel_init: initialiser of ``kernel``.
         recurrent_init: initialiser of ``recurrent_kernel`` (orthogonal by default).
         bias_init: initialiser of ``bias``.
+        hoist_input: compute ``x W + b`` for all steps with one matmul before the scan (True)
+            or inside each step (False); None hoists except on CPU, as in :class:`LSTM`.
         rngs: random streams.
         dtype: computation dtype; None promotes inputs and parameters.
         param_dtype: dtype of the parameters.
@@ -54,6 +63,7 @@ class RNN(nnx.Module):
         kernel_init: init.Initializer = init.lecun_normal,
         recurrent_init: init.Initializer = _ORTHOGONAL,
         bias_init: init.Initializer = init.zeros,
+        hoist_input: bool | None = None,
         rngs: nnx.Rngs,
         dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
@@ -66,6 +76,7 @@ class RNN(nnx.Module):
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.activation = get_activation(activation)
+        self.hoist_input = hoist_input
         self.dtype = dtype
         self.param_dtype = param_dtype
         h = hidden_features
@@ -111,15 +122,19 @@ class RNN(nnx.Module):
         )
         a0 = jnp.zeros((batch, h), kernel.dtype) if a0 is None else a0
         probes_t = None if probes is None else jnp.swapaxes(probes, 0, 1)
-        xw = jnp.einsum("bti,ih->tbh", xs, kernel) + bias  # (T, batch, H), one matmul
+        hoist = resolve_hoist(self.hoist_input)
+        xs_t = jnp.swapaxes(xs, 0, 1)  # time-major (T, batch, in)
+        seq = xs_t @ kernel + bias if hoist else xs_t  # hoisted: (T, batch, H), one matmul
         act = self.activation
 
         def step(a_prev: Array, inputs: tuple[Array, Array | None]) -> tuple[Array, Array]:
             z, probe = inputs
+            if not hoist:
+                z = z @ kernel + bias
             a = act(z + a_prev @ rec)
             if probe is not None:
                 a = a + probe
             return a, a
 
-        a_last, outputs = jax.lax.scan(step, a0, (xw, probes_t))
+        a_last, outputs = jax.lax.scan(step, a0, (seq, probes_t))
         return jnp.swapaxes(outputs, 0, 1), a_last

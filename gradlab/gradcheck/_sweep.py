@@ -1,0 +1,446 @@
+"""The sweep over perturbations: f at θ, a plan per leaf, chunked runs of the kernels.
+
+A check evaluates ``f`` and its derivatives once at ``θ`` (:func:`evaluate`), then runs
+compiled kernels over chunks of perturbations (:class:`LeafPlan` per leaf, :func:`calls`):
+entries ``θ ± h·e_i`` leaf by leaf, or random directions ``θ ± h·d`` of all leaves together.
+:func:`sweep_first_order` gathers the finite differences (and, for ``ad="forward"``, the
+``jax.jvp`` values) that :func:`first_order_rows` turns into per-leaf verdicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+from gradlab.gradcheck import _kernels, directional
+from gradlab.gradcheck._analysis import LeafSums, Thresholds, analyse_part, combine, squares
+from gradlab.gradcheck._kernels import Kind
+from gradlab.gradcheck._memory import default_budget, plan_chunk
+from gradlab.gradcheck._problem import Leaf, Problem
+from gradlab.gradcheck._progress import Progress
+from gradlab.gradcheck._runner import Runner
+from gradlab.gradcheck.errors import CheckInputError
+from gradlab.gradcheck.report import LeafReport
+
+__all__ = [
+    "Base",
+    "Call",
+    "Context",
+    "LeafPlan",
+    "Raw",
+    "Segment",
+    "calls",
+    "evaluate",
+    "first_order_rows",
+    "make_plans",
+    "n_calls",
+    "sweep_first_order",
+]
+
+#: Upper bound on the perturbations per chunk: larger vmaps stop paying off.
+MAX_CHUNK = 4096
+
+TRACING_ERRORS: tuple[type[Exception], ...] = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def trace_error_hint(e: Exception) -> CheckInputError:
+    """The error for a function JAX cannot trace."""
+    return CheckInputError(
+        "f cannot be traced by JAX, so it cannot be jitted or vmapped: "
+        f"{type(e).__name__}: {str(e).splitlines()[0]}\n"
+        "Fix: use jax.numpy and jax.lax inside f (jnp.where or lax.cond instead of Python "
+        "`if` on array values, no NumPy or .item() on traced arrays). Non-array settings "
+        "(flags, strings) may be passed as extra positional args: they are kept static."
+    )
+
+
+def no_jvp_hint(e: Exception) -> CheckInputError:
+    """The error for forward mode through a ``jax.custom_vjp`` function."""
+    return CheckInputError(
+        "forward mode (jax.jvp) is not defined for f: it calls a jax.custom_vjp function, "
+        f"which has a reverse-mode rule only ({e}). Fix: check it with ad='reverse', or "
+        "give it a forward rule with jax.custom_jvp (its reverse mode then comes for free)."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """``f`` at θ: projections ``F`` ``(K,)``, their rounding scale, gradients, memory."""
+
+    values: np.ndarray
+    scales: np.ndarray
+    grads: list[np.ndarray]  # per checked leaf, (K, *leaf.shape)
+    out_dtype: str
+    bytes_per_eval: int
+
+    @property
+    def n_cotangents(self) -> int:
+        """``K``: the number of projections of ``f`` checked."""
+        return len(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every kernel call of a check needs."""
+
+    problem: Problem
+    runner: Runner
+    dyn: tuple[Any, ...]  # (checked, fixed, rest, cots), replicated over the devices
+    scalar: bool
+
+    def run(self, kernel: Callable[..., Any], static: tuple[Any, ...], *batch: Any) -> Any:
+        """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones."""
+        try:
+            return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
+        except TRACING_ERRORS as e:
+            raise trace_error_hint(e) from e
+        except NotImplementedError as e:
+            raise CheckInputError(
+                "f cannot be evaluated under jax.vmap, which the checker uses to run "
+                f"perturbations in parallel: {e}\nFix: give custom primitives a batching "
+                "rule, or use jax.pure_callback(..., vmap_method='sequential')."
+            ) from e
+        except TypeError as e:
+            if "custom_vjp" in str(e) and "jvp" in str(e):
+                raise no_jvp_hint(e) from e
+            raise
+
+
+def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
+    """``f(θ)``, its projections and gradients, with the input validated."""
+    spec = problem.spec
+    compiled = _kernels.value_and_vjp.lower(spec, *dyn, cots).compile()
+    out, values, scales, grads = compiled(*dyn, cots)
+    mem = compiled.memory_analysis()
+    per_eval = 0
+    if mem is not None:
+        per_eval = int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
+        leaf = np.asarray(leaf)
+        if not np.all(np.isfinite(leaf)):
+            where = jax.tree_util.keystr(path, simple=True, separator="/")
+            first = np.unravel_index(int(np.argmax(~np.isfinite(leaf))), leaf.shape)
+            at = f" in output {where or 'array'} at index {tuple(map(int, first))}"
+            value = leaf.reshape(-1)[np.ravel_multi_index(first, leaf.shape)]
+            raise CheckInputError(
+                f"f(θ) = {value}{at if leaf.shape else ''}: a gradient check needs a finite "
+                "value at θ. Look for log(0), 0/0 or overflow in f, or NaN in the parameters "
+                "or data."
+            )
+    grads_np = [np.asarray(g) for g in grads]
+    for leaf, g in zip(problem.checked, grads_np, strict=True):
+        bad = ~np.isfinite(g)
+        if bad.any():
+            first = np.unravel_index(int(np.argmax(bad)), g.shape)[1:]
+            raise CheckInputError(
+                f"jax.grad(f) is not finite in leaf {leaf.path!r} ({int(bad.sum())} entries, "
+                f"first at index {tuple(int(i) for i in first)}): the analytical gradient has "
+                "NaN/Inf (e.g. sqrt or log at 0, a 0/0 in a custom rule), so there is nothing "
+                "finite to compare."
+            )
+    out_dtype = np.result_type(*[np.asarray(x).dtype for x in jax.tree_util.tree_leaves(out)])
+    return Base(
+        values=np.asarray(values),
+        scales=np.asarray(scales),
+        grads=grads_np,
+        out_dtype=str(out_dtype),
+        bytes_per_eval=per_eval,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafPlan:
+    """The perturbations of one checked leaf and how to run them.
+
+    Attributes:
+        k: The leaf's position among the checked leaves.
+        leaf: The leaf.
+        kind: ``"entry"`` or ``"direction"``.
+        batch: Flat indices ``(m,)`` of the entries, or unit directions ``(m, n_k)``.
+        parts: ``("",)``, ``("real", "imag")`` for complex entries, ``("direction",)``.
+        chunk: Perturbations per kernel call (a multiple of the number of devices; for
+            directions: rows of all leaves per call).
+        eps: The step ``h``.
+    """
+
+    k: int
+    leaf: Leaf
+    kind: Literal["entry", "direction"]
+    batch: np.ndarray
+    parts: tuple[str, ...]
+    chunk: int
+    eps: float
+
+    @property
+    def m(self) -> int:
+        """Number of perturbations per part."""
+        return len(self.batch)
+
+
+def _select_entries(n: int, mode: str, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of a leaf to check: all of them, or a uniform sample of ``samples``."""
+    if mode == "full" or n <= samples:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=samples, replace=False))
+
+
+def make_plans(
+    problem: Problem,
+    base: Base,
+    runner: Runner,
+    steps: Sequence[float],
+    mode: str,
+    samples: int,
+    directions: int,
+    seed: int,
+    order: int,
+    chunk_size: int | None,
+    memory_budget: int | None,
+) -> list[LeafPlan]:
+    """Per checked leaf: the perturbations to run, their parts, chunk size and step.
+
+    Directional plans share one chunk size: their rows run together (see :func:`calls`).
+    """
+    budget = (memory_budget or default_budget(runner.devices[0])) * runner.n_devices
+    n_dev = runner.n_devices
+    rng = np.random.default_rng(seed)
+    n_rows = sum(g[0].size * (2 if np.iscomplexobj(g) else 1) for g in base.grads)
+    n_total = sum(np.asarray(x).nbytes for x in problem.checked_leaves)
+
+    def chunk_for(m: int, per: int) -> int:
+        if order == 2:  # two gradients and an HVP per perturbation, each K·n rows (≤ 8 B)
+            per = 3 * per + 3 * base.n_cotangents * n_rows * 8
+        chunk = chunk_size or plan_chunk(m, per, budget, MAX_CHUNK, multiple_of=n_dev)
+        return max(n_dev, min(chunk, -(-m // n_dev) * n_dev))
+
+    plans = []
+    for k, leaf in enumerate(problem.checked):
+        n = math.prod(leaf.shape)
+        dtype = np.dtype(problem.checked_leaves[k].dtype)
+        if mode == "directional":
+            batch = directional.make_directions(n, dtype, directions, seed, k)
+            rows = directions * len(problem.checked)
+            chunk = chunk_for(rows, base.bytes_per_eval + 3 * n_total)
+            plans.append(LeafPlan(k, leaf, "direction", batch, ("direction",), chunk, steps[k]))
+        else:
+            batch = _select_entries(n, mode, samples, rng)
+            parts = ("real", "imag") if np.issubdtype(dtype, np.complexfloating) else ("",)
+            chunk = chunk_for(len(batch), base.bytes_per_eval + n * dtype.itemsize)
+            plans.append(LeafPlan(k, leaf, "entry", batch, parts, chunk, float(steps[k])))
+    return plans
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Perturbations ``lo … lo+m`` of one (plan, part), found at rows ``start …`` of a call."""
+
+    plan: LeafPlan
+    part: str
+    lo: int
+    m: int
+    start: int
+
+    @property
+    def rows(self) -> slice:
+        """Where the segment's results sit in the call's outputs."""
+        return slice(self.start, self.start + self.m)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One kernel call: a padded batch of perturbations and the segments it serves."""
+
+    kind: Kind
+    k: int
+    batch: Any
+    steps: np.ndarray
+    units: np.ndarray
+    segments: tuple[Segment, ...]
+
+    def tangents(self, taken: Any) -> Any:
+        """What forward mode differentiates along: the entries, or each row's actual move
+        ``(δ+ − δ−) / 2h`` (tree rows)."""
+        if self.kind == "entry":
+            return self.batch
+        h = self.steps
+        return tuple(
+            ((t[0] - t[1]) / (2 * h.reshape(-1, *[1] * (t.ndim - 2)))).astype(b.dtype)
+            for t, b in zip(taken, self.batch, strict=True)
+        )
+
+    def moves(self, taken: Any, seg: Segment) -> np.ndarray:
+        """The moves actually made for ``seg``: ``(2, m)`` entries, ``(2, m, n_k)`` rows."""
+        if self.kind == "entry":
+            t = taken.imag if seg.part == "imag" else taken.real
+            return t[:, seg.rows]
+        t = taken[seg.plan.k]
+        return t.reshape(2, t.shape[1], -1)[:, seg.rows]
+
+
+def calls(problem: Problem, plans: Sequence[LeafPlan]) -> Iterator[Call]:
+    """The kernel calls that run every plan, in order.
+
+    Entry plans run leaf by leaf, part by part, a chunk at a time (the last chunk padded by
+    wrapping around). Directional plans run together as ``"tree"`` rows, one per (leaf,
+    direction), so directional mode compiles one kernel for all leaves.
+    """
+    leaves = problem.checked_leaves
+    for plan in plans:
+        if plan.kind != "entry":
+            continue
+        dtype = np.dtype(leaves[plan.k].dtype)
+        for part in plan.parts:
+            unit = 1j if part == "imag" else 1.0
+            for lo in range(0, plan.m, plan.chunk):
+                idx = np.arange(lo, lo + plan.chunk) % plan.m
+                steps = np.full(plan.chunk, plan.eps * unit, dtype=dtype)
+                units = np.full(plan.chunk, unit, dtype=dtype)
+                seg = Segment(plan, part, lo, min(plan.chunk, plan.m - lo), 0)
+                yield Call("entry", plan.k, plan.batch[idx], steps, units, (seg,))
+    rows = [(plan, p) for plan in plans if plan.kind == "direction" for p in range(plan.m)]
+    if not rows:
+        return
+    chunk = next(plan.chunk for plan in plans if plan.kind == "direction")
+    real = np.real(np.zeros((), np.asarray(leaves[0]).dtype)).dtype
+    for lo in range(0, len(rows), chunk):
+        batch = tuple(np.zeros((chunk, *x.shape), np.dtype(x.dtype)) for x in leaves)
+        steps = np.zeros(chunk, real)
+        for i, j in enumerate(np.arange(lo, lo + chunk) % len(rows)):
+            plan, p = rows[j]
+            batch[plan.k][i] = plan.batch[p].reshape(plan.leaf.shape)
+            steps[i] = plan.eps
+        segments, i = [], 0
+        while i < min(chunk, len(rows) - lo):
+            plan, p = rows[lo + i]
+            m = min(plan.m - p, chunk - i, len(rows) - lo - i)
+            segments.append(Segment(plan, "direction", p, m, i))
+            i += m
+        yield Call("tree", -1, batch, steps, np.ones(chunk, real), tuple(segments))
+
+
+def n_calls(plans: Sequence[LeafPlan]) -> int:
+    """How many kernel calls :func:`calls` makes for ``plans`` (per kernel)."""
+    count = sum(len(p.parts) * -(-p.m // p.chunk) for p in plans if p.kind == "entry")
+    rows = sum(p.m for p in plans if p.kind == "direction")
+    if rows:
+        count += -(-rows // next(p.chunk for p in plans if p.kind == "direction"))
+    return count
+
+
+@dataclasses.dataclass
+class Raw:
+    """What the sweep measured for one part of one leaf (over its ``m`` perturbations)."""
+
+    values: list[np.ndarray] = dataclasses.field(default_factory=list)  # (2, c, K) each
+    taken: list[np.ndarray] = dataclasses.field(default_factory=list)
+    jvp: list[np.ndarray] = dataclasses.field(default_factory=list)  # (c, K) each
+
+    def cat(self, name: str) -> np.ndarray:
+        """The chunks of ``values``/``taken`` (axis 1) or ``jvp`` (axis 0), joined."""
+        return np.concatenate(getattr(self, name), axis=0 if name == "jvp" else 1)
+
+
+def sweep_first_order(
+    ctx: Context,
+    plans: Sequence[LeafPlan],
+    forward: bool,
+    repeat: bool,
+    bar: Progress,
+) -> tuple[dict[tuple[int, str], Raw], int, int]:
+    """Runs the finite differences (and ``jax.jvp`` when ``forward``) of every plan.
+
+    Returns:
+        ``(raw, n_evaluations, n_unstable)``: the measurements per (leaf, part), the number
+        of evaluations of ``f``, and how many perturbed evaluations did not repeat exactly.
+    """
+    raw: dict[tuple[int, str], Raw] = {}
+    n_evals = n_unstable = 0
+    for call in calls(ctx.problem, plans):
+        static = (call.k, call.kind)
+        values, taken = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)
+        n_evals += 2 * len(call.steps)
+        if repeat:
+            again = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)[0]
+            valid = sum(seg.m for seg in call.segments)
+            n_unstable += int(np.sum(np.any(again[:, :valid] != values[:, :valid], axis=(0, 2))))
+            n_evals += 2 * len(call.steps)
+        if forward:
+            jvp = ctx.run(_kernels.jvp_chunk, static, call.tangents(taken), call.units)
+        for seg in call.segments:
+            r = raw.setdefault((seg.plan.k, seg.part), Raw())
+            r.values.append(values[:, seg.rows])
+            r.taken.append(call.moves(taken, seg))
+            if forward:
+                r.jvp.append(jvp[seg.rows])
+            bar.advance(seg.m * (2 if repeat else 1))
+    return raw, n_evals, n_unstable
+
+
+def part_label(part: str, j: int, scalar: bool) -> str:
+    """The label of worst entries: the part and, for a vector ``f``, the cotangent."""
+    return " ".join(filter(None, [part, "" if scalar else f"v{j}"]))
+
+
+def first_order_rows(
+    ctx: Context,
+    plans: Sequence[LeafPlan],
+    raw: dict[tuple[int, str], Raw],
+    base: Base,
+    th: Thresholds,
+    ads: Sequence[str],
+) -> tuple[list[LeafReport], np.ndarray]:
+    """Judges every leaf against each autodiff in ``ads`` from the sweep's measurements.
+
+    Returns:
+        The rows, and ``(||num||², ||ana||², ||num − ana||²)`` summed over all of them.
+    """
+    rows = []
+    totals = np.zeros(3)
+    for plan in plans:
+        for ad in ads:
+            sums: list[LeafSums] = []
+            for part in plan.parts:
+                r = raw[(plan.k, part)]
+                values, taken = r.cat("values"), r.cat("taken")
+                grads = base.grads[plan.k].reshape(base.n_cotangents, -1)
+                if plan.kind == "entry":
+                    indices, shape = plan.batch, plan.leaf.shape
+                    hp, hm = taken
+                    # JAX's gradient of a real f in a complex leaf is ∂f/∂re − i·∂f/∂im.
+                    ana_rev = (-grads.imag if part == "imag" else grads.real)[:, plan.batch]
+                else:
+                    indices, shape = np.arange(plan.m), (plan.m,)
+                    hp, hm = np.full(plan.m, plan.eps), np.full(plan.m, -plan.eps)
+                    delta = (taken[0] - taken[1]) / (2 * plan.eps)
+                    ana_rev = np.real(grads @ delta.T)  # <∇F_j, δ>, (K, m)
+                ana = ana_rev if ad == "reverse" else r.cat("jvp").T
+                for j in range(base.n_cotangents):
+                    sums.append(
+                        analyse_part(
+                            shape,
+                            base.values[j],
+                            values[0, :, j],
+                            values[1, :, j],
+                            hp,
+                            hm,
+                            ana[j],
+                            th,
+                            indices=indices,
+                            part=part_label(part, j, ctx.scalar),
+                            scale=None if ctx.scalar else base.scales[j],
+                        )
+                    )
+            row = combine(plan.leaf.path, plan.leaf.shape, str(plan.leaf.dtype), sums, plan.eps, th)
+            rows.append(dataclasses.replace(row, ad=ad, eps=plan.eps))
+            totals += squares(sums)
+    return rows, totals

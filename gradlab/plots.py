@@ -1,0 +1,332 @@
+"""Figures: gradient norms through depth and time, and the order/chaos phase diagram.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``, so no GUI
+backend is touched and nothing is left open), returns it, and writes PNG and SVG when given a
+``path``. Pass ``ax=`` to draw into an existing axes instead.
+
+Example:
+    >>> from gradlab import flow, plots
+    >>> p = flow.depth_profile("mlp", depth=10, width=8, activation="linear",
+    ...                        init="orthogonal:0.9", seeds=2, batch=2)
+    >>> fig = plots.plot_profiles([p], labels=["orthogonal x 0.9"])
+    >>> fig.axes[0].get_yscale()
+    'log'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from gradlab import theory as _theory
+from gradlab.flow import FlowProfile
+
+__all__ = [
+    "plot_cell_path",
+    "plot_phase_diagram",
+    "plot_profiles",
+    "save",
+]
+
+_COLORS = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+]
+
+_YLABELS = {
+    ("depth", "grad_h_rel"): r"$\|\partial L/\partial h_l\| \;/\; \|\partial L/\partial h_L\|$",
+    ("depth", "grad_h"): r"$\|\partial L/\partial h_l\|$",
+    ("depth", "grad_w"): r"per-example $\|\partial \ell/\partial W_l\|_F$",
+    ("depth", "h"): r"$\|h_l\|$",
+    ("time", "grad_h_rel"): r"$\|\partial L/\partial a_t\| \;/\; \|\partial L/\partial a_T\|$",
+    ("time", "grad_h"): r"$\|\partial L/\partial a_t\|$",
+    ("time", "grad_x"): r"$\|\partial L/\partial x_t\|$",
+    ("time", "h"): r"$\|a_t\|$",
+    ("time", "cell_path"): r"cell path $\prod_{s>t} f_s$ (geometric mean over units)",
+}
+
+
+def save(
+    fig: Figure, path: str | os.PathLike[str], formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Writes ``fig`` as ``path`` with each suffix in ``formats`` (PNG at 150 dpi).
+
+    Args:
+        fig: the figure.
+        path: file path; its suffix, if any, is replaced.
+        formats: file formats to write.
+
+    Returns:
+        The paths written.
+    """
+    base = Path(path)
+    if base.suffix.lower() in (".png", ".svg", ".pdf"):
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = base.with_suffix("." + fmt)
+        fig.savefig(target, dpi=150, bbox_inches="tight")
+        written.append(target)
+    return written
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax  # type: ignore[return-value]
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _pow10(a: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.power(10.0, np.asarray(a, dtype=np.float64))
+
+
+def plot_profiles(
+    profiles: Sequence[FlowProfile],
+    labels: Sequence[str] | None = None,
+    *,
+    quantity: str = "grad_h_rel",
+    band: tuple[float, float] | None = (0.05, 0.95),
+    theory: bool = True,
+    ax: Axes | None = None,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Norms vs layer (or time step) on a log scale: mean, spread over seeds, theory.
+
+    For each profile: the mean of ``log10`` norm over seeds and examples (solid, plotted as
+    ``10**mean``, i.e. the geometric mean), a shaded band between two quantiles, and, where the
+    series has one, its theory line (dashed, same colour; dotted band ±1 std when the theory
+    models the spread).
+
+    Args:
+        profiles: :class:`gradlab.flow.FlowProfile` results of the same kind.
+        labels: legend labels (default: each profile's init).
+        quantity: which series (``"grad_h_rel"``, ``"grad_h"``, ``"grad_w"``, ``"h"``, ...).
+        band: lower and upper quantile of the shaded band, or None.
+        theory: draw theory lines.
+        ax: draw into this axes.
+        title: axes title.
+        path: if given, save PNG and SVG there.
+
+    Returns:
+        The figure.
+    """
+    if not profiles:
+        raise ValueError("plot_profiles needs at least one FlowProfile.")
+    kinds = {p.kind for p in profiles}
+    if len(kinds) != 1:
+        raise ValueError("plot_profiles: mix of depth and time profiles; plot them separately.")
+    kind = kinds.pop()
+    if labels is None:
+        labels = [str(p.config.get("init")) for p in profiles]
+    if len(labels) != len(profiles):
+        raise ValueError(f"{len(labels)} labels for {len(profiles)} profiles.")
+    fig, ax = _new_axes(ax, (7.5, 4.6))
+    theory_drawn = False
+    for i, (p, label) in enumerate(zip(profiles, labels, strict=True)):
+        s = p[quantity]
+        color = _COLORS[i % len(_COLORS)]
+        ax.plot(s.index, _pow10(s.mean), color=color, lw=2.0, label=label)
+        if band is not None and s.log10.shape[0] * s.log10.shape[1] > 1:
+            lo, hi = s.quantile(band)
+            ax.fill_between(s.index, _pow10(lo), _pow10(hi), color=color, alpha=0.18, lw=0)
+        if theory and s.theory is not None:
+            t = s.theory
+            ax.plot(t.index, _pow10(t.mean), color=color, lw=1.4, ls="--", alpha=0.95)
+            if np.any(t.std > 0):
+                for sign in (-1, 1):
+                    ax.plot(t.index, _pow10(t.mean + sign * t.std), color=color, lw=0.8, ls=":")
+            theory_drawn = True
+    ax.set_yscale("log")
+    ax.set_xlabel("layer $l$" if kind == "depth" else "time step $t$")
+    ax.set_ylabel(_YLABELS.get((kind, quantity), quantity))
+    ax.grid(True, which="major", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    if theory_drawn:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.4))
+        names.append("theory (dashed; dotted ±1 std)")
+    if band is not None:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="0.5", alpha=0.25, lw=0))
+        names.append(f"{band[0]:.0%}–{band[1]:.0%} of seeds × examples")
+    ax.legend(handles, names, fontsize=8, loc="best", framealpha=0.85)
+    if title:
+        ax.set_title(title, fontsize=11)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def plot_cell_path(
+    profiles: Sequence[FlowProfile],
+    labels: Sequence[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """The LSTM cell path ``Π_{s>t} f_s`` vs time, with ``σ(b_f)^(T−t)`` and the Gaussian theory.
+
+    Args:
+        profiles: LSTM :func:`gradlab.flow.time_profile` results.
+        labels: legend labels (default: the forget bias).
+        ax: draw into this axes.
+        title: axes title.
+        path: if given, save PNG and SVG there.
+
+    Returns:
+        The figure.
+    """
+    lstms = [p for p in profiles if p.kind == "time" and "cell_path" in p.series]
+    if not lstms:
+        raise ValueError("plot_cell_path needs LSTM time profiles (with a 'cell_path' series).")
+    if labels is None:
+        labels = [f"LSTM, $b_f$ = {p.config['forget_bias']:g}" for p in lstms]
+    fig, ax = _new_axes(ax, (7.5, 4.6))
+    for i, (p, label) in enumerate(zip(lstms, labels, strict=True)):
+        s = p["cell_path"]
+        color = _COLORS[(i + 1) % len(_COLORS)]
+        ax.plot(s.index, _pow10(s.mean), color=color, lw=2.0, label=label + " (measured)")
+        T = p.config["steps"]
+        sig = 1.0 / (1.0 + np.exp(-p.config["forget_bias"]))
+        ax.plot(s.index, sig ** (T - s.index), color=color, lw=1.2, ls=":")
+        if s.theory is not None:
+            ax.plot(s.theory.index, _pow10(s.theory.mean), color=color, lw=1.4, ls="--")
+    from matplotlib.lines import Line2D
+
+    handles, names = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", ls=":"), Line2D([], [], color="0.3", ls="--")]
+    names += [
+        r"$\sigma(b_f)^{T-t}$ (pre-activations at the bias)",
+        r"$\exp((T-t)\,E[\ln\sigma(b_f+z)])$, measured spread of $z$",
+    ]
+    ax.legend(handles, names, fontsize=8, loc="best", framealpha=0.85)
+    ax.set_yscale("log")
+    ax.set_xlabel("time step $t$")
+    ax.set_ylabel(_YLABELS[("time", "cell_path")])
+    ax.grid(True, which="major", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=11)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def plot_phase_diagram(
+    activation: str = "tanh",
+    *,
+    weight_variances: np.ndarray | None = None,
+    bias_variances: np.ndarray | None = None,
+    markers: dict[str, tuple[float, float]] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Order/chaos phase diagram: ``χ₁(σ_w², σ_b²)`` as a colour map with the critical line.
+
+    ``χ₁ < 1`` (blue): ordered, gradients vanish like ``χ₁^depth``; ``χ₁ > 1`` (red): chaotic,
+    they explode. The black line is :func:`gradlab.theory.critical_weight_variance`. The
+    colour scale is logarithmic and centred on 1.
+
+    Args:
+        activation: a :data:`gradlab.theory.MEAN_FIELD_ACTIVATIONS` name.
+        weight_variances: grid of ``σ_w²`` (default 0.25..4.5).
+        bias_variances: grid of ``σ_b²`` (default 0..0.5).
+        markers: labelled points ``{label: (σ_w², σ_b²)}`` to mark (default: the lecture's
+            initialisers at zero bias).
+        ax: draw into this axes.
+        title: axes title.
+        path: if given, save PNG and SVG there.
+
+    Returns:
+        The figure.
+    """
+    sw = np.linspace(0.25, 4.5, 120) if weight_variances is None else np.asarray(weight_variances)
+    sb = np.linspace(0.0, 0.5, 90) if bias_variances is None else np.asarray(bias_variances)
+    SW, SB = np.meshgrid(sw, sb)
+    chi = _theory.chi1(SW, SB, activation)
+    fig, ax = _new_axes(ax, (7.0, 4.8))
+    r = float(np.nanmax(np.abs(np.log10(np.clip(chi, 1e-12, None)))))
+    r = max(min(r, 2.0), 0.05)
+    norm = mcolors.LogNorm(vmin=10**-r, vmax=10**r)
+    mesh = ax.pcolormesh(
+        SW, SB, np.clip(chi, 10**-r, 10**r), cmap="RdBu_r", norm=norm, shading="auto"
+    )
+    cbar = fig.colorbar(mesh, ax=ax)
+    cbar.set_label(r"$\chi_1 = \sigma_w^2\,E[\phi'(\sqrt{q^*}z)^2]$ (log scale)")
+    crit = _theory.critical_weight_variance(activation, sb)
+    ax.plot(crit, sb, color="k", lw=2.0, label=r"critical line $\chi_1 = 1$")
+    if markers is None and activation == "tanh":
+        markers = {
+            r"lecture $1/\sqrt{n}$ (LeCun)": (1.0, 0.0),
+            r"lecture $2/\sqrt{n_{in}+n_{out}}$": (2.0, 0.0),
+            r"lecture $2/\sqrt{n}$": (4.0, 0.0),
+            r"$K/\sqrt{n}$, $K=0.9$": (0.81, 0.0),
+        }
+    for i, (label, (x, y)) in enumerate((markers or {}).items()):
+        ax.plot(
+            [x],
+            [y],
+            marker="o",
+            ms=8,
+            mec="k",
+            mfc=_COLORS[(i + 2) % len(_COLORS)],
+            ls="none",
+            clip_on=False,
+            label=label,
+            zorder=5,
+        )
+    lo, hi = sw.min(), sw.max()
+    ax.text(
+        lo + 0.03 * (hi - lo),
+        sb.max() * 0.92,
+        "ordered\n(vanishing)",
+        fontsize=10,
+        va="top",
+        color="navy",
+    )
+    ax.text(
+        hi - 0.03 * (hi - lo),
+        sb.max() * 0.92,
+        "chaotic\n(exploding)",
+        fontsize=10,
+        va="top",
+        ha="right",
+        color="darkred",
+    )
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(sb.min(), sb.max())
+    ax.set_xlabel(r"weight variance $\sigma_w^2$ (weights $\sim N(0, \sigma_w^2/n)$)")
+    ax.set_ylabel(r"bias variance $\sigma_b^2$")
+    ax.legend(fontsize=8, loc="center right", framealpha=0.85)
+    ax.set_title(title or f"{activation}: order/chaos phase diagram (mean field)", fontsize=11)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def _figure_grid(n: int, figsize: tuple[float, float]) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, n)
+    return fig, list(np.atleast_1d(axes))

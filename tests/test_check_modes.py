@@ -1,0 +1,334 @@
+"""Directional mode, forward mode (jax.jvp) and second order (Hessian-vector products).
+
+Each mode is run on known-correct functions (must pass) and on functions with known bugs
+(must fail, in the right leaf).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import mlp_params
+
+import gradlab
+
+
+def _act(fwd_fn, bwd_fn):
+    @jax.custom_vjp
+    def act(z):
+        return fwd_fn(z)
+
+    act.defvjp(lambda z: (fwd_fn(z), z), lambda z, g: (bwd_fn(z, g),))
+    return act
+
+
+def _loss(act):
+    def loss(params, x, y):
+        h = x
+        for p in params[:-1]:
+            h = act(h @ p["w"] + p["b"])
+        z = (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
+        return jnp.mean(jax.nn.softplus(z) - y * z)
+
+    return loss
+
+
+@pytest.fixture
+def small():
+    with jax.enable_x64(True):
+        params = mlp_params(jax.random.PRNGKey(0), [4, 6, 5, 1])
+        x = jax.random.normal(jax.random.PRNGKey(1), (12, 4), dtype=jnp.float64)
+        y = (jax.random.uniform(jax.random.PRNGKey(2), (12,)) > 0.5).astype(jnp.float64)
+    return params, x, y
+
+
+@jax.custom_jvp
+def _softplus_bad(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+_softplus_bad.defjvp(lambda p, t: (_softplus_bad(p[0]), jax.nn.sigmoid(-p[0]) * t[0]))  # sign
+
+
+@jax.custom_jvp
+def _logsumexp(x):
+    return jnp.log(jnp.sum(jnp.exp(x)))
+
+
+@_logsumexp.defjvp
+def _(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = _logsumexp(x)
+    return y, jnp.sum(jnp.exp(x - y) * t)
+
+
+# ---------------------------------------------------------------- directional mode
+
+
+def test_directional_passes_a_correct_model_at_a_fraction_of_the_cost(mlp_problem):
+    f, params, x, y = mlp_problem
+    report = gradlab.check(f, params, x, y, mode="directional")
+    assert report.ok and report.verdict == "happy", report
+    assert report.mode == "directional (4 random unit directions per leaf, seed 0)"
+    assert all(leaf.status == "verified" for leaf in report.leaves)
+    assert report.n_evaluations == 2 * 4 * 6  # 4 directions × ± × 6 leaves
+    assert report.n_evaluations < gradlab.check(f, params, x, y).n_evaluations / 4
+    assert "(0,) direction" not in str(report)  # verified leaves list no worst entries
+
+
+def test_directional_finds_a_wrong_rule_in_the_right_leaves(small):
+    act = _act(jnp.tanh, lambda z, g: 0.5 * g * (1 - jnp.tanh(z) ** 2))
+    report = gradlab.check(_loss(act), *small, mode="directional", directions=3)
+    assert not report.ok
+    assert report["1/w"].status == report["1/b"].status == "wrong"
+    assert report["2/w"].status == report["2/b"].status == "verified"
+    worst = report["1/w"].worst[0]
+    assert worst.part == "direction" and worst.index[0] in range(3)
+
+
+def test_directional_small_leaf_is_not_drowned_by_a_big_one():
+    """A 1% bug in a 30-entry bias next to a 1,200-entry weight: per-leaf directions."""
+
+    @jax.custom_vjp
+    def add_bias(h, b):
+        return h + b
+
+    add_bias.defvjp(lambda h, b: (h + b, None), lambda _, g: (g, 1.01 * jnp.sum(g, axis=0)))
+    with jax.enable_x64(True):
+        params = {"w": jax.random.normal(jax.random.PRNGKey(3), (40, 30)) / 6, "b": jnp.zeros(30)}
+        x = jax.random.normal(jax.random.PRNGKey(4), (8, 40))
+    f = lambda p, x: jnp.sum(jnp.tanh(add_bias(x @ p["w"], p["b"])) ** 2)
+    report = gradlab.check(f, params, x, mode="directional", directions=2)
+    assert [leaf.path for leaf in report.wrong] == ["b"]
+    assert report["w"].status == "verified"
+
+
+def test_directional_is_seeded(small):
+    act = _act(jnp.tanh, lambda z, g: 0.5 * g * (1 - jnp.tanh(z) ** 2))
+    a = gradlab.check(_loss(act), *small, mode="directional", seed=1)
+    b = gradlab.check(_loss(act), *small, mode="directional", seed=1)
+    c = gradlab.check(_loss(act), *small, mode="directional", seed=2)
+    assert a["1/w"].relative_error == b["1/w"].relative_error
+    assert a["1/w"].worst[0].numerical == b["1/w"].worst[0].numerical
+    assert a["1/w"].worst[0].numerical != c["1/w"].worst[0].numerical
+
+
+def test_directional_complex_leaf_and_second_order():
+    z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j, 0.3 - 1.0j])
+    f = lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z) ** 2)
+    report = gradlab.check(f, z, mode="directional")
+    assert report.ok and report.verdict == "happy", report
+    assert any("real and imaginary parts moved together" in n for n in report.notes)
+    assert gradlab.check(f, z, mode="directional", order=2).ok
+
+
+# ---------------------------------------------------------------- forward mode (jax.jvp)
+
+
+def test_forward_mode_passes_a_correct_custom_jvp():
+    x = jnp.array([0.3, -1.0, 2.0, 0.5])
+    report = gradlab.check(_logsumexp, x, ad="forward")
+    assert report.ok and report.verdict == "happy" and report.ad == "forward"
+    assert [leaf.ad for leaf in report.leaves] == ["forward"]
+
+
+def test_forward_mode_catches_a_wrong_custom_jvp_in_every_mode():
+    f = lambda w: jnp.sum(_softplus_bad(w * 2.0))
+    w = jnp.array([0.3, -1.2, 2.0])
+    for mode in ("full", "directional"):
+        report = gradlab.check(f, w, ad="forward", mode=mode)
+        assert not report.ok and report.leaves[0].status == "wrong", report
+
+
+def test_both_modes_give_a_row_each_and_share_the_differences(mlp_problem):
+    f, params, x, y = mlp_problem
+    report = gradlab.check(f, params, x, y, ad="both")
+    assert report.ok and report.ad == "both"
+    assert len(report.leaves) == 2 * 6 and report.n_entries == 109
+    for path in ("0/w", "2/b"):
+        rev, fwd = report[path], report[path, "forward"]
+        assert (rev.ad, fwd.ad) == ("reverse", "forward")
+        assert fwd.grad_norm == pytest.approx(rev.grad_norm, rel=1e-12)
+        assert abs(fwd.relative_error - rev.relative_error) <= rev.noise_floor
+    assert report.n_evaluations == gradlab.check(f, params, x, y).n_evaluations
+    assert "forward" in str(report)  # the table gets an ad column
+    with pytest.raises(KeyError, match="ad: forward, reverse"):
+        report["0/w", "sideways"]
+
+
+def test_forward_mode_through_a_custom_vjp_is_a_clear_error(small):
+    act = _act(jnp.tanh, lambda z, g: g * (1 - jnp.tanh(z) ** 2))
+    with pytest.raises(gradlab.CheckInputError, match=r"(?s)custom_vjp.*ad='reverse'"):
+        gradlab.check(_loss(act), *small, ad="forward")
+
+
+def test_forward_mode_complex_leaf():
+    z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j])
+    f = lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z))
+    report = gradlab.check(f, z, ad="both")
+    assert report.ok and report.verdict == "happy", report
+
+
+# ---------------------------------------------------------------- second order
+
+
+@jax.custom_vjp
+def _sin_stopped(x):
+    return jnp.sin(x)
+
+
+# bwd is right in value, but stop_gradient hides its own derivative (−sin x) from autodiff
+_sin_stopped.defvjp(
+    lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(jax.lax.stop_gradient(x)),)
+)
+
+
+@jax.custom_jvp
+def _cos_bad(x):
+    return jnp.cos(x)
+
+
+_cos_bad.defjvp(lambda p, t: (jnp.cos(p[0]), jnp.sin(p[0]) * t[0]))  # should be −sin
+
+
+@jax.custom_vjp
+def _sin_bad2(x):
+    return jnp.sin(x)
+
+
+_sin_bad2.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * _cos_bad(x),))
+
+
+def test_second_order_passes_a_correct_model(mlp_problem):
+    f, params, x, y = mlp_problem
+    report = gradlab.check(f, params, x, y, order=2)
+    assert report.ok and report.verdict == "happy", report
+    assert report.order == 2 and report.ad == "forward" and report.eps == 1e-5
+    assert report.n_evaluations == 2 * 109  # gradient evaluations: ± per entry
+    assert all(leaf.status == "verified" for leaf in report.leaves)
+
+
+@pytest.mark.parametrize("ad", ["forward", "reverse"])
+@pytest.mark.parametrize("fn", [_sin_stopped, _sin_bad2], ids=["stop_gradient", "bad_jvp"])
+def test_bwd_that_is_not_differentiable_fails_order_2_but_passes_order_1(fn, ad):
+    x = jnp.linspace(-1.0, 1.0, 5)
+    f = lambda x: jnp.sum(fn(x) * x)
+    assert gradlab.check(f, x).ok
+    report = gradlab.check(f, x, order=2, ad=ad)
+    assert not report.ok and report.leaves[0].status == "wrong", report
+    assert report.leaves[0].worst[0].part.startswith("row θ[")
+
+
+def test_second_order_names_the_block_of_the_hessian():
+    """Rows of the report are the leaf of e_i; worst entries name the gradient component."""
+
+    @jax.custom_vjp
+    def mix(a, b):
+        return jnp.sum(jnp.sin(a) * b)
+
+    # d/da is right; d/db = sin(a) with a stop_gradient: H[b, a] (= cos a) is lost
+    mix.defvjp(
+        lambda a, b: (jnp.sum(jnp.sin(a) * b), (a, b)),  # (mix(a, b) here: no forward mode)
+        lambda r, g: (g * jnp.cos(r[0]) * r[1], g * jnp.sin(jax.lax.stop_gradient(r[0]))),
+    )
+    params = {"a": jnp.array([0.1, 0.7]), "b": jnp.array([1.5, -0.5])}
+    report = gradlab.check(lambda p: mix(p["a"], p["b"]), params, order=2, ad="both")
+    # forward-over-reverse differentiates the gradient along e_a: ∂(∂f/∂b)/∂a is lost
+    assert report["a", "forward"].status == "wrong"
+    assert "row b[" in report["a", "forward"].worst[0].part
+    assert report["b", "forward"].status == "verified"
+    # reverse-over-reverse computes Hᵀe_i, the gradient of ∂f/∂θ_i: ∇(∂f/∂b) is the bad one
+    assert report["a", "reverse"].status == "verified"
+    assert report["b", "reverse"].status == "wrong"
+    assert "row a[" in report["b", "reverse"].worst[0].part
+    assert gradlab.check(lambda p: mix(p["a"], p["b"]), params).ok
+
+
+def test_second_order_relu_kinks_are_flagged_not_wrong():
+    theta = jnp.array([-1.0, 0.0, 0.5, 0.0, 2.0])
+    report = gradlab.check(lambda t: jnp.sum(jax.nn.relu(t) * t), theta, order=2)
+    assert report.ok and report.n_kinks == 2, report
+
+
+def test_second_order_of_a_vector_valued_function():
+    w = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
+    report = gradlab.check(lambda w, x: jnp.tanh(x @ w), w, x, order=2, cotangents=2)
+    assert report.ok and report.verdict == "happy", report
+    assert len(report.cotangents) == 2
+
+
+# ---------------------------------------------------------------- options and plan
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"mode": "fast"}, "mode must be one of"),
+        ({"mode": "directional", "directions": 0}, "directions must be a positive int"),
+        ({"order": 3}, r"order must be 1 \(gradients\) or 2"),
+        ({"ad": "sideways"}, "ad must be 'reverse'"),
+        ({"order": 2, "eps": "auto"}, "eps='auto' is implemented for order=1"),
+        ({"order": 2, "repeat": True}, "repeat=True is implemented for order=1"),
+        ({"cotangents": 0}, "cotangents must be a positive int"),
+        ({"eps": "tiny"}, "eps must be a number, 'auto' or None"),
+    ],
+)
+def test_bad_mode_options(options, match):
+    with pytest.raises(gradlab.CheckInputError, match=match):
+        gradlab.check(lambda p: jnp.sum(p**2), jnp.ones(2), **options)
+
+
+def test_verbose_prints_the_plan_and_the_estimate(capsys, mlp_problem):
+    f, params, x, y = mlp_problem
+    report = gradlab.check(f, params, x, y, verbose=True, chunk_size=16)
+    err = capsys.readouterr().err
+    assert "gradlab.check plan: 218 evaluations of f over 6 leaves" in err
+    assert "chunks of up to 16 perturbations" in err
+    assert "first chunk of" in err and "about" in err and "for all 109" in err
+    assert report.summary() in err
+    gradlab.check(f, params, x, y, chunk_size=16)
+    assert capsys.readouterr().err == ""  # quiet by default (not a terminal, short check)
+
+
+def test_progress_with_a_console_prints_the_plan_with_its_estimate():
+    import io
+
+    from rich.console import Console
+
+    from gradlab.gradcheck._progress import Progress
+
+    out = io.StringIO()
+    bar = Progress(True, False, 10, "plan: 20 evaluations", Console(file=out, width=100))
+    for _ in range(5):
+        bar.advance(2)
+    bar.close("done")
+    text = out.getvalue()
+    assert "plan: 20 evaluations; first chunk of 2 took" in text and "about" in text
+    assert "done" not in text  # the summary is for verbose only
+
+
+def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
+    f, params, x, y = mlp_problem
+    report = gradlab.check(f, params, x, y, mode="sample", samples=3, ad="both")
+    assert report.ok and len(report.leaves) == 12
+    assert report.n_evaluations == 2 * sum(min(3, leaf.size) for leaf in report.leaves[::2])
+    assert np.isfinite(report.relative_error)
+
+
+def test_repeat_flags_a_non_deterministic_f_in_every_order_1_mode():
+    rng = np.random.default_rng(0)
+
+    @jax.custom_jvp
+    def jitter(p):
+        noise = lambda: np.asarray(1e-9 * rng.standard_normal(), dtype=p.dtype)
+        return jax.pure_callback(noise, jax.ShapeDtypeStruct((), p.dtype), vmap_method="sequential")
+
+    jitter.defjvp(lambda p, t: (jitter(p[0]), jnp.zeros((), p[0].dtype)))
+    f = lambda p: jnp.sum(jnp.sin(p) ** 2) + jitter(p)
+    for mode in ("full", "directional"):
+        report = gradlab.check(f, jnp.linspace(0.0, 1.0, 5), repeat=True, mode=mode)
+        assert any("not deterministic" in n for n in report.notes), report
+        assert any("not reproducible" in n for n in report.notes)

@@ -1,0 +1,129 @@
+"""gradlab.check_rule: rule vs autodiff through the primal vs finite differences."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradlab
+
+
+def _cube(rule):
+    @jax.custom_vjp
+    def cube(x):
+        return x**3
+
+    cube.defvjp(lambda x: (x**3, x), lambda x, g: (rule(x) * g,))
+    return cube
+
+
+X = jnp.array([0.5, -1.0, 2.0])
+
+
+def test_correct_rule_all_three_agree():
+    report = gradlab.check_rule(_cube(lambda x: 3 * x**2), X)
+    assert report.ok and report.culprit == "none" and report.kind == "custom_vjp"
+    row = report["arg0"]
+    assert row.rule_vs_autodiff < 1e-12 and row.rule_vs_fd < 1e-6 and row.autodiff_vs_fd < 1e-6
+    assert report.message == "rule, autodiff and finite differences agree"
+
+
+def test_wrong_rule_is_named():
+    report = gradlab.check_rule(_cube(lambda x: 2 * x**2), X)
+    assert not report.ok and report.culprit == "rule"
+    assert "the rule is wrong" in report.message
+    row = report["arg0"]
+    assert row.rule_vs_autodiff == pytest.approx(0.2, rel=1e-6)  # |3 − 2| / (3 + 2)
+    assert row.autodiff_vs_fd < 1e-6
+    w = row.worst[0]  # x³ is vector-valued: values are projected on a random cotangent
+    assert w.index == (2,) and w.part == "v0"
+    assert w.autodiff == pytest.approx(1.5 * w.rule) and w.numerical == pytest.approx(w.autodiff)
+
+
+def test_primal_that_autodiff_cannot_see_through_blames_autodiff_not_the_rule():
+    """A straight-through primal: the value is sin(x) but autodiff sees a stop_gradient."""
+
+    @jax.custom_vjp
+    def st_sin(x):
+        return jax.lax.stop_gradient(jnp.sin(x))
+
+    st_sin.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x),))
+    report = gradlab.check_rule(st_sin, X)
+    assert report.ok and report.culprit == "autodiff"
+    assert "primal is not differentiable" in report.message
+    assert report["arg0"].rule_vs_fd < 1e-6 and report["arg0"].rule_vs_autodiff == 1.0
+
+
+def test_primal_with_a_callback_records_why_autodiff_failed():
+    @jax.custom_vjp
+    def host_sin(x):
+        shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return jax.pure_callback(np.sin, shape, x, vmap_method="sequential")
+
+    host_sin.defvjp(lambda x: (host_sin(x), x), lambda x, g: (g * jnp.cos(x),))
+    report = gradlab.check_rule(host_sin, X)
+    assert report.ok and report.culprit == "autodiff"
+    assert "JVP" in report.autodiff_error and report["arg0"].rule_vs_autodiff is None
+    assert "autodiff through the primal failed" in str(report)
+
+
+def test_finite_differences_off_when_eps_is_too_large():
+    @jax.custom_jvp
+    def fast(x):
+        return jnp.sin(300 * x)
+
+    fast.defjvp(lambda p, t: (fast(p[0]), 300 * jnp.cos(300 * p[0]) * t[0]))
+    x = jnp.array([0.1, 0.25, 0.3])
+    report = gradlab.check_rule(fast, x, eps=1e-3)
+    assert not report.ok and report.culprit == "finite_differences"
+    assert "f is not smooth here or eps is off" in report.message
+    assert report.kind == "custom_jvp"
+    assert gradlab.check_rule(fast, x).ok  # the default step resolves it
+
+
+def test_several_arguments_and_a_vector_output():
+    @jax.custom_vjp
+    def dense(x, w):
+        return jnp.tanh(x @ w)
+
+    def bwd(res, g):
+        x, w = res
+        d = g * (1 - jnp.tanh(x @ w) ** 2)
+        return d @ w.T, (x.T @ d).T.reshape(w.shape)  # bug: dW from the transposed product
+
+    dense.defvjp(lambda x, w: (dense(x, w), (x, w)), bwd)
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+        w = jax.random.normal(jax.random.PRNGKey(1), (3, 3))
+    report = gradlab.check_rule(dense, x, w, cotangents=2)
+    assert [r.path for r in report.rows] == ["arg0", "arg1"]
+    assert report["arg0"].culprit == "none" and report["arg1"].culprit == "rule"
+    assert report.culprit == "rule" and report.message.startswith("arg1: ")
+    assert report.output == "float64[5, 3] projected on 2 random unit cotangents (seed 0)"
+    assert len(report.cotangents) == 2
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["rows"][1]["culprit"] == "rule" and np.shape(d["cotangents"]) == (2, 5, 3)
+    text = str(report)
+    assert text.startswith("gradlab.check_rule FAILED") and "rule~autodiff" in text
+
+
+def test_nondiff_argnums_are_left_alone():
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def power(x, n):
+        return x**n
+
+    power.defvjp(lambda x, n: (x**n, x), lambda n, x, g: (g * n * x ** (n - 1),))
+    report = gradlab.check_rule(power, X, 3)
+    assert report.ok and [r.path for r in report.rows] == ["arg0"]
+
+
+def test_a_plain_function_needs_a_primal():
+    with pytest.raises(gradlab.CheckInputError, match="primal="):
+        gradlab.check_rule(lambda x: x**2, X)
+    report = gradlab.check_rule(lambda x: x**2, X, primal=lambda x: x * x)
+    assert report.ok and report.kind == "function"

@@ -1,0 +1,373 @@
+"""Tests for gradlab.init: variances, bounds, orthogonality, fans, parity with jax.nn."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import chex
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+
+from gradlab import init
+
+KEY = jax.random.key(20231126)
+
+# Tolerance of the variance tests. With the mean known to be 0, the estimator v = mean(w**2) of
+# N i.i.d. entries has standard error var * sqrt((kurtosis - 1) / N): sqrt(2 / N) for a normal
+# (kurtosis 3; the sample variance's var * sqrt(2 / (N - 1)) to first order) and sqrt(0.8 / N)
+# for a uniform (kurtosis 9 / 5). We accept |v - var| <= 5 standard errors: a false alarm has
+# probability about 6e-7 per assertion, and with fixed seeds the tests are deterministic.
+N_SIGMA = 5.0
+KURTOSIS = {"normal": 3.0, "uniform": 1.8}
+
+
+def assert_variance(w: jax.Array, variance: float, distribution: str) -> None:
+    w64 = np.asarray(w, dtype=np.float64)
+    n = w64.size
+    estimate = float(np.mean(w64**2))
+    se = variance * math.sqrt((KURTOSIS[distribution] - 1) / n)
+    assert abs(estimate - variance) <= N_SIGMA * se, (
+        f"variance {estimate:.6g} vs expected {variance:.6g} (tolerance {N_SIGMA * se:.3g})"
+    )
+
+
+# name, initialiser, distribution, variance as a function of (fan_in, fan_out)
+NAMED = [
+    ("lecun_normal", init.lecun_normal, "normal", lambda fi, fo: 1 / fi),
+    ("lecun_uniform", init.lecun_uniform, "uniform", lambda fi, fo: 1 / fi),
+    ("he_normal", init.he_normal, "normal", lambda fi, fo: 2 / fi),
+    ("he_uniform", init.he_uniform, "uniform", lambda fi, fo: 2 / fi),
+    ("glorot_normal", init.glorot_normal, "normal", lambda fi, fo: 2 / (fi + fo)),
+    ("glorot_uniform", init.glorot_uniform, "uniform", lambda fi, fo: 2 / (fi + fo)),
+    ("lecture_tanh", init.lecture_tanh, "normal", lambda fi, fo: 1 / fi),
+    ("lecture_glorot", init.lecture_glorot, "normal", lambda fi, fo: 4 / (fi + fo)),
+    ("scaled(2)", init.scaled(2.0), "normal", lambda fi, fo: 4 / fi),
+    (
+        "scaled(3, uniform)",
+        init.scaled(3.0, distribution="uniform"),
+        "uniform",
+        lambda fi, fo: 9 / fi,
+    ),
+    ("normal(1.5)", init.normal(1.5), "normal", lambda fi, fo: 2.25 / fi),
+]
+
+# shape, keyword arguments, (fan_in, fan_out)
+SHAPES = [
+    ((300, 200), {}, (300, 200)),  # dense
+    ((3, 3, 16, 40), {}, (144, 360)),  # 2-D conv kernel (H, W, in, out)
+    ((5, 24, 48), {}, (120, 240)),  # rank 3 defaults to a 1-D conv kernel (width, in, out)
+]
+
+
+@pytest.mark.parametrize(("name", "init_fn", "dist", "var_fn"), NAMED, ids=[n[0] for n in NAMED])
+@pytest.mark.parametrize(("shape", "kwargs", "fans"), SHAPES, ids=["dense", "conv2d", "conv1d"])
+def test_variance_matches_formula(name, init_fn, dist, var_fn, shape, kwargs, fans):
+    w = init_fn(KEY, shape, jnp.float32)
+    chex.assert_shape(w, shape)
+    chex.assert_type(w, jnp.float32)
+    assert_variance(w, var_fn(*fans), dist)
+    assert abs(float(jnp.mean(w))) <= N_SIGMA * math.sqrt(var_fn(*fans) / w.size)
+
+
+@pytest.mark.parametrize(
+    ("name", "init_fn", "dist", "var_fn"), NAMED[:6], ids=[n[0] for n in NAMED[:6]]
+)
+def test_stacked_weights_use_per_layer_fans(name, init_fn, dist, var_fn):
+    # 40 stacked (64, 32) layers: the layer axis is not a receptive field.
+    shape = (40, 64, 32)
+    per_layer = var_fn(64, 32)
+    assert_variance(init_fn(KEY, shape, batch_axis=0), per_layer, dist)
+    assert_variance(init.stacked(init_fn)(KEY, shape), per_layer, dist)
+    # Without being told, the shape is read as a 1-D conv kernel with fans 40x larger.
+    assert_variance(init_fn(KEY, shape), var_fn(40 * 64, 40 * 32), dist)
+
+
+def test_compute_fans():
+    assert init.compute_fans((7, 5)) == (7, 5)
+    assert init.compute_fans((3, 3, 4, 8)) == (36, 72)
+    assert init.compute_fans((6, 7, 5), batch_axis=0) == (7, 5)
+    assert init.compute_fans((2, 6, 3, 3, 4, 8), batch_axis=(0, 1)) == (36, 72)
+    assert init.compute_fans((4, 8, 3), in_axis=0, out_axis=1) == (12, 24)
+    assert init.compute_fans((2, 3, 4), in_axis=(0, 1), out_axis=2) == (6, 4)
+
+
+@pytest.mark.parametrize(("dist", "scale"), [("uniform", 1.0), ("uniform", 2.0), ("uniform", 0.5)])
+def test_uniform_bounds(dist, scale):
+    fan_in = 50
+    w = init.variance_scaling(scale, "fan_in", dist)(KEY, (fan_in, 4000))
+    bound = math.sqrt(3 * scale / fan_in)
+    assert float(jnp.max(jnp.abs(w))) <= bound * (1 + 1e-6)
+    # 200,000 draws: the largest |w| is within bound * (1 - 1e-4) with probability 1 - e^-20.
+    assert float(jnp.max(jnp.abs(w))) >= bound * (1 - 1e-4)
+    assert float(jnp.min(w)) < 0 < float(jnp.max(w))
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (init.lecun_uniform, jax.nn.initializers.lecun_uniform()),
+        (init.he_uniform, jax.nn.initializers.he_uniform()),
+        (init.glorot_uniform, jax.nn.initializers.glorot_uniform()),
+        (init.lecun_normal, jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal")),
+        (init.he_normal, jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")),
+        (init.glorot_normal, jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal")),
+        (
+            init.variance_scaling(1.0, "fan_in", "truncated_normal"),
+            jax.nn.initializers.lecun_normal(),
+        ),
+        (init.orthogonal(), jax.nn.initializers.orthogonal()),
+        (init.orthogonal(1.7), jax.nn.initializers.orthogonal(1.7)),
+    ],
+)
+@pytest.mark.parametrize("shape", [(30, 20), (20, 30), (3, 3, 4, 6)])
+def test_same_key_same_array_as_jax(ours, theirs, shape):
+    chex.assert_trees_all_equal(ours(KEY, shape, jnp.float32), theirs(KEY, shape, jnp.float32))
+
+
+def test_batch_axis_matches_jax_variance_scaling():
+    theirs = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", batch_axis=0)
+    chex.assert_trees_all_equal(
+        init.he_normal(KEY, (6, 8, 4), batch_axis=0), theirs(KEY, (6, 8, 4))
+    )
+
+
+def test_jax_normal_initialisers_are_truncated_ours_are_not():
+    # jax.nn.initializers.lecun_normal/he_normal/glorot_normal draw a normal truncated at two
+    # standard deviations (rescaled to the target variance), so the arrays differ from ours for
+    # the same key. Compare distributions: the same variance, different tails.
+    shape = (256, 512)
+    var = 2 / 256
+    ours = init.he_normal(KEY, shape)
+    theirs = jax.nn.initializers.he_normal()(KEY, shape)
+    assert_variance(theirs, var, "normal")  # the truncated normal has the same variance
+    assert_variance(ours, var, "normal")
+    cut = 2 * math.sqrt(var) / 0.87962566103423978
+    assert float(jnp.max(jnp.abs(theirs))) <= cut * (1 + 1e-6)
+    # P(|z| > 2.27) = 2.3% for the untruncated normal: thousands of entries beyond the cut.
+    assert int(jnp.sum(jnp.abs(ours) > cut)) > 1000
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.9, 1.1])
+@pytest.mark.parametrize("shape", [(16, 16), (24, 10), (10, 24), (3, 3, 4, 36), (3, 3, 4, 8)])
+def test_orthogonal_is_orthogonal(gain, shape):
+    with jax.enable_x64(True):
+        w = init.orthogonal(gain)(KEY, shape, jnp.float64)
+        chex.assert_type(w, jnp.float64)
+        m = np.asarray(w).reshape(-1, shape[-1])
+        gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+        np.testing.assert_allclose(gram, gain**2 * np.eye(gram.shape[0]), atol=1e-6 * gain**2)
+
+
+def test_orthogonal_batch_axis_each_layer_orthogonal():
+    with jax.enable_x64(True):
+        w = np.asarray(init.orthogonal(batch_axis=0)(KEY, (5, 8, 8), jnp.float64))
+        w2 = np.asarray(init.stacked(init.orthogonal())(KEY, (5, 8, 8), jnp.float64))
+    for layer in range(5):
+        for m in (w[layer], w2[layer]):
+            np.testing.assert_allclose(m.T @ m, np.eye(8), atol=1e-6)
+    assert not np.allclose(w[0], w[1])  # layers are independent draws
+    # Without batch_axis, (5, 8, 8) is a conv kernel: (40, 8) with orthonormal columns only.
+    m = np.asarray(init.orthogonal()(KEY, (5, 8, 8))).reshape(40, 8)
+    np.testing.assert_allclose(m.T @ m, np.eye(8), atol=1e-5)
+    assert not np.allclose(m[:8].T @ m[:8], np.eye(8), atol=1e-2)
+
+
+@pytest.mark.parametrize(("gain", "expected"), [(1.1, 1.6e6), (0.9, 1.4e-7), (1.0, 1.0)])
+def test_orthogonal_norm_product_is_gain_to_the_depth(gain, expected):
+    # The lecture's chain: 150 square layers, |x W_1 ... W_150| = gain^150 |x| exactly.
+    depth, n = 150, 8
+    with jax.enable_x64(True):
+        ws = init.orthogonal(gain, batch_axis=0)(KEY, (depth, n, n), jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (3, n), jnp.float64)
+        h, _ = jax.lax.scan(lambda h, w: (h @ w, None), x, ws)
+        ratio = np.linalg.norm(np.asarray(h), axis=1) / np.linalg.norm(np.asarray(x), axis=1)
+    np.testing.assert_allclose(ratio, gain**depth, rtol=1e-10)
+    np.testing.assert_allclose(ratio, expected, rtol=0.05)  # the numbers on slide 5
+
+
+def test_orthogonal_low_precision_dtypes():
+    for dtype in (jnp.bfloat16, jnp.float16):
+        w = init.orthogonal()(KEY, (16, 16), dtype)
+        chex.assert_type(w, dtype)
+        m = np.asarray(w, np.float32)
+        np.testing.assert_allclose(m.T @ m, np.eye(16), atol=3e-2)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 5), (5, 3)])
+def test_near_identity_without_noise_is_eye_of_shape(shape):
+    w = init.near_identity(0.0)(KEY, shape)
+    chex.assert_trees_all_equal(w, jnp.eye(*shape))
+
+
+def test_near_identity_noise_and_stacking():
+    w = init.near_identity(0.05, batch_axis=0)(KEY, (50, 40, 40))
+    noise = w - jnp.eye(40)
+    assert_variance(noise, 0.05**2, "normal")
+    assert float(jnp.max(jnp.abs(noise))) < 0.05 * 6  # close to 1, not 1
+
+
+def test_near_identity_conv_kernel_is_identity_convolution():
+    k = init.near_identity(0.0)(KEY, (3, 3, 4, 4))
+    x = jax.random.normal(jax.random.key(2), (2, 6, 5, 4))
+    y = jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    chex.assert_trees_all_close(y, x, atol=1e-6)
+
+
+def test_gaussian_fixed_std_any_rank():
+    for shape in [(20000,), (100, 200), (10, 10, 10, 10)]:
+        w = init.gaussian(0.3)(KEY, shape)
+        chex.assert_shape(w, shape)
+        assert_variance(w, 0.09, "normal")
+
+
+def test_normal_is_scaled():
+    chex.assert_trees_all_equal(init.normal(1.3)(KEY, (9, 7)), init.scaled(1.3)(KEY, (9, 7)))
+    chex.assert_trees_all_equal(init.lecture_tanh(KEY, (9, 7)), init.lecun_normal(KEY, (9, 7)))
+
+
+def test_stacked_applies_init_per_layer_with_split_keys():
+    w = init.stacked(init.he_normal)(KEY, (3, 6, 5))
+    keys = jax.random.split(KEY, 3)
+    for i in range(3):
+        chex.assert_trees_all_close(w[i], init.he_normal(keys[i], (6, 5)), rtol=1e-6)
+    w2 = init.stacked(init.he_normal, num_axes=2)(KEY, (2, 3, 6, 5))
+    chex.assert_shape(w2, (2, 3, 6, 5))
+
+
+def test_stacked_accepts_unhashable_initialisers():
+    @dataclasses.dataclass
+    class Scaled:  # eq=True makes instances unhashable
+        k: float
+
+        def __call__(self, key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
+            return init.scaled(self.k)(key, shape, dtype)
+
+    w = init.stacked(Scaled(2.0))(KEY, (3, 4, 4))
+    chex.assert_trees_all_close(w, init.stacked(init.scaled(2.0))(KEY, (3, 4, 4)), rtol=1e-6)
+
+
+def test_constant_zeros_ones():
+    chex.assert_trees_all_equal(init.zeros(KEY, (3,)), jnp.zeros(3))
+    chex.assert_trees_all_equal(init.ones(KEY, (2, 2)), jnp.ones((2, 2)))
+    chex.assert_trees_all_equal(
+        init.constant(0.25)(KEY, (2,), jnp.float16), jnp.full(2, 0.25, jnp.float16)
+    )
+
+
+def test_usable_as_flax_kernel_init():
+    layer = nnx.Linear(64, 32, kernel_init=init.he_normal, rngs=nnx.Rngs(0))
+    chex.assert_shape(layer.kernel[...], (64, 32))
+    conv = nnx.Conv(3, 8, (3, 3), kernel_init=init.orthogonal(), rngs=nnx.Rngs(0))
+    m = np.asarray(conv.kernel[...]).reshape(27, 8)
+    np.testing.assert_allclose(m.T @ m, np.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "init_fn",
+    [init.lecun_normal, init.he_uniform, init.orthogonal(), init.near_identity(), init.scaled(2.0)],
+)
+def test_rank_below_two_raises(init_fn):
+    with pytest.raises(ValueError, match="rank >= 2"):
+        init_fn(KEY, (5,))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.uint8, jnp.bool_, jnp.complex64])
+def test_non_float_dtype_raises(dtype):
+    for init_fn in (init.he_normal, init.orthogonal(), init.gaussian(1.0), init.near_identity()):
+        with pytest.raises(ValueError, match="real floating dtype"):
+            init_fn(KEY, (4, 4), dtype)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="k must be"):
+        init.scaled(-1.0)
+    with pytest.raises(ValueError, match="mode"):
+        init.variance_scaling(1.0, "fan_geo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="distribution"):
+        init.variance_scaling(1.0, "fan_in", "cauchy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="different axes"):
+        init.compute_fans((4, 4, 4), batch_axis=-1)
+    with pytest.raises(ValueError, match="out of range"):
+        init.compute_fans((4, 4), batch_axis=3)
+    with pytest.raises(ValueError, match="no per-layer axes"):
+        init.stacked(init.he_normal)(KEY, (4,))
+    with pytest.raises(ValueError, match="negative"):
+        init.he_normal(KEY, (4, -1))
+
+
+def test_zero_size_shapes():
+    for init_fn in (init.he_normal, init.orthogonal(), init.near_identity()):
+        chex.assert_shape(init_fn(KEY, (0, 4)), (0, 4))
+
+
+# --------------------------------------------------------------------------- properties
+
+_FLOATS = [jnp.float32, jnp.float16, jnp.bfloat16]
+_FAN_INITS = [
+    init.lecun_normal,
+    init.lecun_uniform,
+    init.he_normal,
+    init.glorot_uniform,
+    init.lecture_glorot,
+    init.scaled(2.0),
+    init.orthogonal(1.3),
+    init.near_identity(0.1),
+]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple),
+    dtype=st.sampled_from(_FLOATS),
+    which=st.integers(0, len(_FAN_INITS) - 1),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_shape_dtype_finite(shape, dtype, which, seed):
+    w = _FAN_INITS[which](jax.random.key(seed), shape, dtype)
+    chex.assert_shape(w, shape)
+    chex.assert_type(w, dtype)
+    assert bool(jnp.all(jnp.isfinite(w)))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_uniform_within_bound_and_deterministic(shape, seed):
+    key = jax.random.key(seed)
+    fan_in, fan_out = init.compute_fans(shape)
+    w = init.glorot_uniform(key, shape)
+    assert float(jnp.max(jnp.abs(w))) <= math.sqrt(6 / (fan_in + fan_out)) * (1 + 1e-6)
+    chex.assert_trees_all_equal(w, init.glorot_uniform(key, shape))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    layers=st.integers(1, 4),
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    gain=st.floats(0.1, 3.0),
+)
+def test_property_orthogonal_singular_values_equal_gain(layers, rows, cols, gain):
+    with jax.enable_x64(True):
+        w = init.orthogonal(gain, batch_axis=0)(KEY, (layers, rows, cols), jnp.float64)
+        s = np.linalg.svd(np.asarray(w), compute_uv=False)
+    np.testing.assert_allclose(s, gain, rtol=1e-6)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=3, max_size=4).map(tuple),
+)
+def test_property_batch_axis_fans_equal_layer_fans(shape):
+    assert init.compute_fans(shape, batch_axis=0) == init.compute_fans(shape[1:])
