@@ -504,7 +504,7 @@ def chunk_sweep(
     chunks: list[int],
     budgets_mib: list[float],
     reps: int,
-    full_limit: float,
+    full_limit_gflop: float,
     peak: float,
 ) -> list[dict[str, Any]]:
     """Warm ``gradlab.check`` time per chunk_size / memory_budget setting, per model.
@@ -513,7 +513,7 @@ def chunk_sweep(
     order, so that load from other processes spreads over all settings. The best (minimum)
     time of a setting is what it can do; the median is reported too.
 
-    A model whose default check takes longer than ``full_limit`` seconds is measured in
+    A model whose check does more than ``full_limit_gflop`` GFLOP is measured in
     ``mode="sample"`` (the same compiled chunk shapes, fewer chunks): the rate in useful
     GFLOP/s is what compares across settings there.
     """
@@ -522,12 +522,11 @@ def chunk_sweep(
     for width in widths:
         model = make_model(width)
         jax.clear_caches()
-        run_gradlab(model)
-        base = run_gradlab(model)
-        sample = has_sample and base["seconds"] > full_limit
+        sample = has_sample and check_flops(model) > full_limit_gflop * 1e9
         print(
-            f"\n[chunk sweep {model.name}] {model.n_params:,} params; default warm "
-            f"{base['seconds']:.2f} s; {'sample' if sample else 'full'} mode",
+            f"\n[chunk sweep {model.name}] {model.n_params:,} params, "
+            f"{check_flops(model) / 1e9:.0f} GFLOP per check: {'sample' if sample else 'full'}"
+            " mode",
             flush=True,
         )
         labelled: list[tuple[str, dict[str, Any]]] = [("default", {})]
@@ -942,7 +941,7 @@ def main(argv: list[str] | None = None) -> None:
             [int(c) for c in args.chunks.split(",")],
             [float(b) for b in args.budgets.split(",")],
             reps=3 if args.quick else 5,
-            full_limit=3.0,
+            full_limit_gflop=50.0,
             peak=peak["gflops"],
         )
         data["chunk_sweep"] = {

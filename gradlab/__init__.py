@@ -4,7 +4,7 @@ The centre is :func:`gradlab.check`, a centered-difference gradient checker that
 parameter entry in parallel and reports per leaf with the lecture's relative-error bands.
 """
 
-from gradlab import init, losses, nn
+from gradlab import flow, init, losses, nn, theory
 from gradlab.gradcheck import (
     BANDS,
     CheckInputError,
@@ -34,9 +34,11 @@ __all__ = [
     "assert_check",
     "check",
     "check_rule",
+    "flow",
     "init",
     "losses",
     "nn",
     "relative_error",
+    "theory",
     "verdict",
 ]

@@ -519,6 +519,9 @@ def _chunk(seeds: int, per_seed_bytes: int, budget: int = 192 * 2**20) -> int:
 
 
 _TRACES: dict[str, int] = {"depth": 0, "time": 0}
+# ``make`` runs once per call and takes milliseconds, so its compile time is all that counts:
+# XLA's backend optimisation level 0 compiles it about 3x faster (measured 1.0 s vs 2.9 s).
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -574,7 +577,7 @@ def _make_depth(cfg: _DepthConfig, chunk: int) -> Callable[[jax.Array], tuple[An
         _TRACES["depth"] += 1
         return jax.lax.map(make_one, keys)
 
-    return jax.jit(make)
+    return jax.jit(make, compiler_options=_FAST_COMPILE)
 
 
 @functools.lru_cache(maxsize=64)
@@ -693,7 +696,7 @@ def _make_time(cfg: _TimeConfig, chunk: int) -> Callable[[jax.Array], tuple[Any,
         _TRACES["time"] += 1
         return jax.lax.map(make_one, keys)
 
-    return jax.jit(make)
+    return jax.jit(make, compiler_options=_FAST_COMPILE)
 
 
 @functools.lru_cache(maxsize=64)

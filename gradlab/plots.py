@@ -29,13 +29,15 @@ from gradlab import theory as _theory
 from gradlab.flow import FlowProfile
 
 __all__ = [
+    "PALETTE",
     "plot_cell_path",
     "plot_phase_diagram",
     "plot_profiles",
     "save",
 ]
 
-_COLORS = [
+#: The colours :func:`plot_profiles` uses in order.
+PALETTE: tuple[str, ...] = (
     "#1f77b4",
     "#d62728",
     "#2ca02c",
@@ -46,7 +48,8 @@ _COLORS = [
     "#17becf",
     "#7f7f7f",
     "#bcbd22",
-]
+)
+_COLORS = PALETTE
 
 _YLABELS = {
     ("depth", "grad_h_rel"): r"$\|\partial L/\partial h_l\| \;/\; \|\partial L/\partial h_L\|$",
@@ -105,6 +108,7 @@ def plot_profiles(
     quantity: str = "grad_h_rel",
     band: tuple[float, float] | None = (0.05, 0.95),
     theory: bool = True,
+    colors: Sequence[str] | None = None,
     ax: Axes | None = None,
     title: str | None = None,
     path: str | os.PathLike[str] | None = None,
@@ -122,6 +126,7 @@ def plot_profiles(
         quantity: which series (``"grad_h_rel"``, ``"grad_h"``, ``"grad_w"``, ``"h"``, ...).
         band: lower and upper quantile of the shaded band, or None.
         theory: draw theory lines.
+        colors: one matplotlib colour per profile (default: a fixed palette in order).
         ax: draw into this axes.
         title: axes title.
         path: if given, save PNG and SVG there.
@@ -139,11 +144,13 @@ def plot_profiles(
         labels = [str(p.config.get("init")) for p in profiles]
     if len(labels) != len(profiles):
         raise ValueError(f"{len(labels)} labels for {len(profiles)} profiles.")
+    if colors is not None and len(colors) != len(profiles):
+        raise ValueError(f"{len(colors)} colors for {len(profiles)} profiles.")
     fig, ax = _new_axes(ax, (7.5, 4.6))
     theory_drawn = False
     for i, (p, label) in enumerate(zip(profiles, labels, strict=True)):
         s = p[quantity]
-        color = _COLORS[i % len(_COLORS)]
+        color = colors[i] if colors is not None else _COLORS[i % len(_COLORS)]
         ax.plot(s.index, _pow10(s.mean), color=color, lw=2.0, label=label)
         if band is not None and s.log10.shape[0] * s.log10.shape[1] > 1:
             lo, hi = s.quantile(band)
@@ -267,16 +274,23 @@ def plot_phase_diagram(
     SW, SB = np.meshgrid(sw, sb)
     chi = _theory.chi1(SW, SB, activation)
     fig, ax = _new_axes(ax, (7.0, 4.8))
-    r = float(np.nanmax(np.abs(np.log10(np.clip(chi, 1e-12, None)))))
-    r = max(min(r, 2.0), 0.05)
-    norm = mcolors.LogNorm(vmin=10**-r, vmax=10**r)
-    mesh = ax.pcolormesh(
-        SW, SB, np.clip(chi, 10**-r, 10**r), cmap="RdBu_r", norm=norm, shading="auto"
-    )
+    # Colour = log10 χ₁, diverging at χ₁ = 1 with each side stretched to its own range, so the
+    # chaotic side (χ₁ up to ~2) is as visible as the ordered one (χ₁ down to ~0.1).
+    logc = np.log10(np.clip(chi, 1e-12, None))
+    lo_c = min(float(np.min(logc)), -1e-3)
+    hi_c = max(float(np.max(logc)), 1e-3)
+    norm = mcolors.TwoSlopeNorm(vmin=lo_c, vcenter=0.0, vmax=hi_c)
+    mesh = ax.pcolormesh(SW, SB, logc, cmap="RdBu_r", norm=norm, shading="auto", rasterized=True)
     cbar = fig.colorbar(mesh, ax=ax)
+    nice = np.array([0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.1, 1.2, 1.3, 1.5, 2, 3, 5, 10])
+    nice = nice[(np.log10(nice) >= lo_c) & (np.log10(nice) <= hi_c)]
+    cbar.set_ticks(np.log10(nice))
+    cbar.set_ticklabels([f"{v:g}" for v in nice])
     cbar.set_label(r"$\chi_1 = \sigma_w^2\,E[\phi'(\sqrt{q^*}z)^2]$ (log scale)")
-    crit = _theory.critical_weight_variance(activation, sb)
-    ax.plot(crit, sb, color="k", lw=2.0, label=r"critical line $\chi_1 = 1$")
+    # the critical line rises steeply from (1, 0): sample it densely near σ_b² = 0
+    sb_line = np.unique(np.concatenate([np.geomspace(1e-6, 1.0, 60) * sb.max(), sb]))
+    crit = _theory.critical_weight_variance(activation, sb_line)
+    ax.plot(crit, sb_line, color="k", lw=2.0, label=r"critical line $\chi_1 = 1$")
     if markers is None and activation == "tanh":
         markers = {
             r"lecture $1/\sqrt{n}$ (LeCun)": (1.0, 0.0),

@@ -27,7 +27,8 @@ What is exact and what is not:
   :func:`gradient_depth_scale`, :func:`mean_field_profile`; Poole et al. 2016, Schoenholz et
   al. 2017) are exact statements about the infinite-width limit; as predictions for a finite
   network they are approximations (they also assume the backward weights are independent of
-  the forward ones, the "gradient independence" assumption).
+  the forward ones, the "gradient independence" assumption); :func:`rnn_mean_field_profile`
+  applies the same recursion to a vanilla RNN through time.
 * :func:`lstm_cell_path` — exact for the cell path alone (``∂c_T/∂c_0`` through the forget gates)
   when the gate pre-activations are as stated; the full LSTM Jacobian has other paths too.
 """
@@ -396,8 +397,8 @@ def _grid(q_max: float) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=32)
 def _grid_n(n: int) -> tuple[np.ndarray, np.ndarray]:
     z = np.linspace(-10.0, 10.0, n)
-    w = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi) * (z[1] - z[0])
-    return z, w
+    w = np.exp(-0.5 * z**2)
+    return z, w / np.sum(w)  # normalised: E[1] = 1 to rounding (the truncation is < 1e-21)
 
 
 def gaussian_expectation(fn: Callable[[np.ndarray], np.ndarray], q: ArrayLike) -> np.ndarray:
@@ -543,7 +544,13 @@ def q_star(
         positive = q_map(mid, sw, sb, activation) - mid > 0
         lo = np.where(positive, mid, lo)
         hi = np.where(positive, hi, mid)
-    return 0.5 * (lo + hi)
+    q = np.where(lo == 0.0, 0.0, 0.5 * (lo + hi))
+    if activation in ("tanh", "erf"):
+        # phi(0) = 0: without bias q = 0 is a fixed point, the stable one when the map's slope
+        # there, σ_w² φ'(0)², is <= 1 (bisection would stop at a rounding-level q > 0).
+        slope0 = sw * (1.0 if activation == "tanh" else 4.0 / math.pi)
+        q = np.where((sb == 0.0) & (slope0 <= 1.0), 0.0, q)
+    return q
 
 
 def _chi_at(q: np.ndarray, sw: np.ndarray, activation: str) -> np.ndarray:
@@ -632,7 +639,12 @@ def critical_weight_variance(
         above = chi1(mid, sb, activation) > 1.0
         hi = np.where(above, mid, hi)
         lo = np.where(above, lo, mid)
-    return 0.5 * (lo + hi)
+    crit = 0.5 * (lo + hi)
+    if activation in ("tanh", "erf"):
+        # At σ_b² = 0 the transition is where q* = 0 loses stability, σ_w² φ'(0)² = 1; there
+        # χ₁ − 1 is second order in σ_w² − 1, so bisection alone resolves it only to ~1e-8.
+        crit = np.where(sb == 0.0, 1.0 if activation == "tanh" else math.pi / 4.0, crit)
+    return crit
 
 
 def gradient_depth_scale(
@@ -656,7 +668,7 @@ def gradient_depth_scale(
     """
     c = chi1(weight_variance, bias_variance, activation)
     with np.errstate(divide="ignore"):
-        return -1.0 / np.log(c)
+        return np.where(c == 1.0, np.inf, -1.0 / np.log(c))
 
 
 _Z2_NODES = np.linspace(-9.0, 9.0, 241)

@@ -120,7 +120,7 @@ def differences(
         bwd = (f0 - f_minus) / (-h_minus)
         finite = np.isfinite(f_plus) & np.isfinite(f_minus) & np.isfinite(num)
         if scale is None:
-            scale = np.maximum(np.maximum(abs(f0), np.abs(f_plus)), np.abs(f_minus))
+            scale = np.maximum(np.maximum(np.abs(f0), np.abs(f_plus)), np.abs(f_minus))
         err_f = th.noise_factor * th.unit_roundoff * np.where(finite, scale, 0.0)
         noise = 2.0 * err_f / span
         noise_one_sided = 2.0 * err_f / np.minimum(h_plus, -h_minus)

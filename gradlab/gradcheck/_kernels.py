@@ -83,8 +83,8 @@ def _perturb(checked: Leaves, k: int, kind: Kind, p: Any, step: jax.Array) -> tu
     error never enters the comparison.
     """
     if kind == "tree":
-        moved = tuple(x + (step * d).astype(x.dtype) for x, d in zip(checked, p, strict=True))
-        return moved, tuple(m - x for m, x in zip(moved, checked, strict=True))
+        rows = tuple(x + (step * d).astype(x.dtype) for x, d in zip(checked, p, strict=True))
+        return rows, tuple(m - x for m, x in zip(rows, checked, strict=True))
     flat = checked[k].reshape(-1)
     x = flat[p]
     moved = x + step
@@ -239,9 +239,10 @@ def hvp_chunk(
     """Hessian-vector products ``H·t`` along each perturbation's tangent, ``(c, K, n)``.
 
     ``outer="forward"``: ``jax.jvp`` of the gradient (forward-over-reverse). ``"reverse"``:
-    ``jax.grad`` of ``<∇_k F, t>`` (reverse-over-reverse; ``H`` is symmetric, so this is
-    ``H·t`` too). Both go through every custom rule's own derivative. Tangents as in
-    :func:`jvp_chunk`; ``n`` counts real rows (complex leaves twice: re, im).
+    ``jax.grad`` of ``<∇F, t>`` (reverse-over-reverse), which is ``Hᵀ·t``: the same when
+    autodiff's Hessian is symmetric, which a broken rule need not keep. Both go through every
+    custom rule's own derivative. Tangents as in :func:`jvp_chunk`; ``n`` counts real rows
+    (complex leaves twice: re, im).
     """
 
     def forward(p: Any, unit: jax.Array) -> jax.Array:

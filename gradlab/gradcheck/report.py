@@ -284,7 +284,7 @@ class CheckReport:
             if shown:
                 table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for leaf in self.leaves:
-            status = leaf.status
+            status: str = leaf.status
             if leaf.resolving_eps is not None:
                 status += f" (try eps={leaf.resolving_eps:.0e})"
             cells = [

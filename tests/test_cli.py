@@ -1,0 +1,148 @@
+"""Tests of the command line, run in-process through gradlab.cli.main."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from gradlab.cli import main
+
+USER_MODULE = textwrap.dedent(
+    """
+    import jax
+    import jax.numpy as jnp
+
+
+    def correct():
+        w = jnp.arange(1.0, 7.0).reshape(2, 3) / 7.0
+        x = jnp.linspace(-1.0, 1.0, 8).reshape(4, 2)
+        return (lambda w, x: jnp.sum(jnp.tanh(x @ w) ** 2)), w, (x,)
+
+
+    @jax.custom_vjp
+    def square(x):
+        return x**2
+
+
+    square.defvjp(lambda x: (x**2, x), lambda x, g: (x * g,))  # bug: forgets the 2
+
+
+    def buggy():
+        return (lambda p: jnp.sum(square(p))), jnp.arange(1.0, 4.0), ()
+
+
+    def not_a_problem():
+        return 42
+    """
+)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_layers.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "my_layers.py"
+
+
+def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["quick"] is True
+    lecture = {r["weight"]: r for r in summary["lecture"]["rows"]}
+    assert lecture[1.1]["lecture_chain"] == pytest.approx(1.1**150, rel=1e-9)
+    assert 10 ** lecture[1.1]["orthogonal_log10_mean"] == pytest.approx(1.1**150, rel=1e-3)
+    checks = {r["model"]: r for r in summary["checks"]["rows"]}
+    assert not checks["buggy custom_vjp tanh (deliberate)"]["ok"]
+    assert all(r["ok"] for name, r in checks.items() if "buggy" not in name)
+    md = (out / "summary.md").read_text()
+    assert "# gradlab demo" in md and "figures/lstm_vs_rnn.png" in md
+    for name in (
+        "lecture_chain",
+        "initialisers",
+        "weight_gradients",
+        "plain_vs_residual",
+        "phase_diagram",
+        "lstm_vs_rnn",
+    ):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000  # --quick: PNG only
+    printed = capsys.readouterr().out
+    assert "summary.md" in printed and "The lecture's chains" in printed
+
+
+def test_check_passes_on_a_correct_function(user_module, capsys, tmp_path):
+    report = tmp_path / "report.json"
+    assert main(["check", f"{user_module}:correct", "--json", str(report)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert json.loads(report.read_text())["ok"] is True
+
+
+def test_check_fails_on_a_buggy_custom_vjp(user_module, capsys):
+    assert main(["check", "my_layers:buggy"]) == 1  # dotted module path, from the cwd
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_check_options(user_module):
+    assert main(["check", "my_layers:correct", "--eps", "1e-6", "--tolerance", "1e-5"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["check", "my_layers"], "MODULE:FUNCTION"),
+        (["check", "my_layers:missing"], "has no function 'missing'"),
+        (["check", "no_such_module_xyz:f"], "cannot import module"),
+        (["check", "missing_file.py:f"], "no such file"),
+        (["check", "my_layers:not_a_problem"], "must return (f, params, args)"),
+        (["check", "my_layers:correct", "--eps", "-1"], "positive number"),
+        (["flow", "--init", "xavier"], "Valid names: lecun_normal"),
+        (["flow", "--arch", "transformer"], "invalid choice"),
+        (["flow", "--seeds", "0"], "must be >= 1"),
+        (["flow", "--branch-scale", "huge"], "rezero, fixup or a number"),
+        (["demo", "--seeds", "many"], "is not an integer"),
+        (["demo", "--seeds", "1"], "a spread needs two seeds"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_helpful_message(user_module, capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help(capsys):
+    for argv in (["--help"], ["demo", "--help"], ["flow", "--help"], ["check", "--help"]):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "MODULE:FUNCTION" in out and "orthogonal:1.1" in out
+
+
+def test_flow_command_writes_json_and_figure(tmp_path, capsys):
+    out = tmp_path / "flow"
+    argv = [
+        "flow",
+        "--arch",
+        "mlp",
+        "--depth",
+        "10",
+        "--width",
+        "6",
+        "--seeds",
+        "2",
+        "--batch",
+        "2",
+        "--activation",
+        "linear",
+        "--init",
+        "orthogonal:0.9",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    data = json.loads((out / "flow.json").read_text())
+    assert data["config"]["init"] == "orthogonal:0.9"
+    assert data["headline"]["typical_ratio"] == pytest.approx(0.9**10, rel=1e-4)
+    assert (out / "flow.png").is_file() and (out / "flow.svg").is_file()
+    assert "theory" in capsys.readouterr().out
