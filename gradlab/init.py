@@ -616,6 +616,8 @@ def stacked(init: Initializer, *, num_axes: int = 1) -> Initializer:
                 "stacking axes."
             )
         stack, layer = shape_t[:num_axes], shape_t[num_axes:]
+        if init is zeros or init is ones:  # no randomness: skip the per-layer vmap
+            return init(key, shape_t, dtype)
         out = _stacked(key, init=init, layers=math.prod(stack), layer=layer, dtype=dtype)
         return out.reshape(shape_t)
 

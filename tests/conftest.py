@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# Helper scripts run in subprocesses, not test modules (and not doctest targets).
+collect_ignore_glob = ["_*.py"]
+
 
 def mlp_params(key, sizes, dtype=jnp.float64):
     params = []

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 
 import gradlab
 from gradlab import init, losses
@@ -227,16 +228,17 @@ def test_mlp_bad_inputs_raise():
 
 
 def test_dtypes():
-    bf16 = jnp.bfloat16
-    model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=bf16, rngs=nnx.Rngs(0))
-    chex.assert_type(jax.tree.leaves(nnx.state(model, nnx.Param)), bf16)
-    x = normal(1, (BATCH, IN)).astype(bf16)
-    chex.assert_type(model(x), bf16)
-    model.dtype = jnp.float32  # dtype=float32 computes in float32 whatever the parameters
-    chex.assert_type(model(x), jnp.float32)
-    # float32 inputs with float64 parameters promote to float64
+    model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    chex.assert_type(jax.tree.leaves(nnx.state(model, nnx.Param)), jnp.float32)
+    x32 = normal(1, (BATCH, IN), jnp.float32)
+    chex.assert_type(model(x32), jnp.float32)
+    # dtype=None promotes: float32 inputs with float64 parameters compute in float64
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
-    chex.assert_type(model(normal(1, (BATCH, IN), jnp.float32)), F64)
+    chex.assert_type(model(x32), F64)
+    # a given dtype casts inputs and parameters to it
+    model.dtype = jnp.float32
+    y, hiddens = model(normal(1, (BATCH, IN)), return_hiddens=True)
+    chex.assert_type([y, hiddens], jnp.float32)
     lstm = LSTM(IN, HIDDEN, param_dtype=F64, dtype=jnp.float32, rngs=nnx.Rngs(0))
     outputs, (c, a) = lstm(normal(1, (SEQS, STEPS, IN)))
     chex.assert_type([outputs, c, a], jnp.float32)
@@ -586,7 +588,10 @@ def test_pure_keeps_non_param_state_fixed():
 # --------------------------------------------------------------------------- grad checks
 
 
-def assert_grad_check(model: nnx.Module, x: jax.Array) -> None:
+def assert_grad_check(model: nnx.Module, x: jax.Array, *, flat: bool = False) -> None:
+    """gradlab.assert_check of a smooth scalar of the model's output, per parameter leaf, or
+    over all parameters as one vector (``flat``: one compiled program instead of one per leaf,
+    for the big models)."""
     apply_fn, params = pure(model)
 
     def loss(p: nnx.State, x: jax.Array) -> jax.Array:
@@ -594,7 +599,11 @@ def assert_grad_check(model: nnx.Module, x: jax.Array) -> None:
         out = out[0] if isinstance(out, tuple) else out
         return jnp.mean(jnp.sin(out))  # a generic smooth scalar of every output
 
-    gradlab.assert_check(loss, params, x)
+    if flat:
+        vector, unravel = ravel_pytree(params)
+        gradlab.assert_check(lambda v, x: loss(unravel(v), x), vector, x)
+    else:
+        gradlab.assert_check(loss, params, x)
 
 
 def test_grad_check_mlp_with_probes():
@@ -624,27 +633,27 @@ def test_grad_check_deep_residual_150_blocks():
     )
     model.alpha[...] = normal(4, (depth,)) * depth**-0.5
     model.ln_scale[...] = 1 + 0.1 * normal(5, (depth, WIDTH))
-    assert_grad_check(model, normal(1, (BATCH, IN)))
+    assert_grad_check(model, normal(1, (BATCH, IN)), flat=True)
 
 
 def test_grad_check_residual_conv_fixup():
     model = ResidualStack(
         IN,
         OUT,
-        width=2,
-        depth=1,
+        width=WIDTH,
+        depth=DEPTH,
         block="conv",
         branch_scale="fixup",
         activation="tanh",
         param_dtype=F64,
         rngs=nnx.Rngs(0),
     )
-    assert_grad_check(model, normal(1, (2, 3, 3, IN)))
+    assert_grad_check(model, normal(1, (1, 3, 3, IN)), flat=True)
 
 
 @pytest.mark.parametrize(("variant", "hoist"), [("standard", False), ("slide", True)])
 def test_grad_check_lstm_100_steps(variant, hoist):
-    lstm = LSTM(IN, 3, variant=variant, hoist_input=hoist, param_dtype=F64, rngs=nnx.Rngs(0))
+    lstm = LSTM(IN, HIDDEN, variant=variant, hoist_input=hoist, param_dtype=F64, rngs=nnx.Rngs(0))
     assert_grad_check(lstm, normal(1, (SEQS, 100, IN), F64))
 
 
