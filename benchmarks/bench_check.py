@@ -726,6 +726,10 @@ def evaluate_bars(ref: dict[str, Any]) -> dict[str, Any]:
 def markdown(data: dict[str, Any]) -> str:
     """The result file's tables as markdown (for docs/benchmarks.md)."""
     lines = []
+    for key, value in data.items():
+        if isinstance(value, dict) and "models" in value and "bars_reference" in value:
+            lines += [f"### run stored under {key!r}: `{value['command']}`", ""]
+            lines += [markdown({**value, "device_name": data.get("device_name")}), ""]
     if "models" in data:
         peak = data["peak"]
         m0 = data["machine"]
@@ -902,6 +906,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--markdown", action="store_true", help="print the --out file's tables as markdown; no run"
     )
+    parser.add_argument(
+        "--key",
+        default=None,
+        help="store this run under this key of the --out file instead of at its top level "
+        "(e.g. a second reference-model run at a different load)",
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         import json
@@ -1015,42 +1025,44 @@ def main(argv: list[str] | None = None) -> None:
                 f"same verdict: {bars['same_verdict']} → "
                 f"{'MET' if b['met'] else 'NOT MET'}"
             )
-    data.update(
-        {
-            "command": " ".join(sys.argv),
-            "quick": args.quick,
-            "machine": finish_machine_info(machine),
-            "versions": {
-                "jax": jax.__version__,
-                "jaxlib": _jaxlib_version(),
-                "numpy": np.__version__,
-                "torch": torch_version,
-                "torch_device": torch_device if torch_version else None,
-                "gradlab": gradlab.__version__,
-                "gradlab_source": gradlab_source(),
-            },
-            "config": {
-                "eps": EPS,
-                "tolerance": TOLERANCE,
-                "d_in": D_IN,
-                "depth": DEPTH,
-                "batch": BATCH,
-                "widths": widths,
-                "reps_reference": reps,
-                "reps_sweep_max": min(reps, 3),
-                "time_cap_s": cap,
-                "torch_gradcheck": "fast_mode=False, eps=1e-7, atol=1e-5, rtol=1e-3 (defaults)",
-                "torch_threads": torch_threads,
-                "check_grads": "order=1, modes=['rev'], eps=1e-7, default atol/rtol",
-            },
-            "flop_model": inspect.getdoc(eval_flops) + "\n" + inspect.getdoc(layer_flops),
-            "peak": peak,
-            "models": results,
-            "bars_reference": bars,
-        }
-    )
+    run = {
+        "command": " ".join(sys.argv),
+        "quick": args.quick,
+        "machine": finish_machine_info(machine),
+        "versions": {
+            "jax": jax.__version__,
+            "jaxlib": _jaxlib_version(),
+            "numpy": np.__version__,
+            "torch": torch_version,
+            "torch_device": torch_device if torch_version else None,
+            "gradlab": gradlab.__version__,
+            "gradlab_source": gradlab_source(),
+        },
+        "config": {
+            "eps": EPS,
+            "tolerance": TOLERANCE,
+            "d_in": D_IN,
+            "depth": DEPTH,
+            "batch": BATCH,
+            "widths": widths,
+            "reps_reference": reps,
+            "reps_sweep_max": min(reps, 3),
+            "time_cap_s": cap,
+            "torch_gradcheck": "fast_mode=False, eps=1e-7, atol=1e-5, rtol=1e-3 (defaults)",
+            "torch_threads": torch_threads,
+            "check_grads": "order=1, modes=['rev'], eps=1e-7, default atol/rtol",
+        },
+        "flop_model": inspect.getdoc(eval_flops) + "\n" + inspect.getdoc(layer_flops),
+        "peak": peak,
+        "models": results,
+        "bars_reference": bars,
+    }
+    if args.key:
+        data[args.key] = run
+    else:
+        data.update(run)
     write_json(out, data)
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out}" + (f" (under {args.key!r})" if args.key else ""))
 
 
 if __name__ == "__main__":

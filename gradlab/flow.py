@@ -439,6 +439,16 @@ class FlowProfile:
     def __rich__(self) -> Any:
         return self.table()
 
+    def __str__(self) -> str:
+        """The table as plain text (``print(profile)``)."""
+        import io
+
+        from rich.console import Console
+
+        buf = io.StringIO()
+        Console(file=buf, width=120, color_system=None, force_terminal=False).print(self.table())
+        return buf.getvalue().rstrip()
+
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     out = {}

@@ -210,6 +210,8 @@ def test_results_are_json_and_a_table(orthogonal64):
     console.print(orthogonal64.table())
     out = console.export_text()
     assert "layer l" in out and "+6.21" in out
+    plain = str(orthogonal64)
+    assert "layer l" in plain and "+6.21" in plain
 
 
 def test_resolve_init_and_errors():
