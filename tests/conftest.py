@@ -26,6 +26,26 @@ def mlp_params(key, sizes, dtype=jnp.float64):
     return params
 
 
+def act_with_rule(fwd_fn, bwd_fn):
+    """An activation whose backward pass is the given (possibly buggy) rule."""
+
+    @jax.custom_vjp
+    def act(z):
+        return fwd_fn(z)
+
+    act.defvjp(lambda z: (fwd_fn(z), z), lambda z, g: (bwd_fn(z, g),))
+    return act
+
+
+def small_mlp_data():
+    """(params, x, y) of a 4-6-5-1 MLP on 12 examples, float64."""
+    with jax.enable_x64(True):
+        params = mlp_params(jax.random.PRNGKey(0), [4, 6, 5, 1])
+        x = jax.random.normal(jax.random.PRNGKey(1), (12, 4), dtype=jnp.float64)
+        y = (jax.random.uniform(jax.random.PRNGKey(2), (12,)) > 0.5).astype(jnp.float64)
+    return params, x, y
+
+
 def mlp_bce(params, x, y, act=jnp.tanh):
     """The lecture's J(W, b): sigmoid output, binary cross-entropy, in logit form."""
     h = x

@@ -5,38 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import mlp_params
+from conftest import act_with_rule, mlp_bce, mlp_params, small_mlp_data
 
 import gradlab
 
-
-def _act_with_rule(fwd_fn, bwd_fn):
-    @jax.custom_vjp
-    def act(z):
-        return fwd_fn(z)
-
-    act.defvjp(lambda z: (fwd_fn(z), z), lambda z, g: (bwd_fn(z, g),))
-    return act
+_act_with_rule = act_with_rule
 
 
 def _mlp_loss(act):
-    def loss(params, x, y):
-        h = x
-        for p in params[:-1]:
-            h = act(h @ p["w"] + p["b"])
-        z = (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
-        return jnp.mean(jax.nn.softplus(z) - y * z)
-
-    return loss
+    return lambda params, x, y: mlp_bce(params, x, y, act=act)
 
 
 @pytest.fixture
 def data():
-    with jax.enable_x64(True):
-        params = mlp_params(jax.random.PRNGKey(0), [4, 6, 5, 1])
-        x = jax.random.normal(jax.random.PRNGKey(1), (12, 4), dtype=jnp.float64)
-        y = (jax.random.uniform(jax.random.PRNGKey(2), (12,)) > 0.5).astype(jnp.float64)
-    return params, x, y
+    return small_mlp_data()
 
 
 BUGGY_TANH = {
