@@ -81,7 +81,8 @@ class Base:
     scales: np.ndarray
     grads: list[np.ndarray]  # per checked leaf, (K, *leaf.shape)
     out_dtype: str
-    bytes_per_eval: int
+    bytes_per_eval: int  # one forward evaluation of f (XLA's analysis of the compiled f)
+    bytes_per_grad: int  # one evaluation of f and its gradients
 
     @property
     def n_cotangents(self) -> int:
@@ -116,15 +117,23 @@ class Context:
             raise
 
 
+def _bytes(compiled: Any) -> int:
+    """Temporary plus output bytes of a compiled computation, from XLA's memory analysis."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return 0
+    return int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+
+
 def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
     """``f(θ)``, its projections and gradients, with the input validated."""
     spec = problem.spec
     compiled = _kernels.value_and_vjp.lower(spec, *dyn, cots).compile()
     out, values, scales, grads = compiled(*dyn, cots)
-    mem = compiled.memory_analysis()
-    per_eval = 0
-    if mem is not None:
-        per_eval = int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+    per_grad = _bytes(compiled)
+    # A perturbed evaluation is a forward pass only: size chunks from f's own compiled
+    # memory need, not from the gradient's (which holds every parameter's gradient).
+    per_eval = _bytes(_kernels.value.lower(spec, *dyn[:3]).compile())
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
         leaf = np.asarray(leaf)
         if not np.all(np.isfinite(leaf)):
@@ -155,6 +164,7 @@ def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
         grads=grads_np,
         out_dtype=str(out_dtype),
         bytes_per_eval=per_eval,
+        bytes_per_grad=per_grad,
     )
 
 
@@ -219,7 +229,7 @@ def make_plans(
 
     def chunk_for(m: int, per: int) -> int:
         if order == 2:  # two gradients and an HVP per perturbation, each K·n rows (≤ 8 B)
-            per = 3 * per + 3 * base.n_cotangents * n_rows * 8
+            per = 3 * (per + base.bytes_per_grad) + 3 * base.n_cotangents * n_rows * 8
         chunk = chunk_size or plan_chunk(m, per, budget, MAX_CHUNK, multiple_of=n_dev)
         return max(n_dev, min(chunk, -(-m // n_dev) * n_dev))
 
