@@ -45,8 +45,13 @@ def smooth(tree):
     return total
 
 
+# Derandomized: CI replays the same examples on every run.
 settings.register_profile(
-    "gradlab", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+    "gradlab",
+    deadline=None,
+    max_examples=25,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("gradlab")
 
@@ -81,5 +86,5 @@ def test_a_bug_in_any_one_leaf_is_found_in_that_leaf_only(tree, data):
     report = gradlab.check(f, tree)
     statuses = [leaf.status for leaf in report.leaves]
     assert statuses[bad] == "wrong"
-    assert all(s == "verified" for i, s in enumerate(statuses) if i != bad)
+    assert all(s == "verified" for i, s in enumerate(statuses) if i != bad), report
     assert not report.ok

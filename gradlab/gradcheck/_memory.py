@@ -8,7 +8,7 @@ import jax
 
 __all__ = ["default_budget", "plan_chunk"]
 
-_CPU_BUDGET = 64 << 20
+_CPU_BUDGET = 24 << 20
 
 
 def _host_available_bytes() -> int | None:
@@ -28,9 +28,11 @@ def _host_available_bytes() -> int | None:
 def default_budget(device: jax.Device | None = None) -> int:
     """A memory budget for the perturbation batches of one device, in bytes.
 
-    Half of what an accelerator reports it can hold. On a CPU, 64 MiB: batches that stay
-    near the caches run fastest there (measured on a 2-core Xeon: a tanh MLP of 10,497
-    parameters checks in 0.40 s at 32-64 MiB, 0.68 s at 128 MiB and 0.90 s at 512 MiB).
+    Half of what an accelerator reports it can hold. On a CPU, 24 MiB: XLA:CPU allocates a
+    kernel's temporary buffer on every call, and above glibc's largest mmap threshold
+    (32 MiB) each call maps and zero-fills fresh pages — 0.4–2.6 million page faults and
+    2–2.5× the time of a check (``docs/benchmarks.md``, "Chunk size and memory budget";
+    budgets of 24–32 MiB were fastest at every width measured).
 
     Example:
         >>> default_budget() > 0
@@ -65,17 +67,22 @@ def plan_chunk(
         max_chunk: Upper bound on the chunk (diminishing returns beyond it).
         multiple_of: Round the chunk to a multiple of this (the number of devices).
 
+    The chunks of a leaf are balanced (``ceil(n / ceil(n / c))``) so that padding the last
+    one wastes less than one entry per chunk.
+
     Returns:
         A chunk size in ``[multiple_of, max(n_entries, multiple_of)]``.
 
     Example:
         >>> plan_chunk(10_000, bytes_per_evaluation=1 << 20, budget=256 << 20, max_chunk=4096)
-        128
+        127
         >>> plan_chunk(10, bytes_per_evaluation=1, budget=1 << 30, max_chunk=4096)
         10
     """
     per_entry = 2 * max(1, bytes_per_evaluation)
     chunk = max(1, min(budget // per_entry, max_chunk, n_entries))
+    n_chunks = -(-n_entries // chunk) if n_entries else 1
+    chunk = max(1, -(-n_entries // n_chunks))
     if multiple_of > 1:
         chunk = max(multiple_of, (chunk // multiple_of) * multiple_of)
     return int(chunk)
