@@ -7,9 +7,11 @@ argument shapes, leaf, chunk size).
 Perturbations are vmapped over ONE leaf while the other leaves stay unbatched: XLA then
 computes everything upstream of the leaf once and turns the layers downstream of it into
 batched matrix products. The ``+h`` and ``−h`` evaluations of a chunk are batched together.
-A perturbation is an ``"entry"`` (a flat index ``i`` of one leaf: ``θ ± h·e_i``) or a
-``"tree"`` row (one array per leaf, ``θ ± h·d``: directional mode batches the few random
-directions of EVERY leaf into one kernel, so that it compiles once instead of once per leaf).
+A perturbation is an ``"entry"`` (a flat index ``i`` of one leaf: ``θ ± h·e_i``), a
+``"group"`` row (an entry of one of several small leaves that share a kernel, compiled once
+for all of them) or a ``"tree"`` row (one array per leaf, ``θ ± h·d``: directional mode
+batches the few random directions of EVERY leaf into one kernel, so that it compiles once
+instead of once per leaf).
 
 ``f`` may return any pytree of float arrays: the kernels return its projections on ``K``
 cotangents ``F_j = <v_j, f(θ)>`` (shape ``(K,)``), evaluating ``f`` once per point. For a
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab.gradcheck._problem import Spec
+from gradlab.gradcheck._slices import call_at_entry
 
 __all__ = [
     "Kind",
@@ -38,8 +41,9 @@ __all__ = [
     "value_and_vjp",
 ]
 
-Kind = Literal["entry", "tree"]
+Kind = Literal["entry", "group", "tree"]
 Leaves = tuple[jax.Array, ...]
+Which = int | tuple[int, ...]  # a leaf's position, or a group's positions
 Rest = tuple[tuple[jax.Array, ...], ...]
 
 
@@ -73,10 +77,12 @@ def _with_leaf(checked: Leaves, k: int, leaf: jax.Array) -> Leaves:
     return (*checked[:k], leaf, *checked[k + 1 :])
 
 
-def _perturb(checked: Leaves, k: int, kind: Kind, p: Any, step: jax.Array) -> tuple[Leaves, Any]:
+def _perturb(checked: Leaves, k: Which, kind: Kind, p: Any, step: jax.Array) -> tuple[Leaves, Any]:
     """θ moved by ``step`` along perturbation ``p``; also the move actually made.
 
-    ``"entry"``: entry ``p`` of leaf ``k``; ``"tree"``: one array per leaf (zero outside the
+    ``"entry"``: entry ``p`` of leaf ``k``; ``"group"``: ``p = (owner, index)``, entry
+    ``index`` of leaf ``k[owner]`` (the group's other leaves keep their values exactly);
+    ``"tree"``: one array per leaf (zero outside the
     leaf a row belongs to: ``x + h·0 = x`` exactly, so those leaves stay put). The move
     actually made, ``(x + step) − x`` in floating point, differs from the nominal one by
     rounding; the analysis divides by it (entries) or projects on it (tree rows), so that
@@ -85,6 +91,17 @@ def _perturb(checked: Leaves, k: int, kind: Kind, p: Any, step: jax.Array) -> tu
     if kind == "tree":
         rows = tuple(x + (step * d).astype(x.dtype) for x, d in zip(checked, p, strict=True))
         return rows, tuple(m - x for m, x in zip(rows, checked, strict=True))
+    if kind == "group":  # p = (owner, index): entry `index` of leaf k[owner] moves
+        owner, index = p
+        moved, taken = list(checked), jnp.zeros((), step.dtype)
+        for pos, j in enumerate(k):
+            flat = checked[j].reshape(-1)
+            i = jnp.minimum(index, flat.size - 1)
+            x = flat[i]
+            new = jnp.where(owner == pos, x + step, x)
+            moved[j] = flat.at[i].set(new).reshape(checked[j].shape)
+            taken = jnp.where(owner == pos, new - x, taken)
+        return tuple(moved), taken
     flat = checked[k].reshape(-1)
     x = flat[p]
     moved = x + step
@@ -92,7 +109,7 @@ def _perturb(checked: Leaves, k: int, kind: Kind, p: Any, step: jax.Array) -> tu
 
 
 def _slot(
-    checked: Leaves, k: int, kind: Kind, p: Any, unit: jax.Array
+    checked: Leaves, k: Which, kind: Kind, p: Any, unit: jax.Array
 ) -> tuple[Callable[[Any], Leaves], Any, Any]:
     """``(embed, x, t)``: differentiate ``g(embed(x))`` at ``x`` along ``t`` for ``p``.
 
@@ -102,6 +119,23 @@ def _slot(
     if kind == "tree":
         tangent = tuple(d.astype(x.dtype) for d, x in zip(p, checked, strict=True))
         return (lambda c: c), checked, tangent
+    if kind == "group":
+        owner, index = p
+        tangent = tuple(
+            jnp.zeros(checked[j].size, checked[j].dtype)
+            .at[jnp.minimum(index, checked[j].size - 1)]
+            .set(jnp.where(owner == pos, unit, 0))
+            .reshape(checked[j].shape)
+            for pos, j in enumerate(k)
+        )
+
+        def embed(v: Leaves) -> Leaves:
+            out = list(checked)
+            for j, leaf in zip(k, v, strict=True):
+                out[j] = leaf
+            return tuple(out)
+
+        return embed, tuple(checked[j] for j in k), tangent
     leaf = checked[k]
     t = jnp.zeros(leaf.size, leaf.dtype).at[p].set(unit).reshape(leaf.shape)
     return (lambda v: _with_leaf(checked, k, v)), leaf, t
@@ -138,11 +172,12 @@ def value_and_vjp(
     return out, project(out, cots), scale, jax.vmap(pull)(cots)[0]
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def fd_chunk(
     spec: Spec,
-    k: int,
+    k: Which,
     kind: Kind,
+    sparse: bool,
     checked: Leaves,
     fixed: Leaves,
     rest: Rest,
@@ -155,8 +190,12 @@ def fd_chunk(
     Args:
         spec: The static description of ``f`` and its arguments.
         k: Which checked leaf to perturb.
-        kind: ``"entry"`` (``batch``: ``(c,)`` flat indices into leaf ``k``) or ``"tree"``
+        kind: ``"entry"`` (``batch``: ``(c,)`` flat indices into leaf ``k``), ``"group"``
+            (``batch``: ``(owner, index)``, each ``(c,)``: entry ``index`` of leaf
+            ``k[owner]``; ``k`` is a tuple of small leaves sharing this kernel) or ``"tree"``
             (``batch``: per checked leaf ``(c, *leaf.shape)``; ``k`` unused).
+        sparse: Evaluate an entry's move as the slice of ``f``'s values it changes
+            (:mod:`~gradlab.gradcheck._slices`); False evaluates ``f`` on the whole moved θ.
         checked: Every checked leaf (float64 or complex128; float32 in the fallback).
         fixed: Integer leaves of the differentiated arguments.
         rest: Dynamic leaves of the other arguments.
@@ -171,6 +210,10 @@ def fd_chunk(
     """
 
     def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
+        if sparse and kind == "entry":
+            x = checked[k].reshape(-1)[p]
+            fn = lambda leaf: project(spec.call(_with_leaf(checked, k, leaf), fixed, rest), cots)
+            return call_at_entry(fn, checked[k], p, x + h), (x + h) - x
         moved, taken = _perturb(checked, k, kind, p, h)
         return project(spec.call(moved, fixed, rest), cots), taken
 
@@ -180,7 +223,7 @@ def fd_chunk(
 @partial(jax.jit, static_argnums=(0, 1, 2))
 def jvp_chunk(
     spec: Spec,
-    k: int,
+    k: Which,
     kind: Kind,
     checked: Leaves,
     fixed: Leaves,
@@ -205,7 +248,7 @@ def jvp_chunk(
 @partial(jax.jit, static_argnums=(0, 1, 2))
 def grad_fd_chunk(
     spec: Spec,
-    k: int,
+    k: Which,
     kind: Kind,
     checked: Leaves,
     fixed: Leaves,
@@ -226,7 +269,7 @@ def grad_fd_chunk(
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def hvp_chunk(
     spec: Spec,
-    k: int,
+    k: Which,
     kind: Kind,
     outer: Literal["forward", "reverse"],
     checked: Leaves,

@@ -8,7 +8,9 @@ gathered so that every process builds the full report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -18,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradlab.gradcheck.errors import CheckInputError
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "compile_concurrently"]
 
 
 class Runner:
@@ -56,6 +58,19 @@ class Runner:
             return tree
         return jax.tree_util.tree_map(lambda x: self._put(x, PartitionSpec()), tree)
 
+    def lower(
+        self,
+        kernel: Callable[..., Any],
+        static: tuple[Any, ...],
+        dyn: tuple[Any, ...],
+        batch: tuple[Any, ...],
+    ) -> Any:
+        """``kernel`` lowered for these arguments, as :meth:`run` would call it."""
+        if self.mesh is not None:
+            entries = PartitionSpec("entries")
+            batch = jax.tree_util.tree_map(lambda b: self._put(b, entries), batch)
+        return kernel.lower(*static, *dyn, *batch)  # type: ignore[attr-defined]
+
     def run(
         self,
         kernel: Callable[..., Any],
@@ -76,3 +91,17 @@ class Runner:
             if self.multiprocess:
                 out = multihost_utils.process_allgather(out, tiled=True)
         return jax.tree_util.tree_map(np.asarray, out)
+
+
+def compile_concurrently(lowered: Sequence[Any]) -> list[Any]:
+    """Compiles lowered computations on a thread per core.
+
+    XLA compiles a computation on one thread and releases the GIL meanwhile, so the kernels
+    of a check (one per leaf) compile side by side. Each compiled executable lands in JAX's
+    compilation cache, where the ordinary jitted calls of the check find it.
+    """
+    if len(lowered) <= 1:
+        return [low.compile() for low in lowered]
+    workers = min(len(lowered), os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="gradlab-compile") as pool:
+        return list(pool.map(lambda low: low.compile(), lowered))

@@ -9,6 +9,7 @@ entries ``θ ± h·e_i`` leaf by leaf, or random directions ``θ ± h·d`` of al
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ from gradlab.gradcheck._kernels import Kind
 from gradlab.gradcheck._memory import default_budget, plan_chunk
 from gradlab.gradcheck._problem import Leaf, Problem
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._runner import Runner
+from gradlab.gradcheck._runner import Runner, compile_concurrently
 from gradlab.gradcheck.errors import CheckInputError
 from gradlab.gradcheck.report import LeafReport
 
@@ -36,6 +37,7 @@ __all__ = [
     "Segment",
     "calls",
     "evaluate",
+    "first_calls",
     "first_order_rows",
     "make_plans",
     "n_calls",
@@ -44,6 +46,11 @@ __all__ = [
 
 #: Upper bound on the perturbations per chunk: larger vmaps stop paying off.
 MAX_CHUNK = 4096
+#: Real leaves with at most this many entries (biases, scales, a narrow output layer) share
+#: one compiled kernel per group of up to ``GROUP_ROWS`` entries: compiling a kernel costs
+#: more than evaluating them.
+SMALL_LEAF = 1024
+GROUP_ROWS = 4096
 
 TRACING_ERRORS: tuple[type[Exception], ...] = (
     jax.errors.ConcretizationTypeError,
@@ -98,23 +105,38 @@ class Context:
     runner: Runner
     dyn: tuple[Any, ...]  # (checked, fixed, rest, cots), replicated over the devices
     scalar: bool
+    sparse: bool = True  # carry an entry's move through f as a slice (see _slices)
 
     def run(self, kernel: Callable[..., Any], static: tuple[Any, ...], *batch: Any) -> Any:
         """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones."""
-        try:
+        with translated_errors():
             return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
-        except TRACING_ERRORS as e:
-            raise trace_error_hint(e) from e
-        except NotImplementedError as e:
-            raise CheckInputError(
-                "f cannot be evaluated under jax.vmap, which the checker uses to run "
-                f"perturbations in parallel: {e}\nFix: give custom primitives a batching "
-                "rule, or use jax.pure_callback(..., vmap_method='sequential')."
-            ) from e
-        except TypeError as e:
-            if "custom_vjp" in str(e) and "jvp" in str(e):
-                raise no_jvp_hint(e) from e
-            raise
+
+    def precompile(self, jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> None:
+        """Compiles ``(kernel, static, batch)`` jobs side by side before they run."""
+        spec = self.problem.spec
+        with translated_errors():
+            lowered = [self.runner.lower(k, (spec, *static), self.dyn, b) for k, static, b in jobs]
+            compile_concurrently(lowered)
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """JAX's errors about ``f`` as :class:`CheckInputError`s that say what to do."""
+    try:
+        yield
+    except TRACING_ERRORS as e:
+        raise trace_error_hint(e) from e
+    except NotImplementedError as e:
+        raise CheckInputError(
+            "f cannot be evaluated under jax.vmap, which the checker uses to run "
+            f"perturbations in parallel: {e}\nFix: give custom primitives a batching "
+            "rule, or use jax.pure_callback(..., vmap_method='sequential')."
+        ) from e
+    except TypeError as e:
+        if "custom_vjp" in str(e) and "jvp" in str(e):
+            raise no_jvp_hint(e) from e
+        raise
 
 
 def _bytes(compiled: Any) -> int:
@@ -128,12 +150,13 @@ def _bytes(compiled: Any) -> int:
 def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
     """``f(θ)``, its projections and gradients, with the input validated."""
     spec = problem.spec
-    compiled = _kernels.value_and_vjp.lower(spec, *dyn, cots).compile()
-    out, values, scales, grads = compiled(*dyn, cots)
-    per_grad = _bytes(compiled)
     # A perturbed evaluation is a forward pass only: size chunks from f's own compiled
     # memory need, not from the gradient's (which holds every parameter's gradient).
-    per_eval = _bytes(_kernels.value.lower(spec, *dyn[:3]).compile())
+    compiled, forward = compile_concurrently(
+        [_kernels.value_and_vjp.lower(spec, *dyn, cots), _kernels.value.lower(spec, *dyn[:3])]
+    )
+    out, values, scales, grads = compiled(*dyn, cots)
+    per_grad, per_eval = _bytes(compiled), _bytes(forward)
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
         leaf = np.asarray(leaf)
         if not np.all(np.isfinite(leaf)):
@@ -179,8 +202,10 @@ class LeafPlan:
         batch: Flat indices ``(m,)`` of the entries, or unit directions ``(m, n_k)``.
         parts: ``("",)``, ``("real", "imag")`` for complex entries, ``("direction",)``.
         chunk: Perturbations per kernel call (a multiple of the number of devices; for
-            directions: rows of all leaves per call).
+            directions: rows of all leaves per call; for a group: rows of the group).
         eps: The step ``h``.
+        group: Small real leaves share a kernel: the positions of the leaves in this one's
+            group (``None``: a kernel of its own).
     """
 
     k: int
@@ -190,6 +215,7 @@ class LeafPlan:
     parts: tuple[str, ...]
     chunk: int
     eps: float
+    group: tuple[int, ...] | None = None
 
     @property
     def m(self) -> int:
@@ -247,7 +273,30 @@ def make_plans(
             parts = ("real", "imag") if np.issubdtype(dtype, np.complexfloating) else ("",)
             chunk = chunk_for(len(batch), base.bytes_per_eval + n * dtype.itemsize)
             plans.append(LeafPlan(k, leaf, "entry", batch, parts, chunk, float(steps[k])))
+    if order == 1 and mode != "directional":
+        plans = _grouped(plans, problem, base, chunk_for)
     return plans
+
+
+def _grouped(
+    plans: list[LeafPlan], problem: Problem, base: Base, chunk_for: Callable[[int, int], int]
+) -> list[LeafPlan]:
+    """Puts the small real leaves into groups that share a kernel (see :data:`SMALL_LEAF`)."""
+    small = [p for p in plans if p.parts == ("",) and math.prod(p.leaf.shape) <= SMALL_LEAF]
+    groups: list[list[LeafPlan]] = []
+    for plan in small:
+        if not groups or sum(p.m for p in groups[-1]) + plan.m > GROUP_ROWS:
+            groups.append([])
+        groups[-1].append(plan)
+    grouped = {}
+    for members in groups:
+        if len(members) < 2:
+            continue
+        ks = tuple(p.k for p in members)
+        leaf_bytes = sum(np.asarray(problem.checked_leaves[k]).nbytes for k in ks)
+        chunk = chunk_for(sum(p.m for p in members), base.bytes_per_eval + leaf_bytes)
+        grouped |= {p.k: dataclasses.replace(p, group=ks, chunk=chunk) for p in members}
+    return [grouped.get(p.k, p) for p in plans]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +320,7 @@ class Call:
     """One kernel call: a padded batch of perturbations and the segments it serves."""
 
     kind: Kind
-    k: int
+    k: int | tuple[int, ...]
     batch: Any
     steps: np.ndarray
     units: np.ndarray
@@ -280,7 +329,7 @@ class Call:
     def tangents(self, taken: Any) -> Any:
         """What forward mode differentiates along: the entries, or each row's actual move
         ``(δ+ − δ−) / 2h`` (tree rows)."""
-        if self.kind == "entry":
+        if self.kind != "tree":
             return self.batch
         h = self.steps
         return tuple(
@@ -290,7 +339,7 @@ class Call:
 
     def moves(self, taken: Any, seg: Segment) -> np.ndarray:
         """The moves actually made for ``seg``: ``(2, m)`` entries, ``(2, m, n_k)`` rows."""
-        if self.kind == "entry":
+        if self.kind != "tree":
             t = taken.imag if seg.part == "imag" else taken.real
             return t[:, seg.rows]
         t = taken[seg.plan.k]
@@ -306,7 +355,7 @@ def calls(problem: Problem, plans: Sequence[LeafPlan]) -> Iterator[Call]:
     """
     leaves = problem.checked_leaves
     for plan in plans:
-        if plan.kind != "entry":
+        if plan.kind != "entry" or plan.group is not None:
             continue
         dtype = np.dtype(leaves[plan.k].dtype)
         for part in plan.parts:
@@ -317,6 +366,9 @@ def calls(problem: Problem, plans: Sequence[LeafPlan]) -> Iterator[Call]:
                 units = np.full(plan.chunk, unit, dtype=dtype)
                 seg = Segment(plan, part, lo, min(plan.chunk, plan.m - lo), 0)
                 yield Call("entry", plan.k, plan.batch[idx], steps, units, (seg,))
+    groups = {p.group: [q for q in plans if q.group == p.group] for p in plans if p.group}
+    for ks, members in groups.items():
+        yield from _group_calls(problem, ks, members)
     rows = [(plan, p) for plan in plans if plan.kind == "direction" for p in range(plan.m)]
     if not rows:
         return
@@ -338,9 +390,49 @@ def calls(problem: Problem, plans: Sequence[LeafPlan]) -> Iterator[Call]:
         yield Call("tree", -1, batch, steps, np.ones(chunk, real), tuple(segments))
 
 
+def _group_calls(problem: Problem, ks: tuple[int, ...], members: list[LeafPlan]) -> Iterator[Call]:
+    """The calls of a group of small leaves: rows ``(owner, index)``, each moving one entry
+    of one member (``owner``: its position in ``ks``)."""
+    dtype = np.result_type(*[np.asarray(problem.checked_leaves[k]).dtype for k in ks])
+    rows = [(plan, p) for plan in members for p in range(plan.m)]
+    chunk = members[0].chunk
+    for lo in range(0, len(rows), chunk):
+        picked = [rows[j] for j in np.arange(lo, lo + chunk) % len(rows)]
+        owner = np.array([ks.index(plan.k) for plan, _ in picked], np.int32)
+        index = np.array([plan.batch[p] for plan, p in picked], np.int32)
+        steps = np.array([plan.eps for plan, _ in picked], dtype)
+        segments, i = [], 0
+        while i < min(chunk, len(rows) - lo):
+            plan, p = rows[lo + i]
+            m = min(plan.m - p, chunk - i, len(rows) - lo - i)
+            segments.append(Segment(plan, "", p, m, i))
+            i += m
+        yield Call("group", ks, (owner, index), steps, np.ones(chunk, dtype), tuple(segments))
+
+
+def first_calls(problem: Problem, plans: Sequence[LeafPlan]) -> list[Call]:
+    """The first of :func:`calls` for each kernel it compiles (one per leaf or group, one for
+    all directions): what compiling ahead needs."""
+    firsts: dict[Any, Call] = {}
+    for plan in plans:
+        if plan.group is not None:
+            key, members = plan.group, [q for q in plans if q.group == plan.group]
+        elif plan.kind == "direction":
+            key, members = "direction", [q for q in plans if q.kind == "direction"]
+        else:
+            key, members = plan.k, [plan]
+        if key not in firsts:
+            firsts[key] = next(calls(problem, members))
+    return list(firsts.values())
+
+
 def n_calls(plans: Sequence[LeafPlan]) -> int:
     """How many kernel calls :func:`calls` makes for ``plans`` (per kernel)."""
-    count = sum(len(p.parts) * -(-p.m // p.chunk) for p in plans if p.kind == "entry")
+    alone = [p for p in plans if p.kind == "entry" and p.group is None]
+    count = sum(len(p.parts) * -(-p.m // p.chunk) for p in alone)
+    groups = {p.group: p.chunk for p in plans if p.group}
+    for ks, chunk in groups.items():
+        count += -(-sum(p.m for p in plans if p.group == ks) // chunk)
     rows = sum(p.m for p in plans if p.kind == "direction")
     if rows:
         count += -(-rows // next(p.chunk for p in plans if p.kind == "direction"))
@@ -375,12 +467,19 @@ def sweep_first_order(
     """
     raw: dict[tuple[int, str], Raw] = {}
     n_evals = n_unstable = 0
+    jobs = []
+    for call in first_calls(ctx.problem, plans):
+        jobs.append((_kernels.fd_chunk, (call.k, call.kind, ctx.sparse), (call.batch, call.steps)))
+        if forward:
+            jobs.append((_kernels.jvp_chunk, (call.k, call.kind), (call.batch, call.units)))
+    ctx.precompile(jobs)
     for call in calls(ctx.problem, plans):
         static = (call.k, call.kind)
-        values, taken = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)
+        fd = (*static, ctx.sparse)
+        values, taken = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)
         n_evals += 2 * len(call.steps)
         if repeat:
-            again = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)[0]
+            again = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)[0]
             valid = sum(seg.m for seg in call.segments)
             n_unstable += int(np.sum(np.any(again[:, :valid] != values[:, :valid], axis=(0, 2))))
             n_evals += 2 * len(call.steps)

@@ -218,6 +218,7 @@ def check(
     kink_tolerance: float = 1e-4,
     noise_factor: float = 8.0,
     repeat: bool = False,
+    sparse: bool = True,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -282,6 +283,10 @@ def check(
         repeat: Evaluate everything twice and report entries where ``f`` or its gradient is
             not reproducible (non-deterministic reductions, stray randomness) as such,
             instead of blaming the gradient (order 1).
+        sparse: Carry each entry's move through ``f`` as the slice of values it changes
+            (a column of ``x @ W``, then a rank-one change of the next layer) instead of
+            evaluating ``f`` on the whole moved ``θ``: the same differences, several times
+            less work for dense layers. False turns it off (see ``docs/check.md``).
         chunk_size: Perturbations per compiled batch (each costs two evaluations of ``f``);
             default: from ``memory_budget`` and XLA's memory analysis of ``f``.
         memory_budget: Bytes one batch may use per device; default: from the device's memory.
@@ -316,6 +321,8 @@ def check(
         True
     """
     _validate_options(eps, tolerance, kink_tolerance, noise_factor, max_worst, chunk_size)
+    if not isinstance(sparse, bool):
+        raise CheckInputError(f"sparse must be True or False, got {sparse!r}.")
     _validate_modes(mode, samples, directions, cotangents, order, eps, repeat)
     ad_name, ads = resolve_ad(ad, order)
     compute, device, precision_note = _precision(dtype, host, devices)
@@ -350,7 +357,7 @@ def check(
             float(tolerance), float(kink_tolerance), float(noise_factor), u, max_worst, compute
         )
         runner = Runner(devices)
-        ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar)
+        ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, sparse)
         steps, auto = _steps(eps, ctx, base, th, seed, order, compute)
         plans = make_plans(
             problem,

@@ -218,7 +218,8 @@ def auto_steps(
         values: dict[int, list[np.ndarray]] = {k: [] for k in range(len(plans))}
         spans: dict[int, list[np.ndarray]] = {k: [] for k in range(len(plans))}
         for call in calls(problem, plans):
-            v, taken = ctx.run(_kernels.fd_chunk, (call.k, call.kind), call.batch, call.steps)
+            static = (call.k, call.kind, ctx.sparse)
+            v, taken = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)
             n_evals += 2 * len(call.steps)
             for seg in call.segments:
                 moves = call.moves(taken, seg).real  # (2, m, n_k)

@@ -1,0 +1,316 @@
+"""Evaluating ``f`` at ``θ ± h·e_i`` while carrying only what the move changes.
+
+Moving one entry ``W[a, b]`` of a weight changes little downstream: ``x @ W`` changes in
+column ``b`` only (by ``h·x[:, a]``), ``tanh`` of that column changes only there, and the
+next layer's ``h @ W'`` changes by a rank-one term. A perturbed evaluation written as
+``f(θ with W[a, b] moved)`` and vmapped over entries recomputes all the rest too: the full
+matmul and every ``tanh`` of the layer, once per entry.
+
+:func:`call_at_entry` evaluates ``fn`` on the moved leaf by interpreting ``fn``'s jaxpr with
+the leaf held as a :class:`Slice`: a base value plus the values on the slice where it
+differs. Rules carry slices through elementwise primitives, broadcasts, transposes,
+reshapes of a single entry, sums, and ``dot_general`` (``S @ D = base(S) @ D + Δ(S) @ D``,
+with ``Δ`` nonzero on the slice only); nested ``jit`` and the primal of ``custom_jvp`` /
+``custom_vjp`` functions are interpreted in place. Every other primitive gets the dense
+value (the base with the slice written in), so any ``fn`` is evaluated, and evaluated
+exactly: the rules change the cost, not the function. Under ``jax.vmap`` over entries the
+bases do not depend on the entry, so XLA computes them once per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend import core as jex
+
+__all__ = ["Slice", "call_at_entry"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+    """A value equal to ``base`` except on one slice, where it is ``vals``.
+
+    Attributes:
+        base: The value off the slice (full shape).
+        dims: The dimensions the slice is fixed in, ascending.
+        idx: Its position along each of them (integer scalars; traced).
+        vals: The values on the slice: ``base.shape`` without ``dims``.
+    """
+
+    base: Any
+    dims: tuple[int, ...]
+    idx: tuple[Any, ...]
+    vals: Any
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Slices with equal keys cover the same positions (the same index values)."""
+        return self.dims, tuple(map(id, self.idx))
+
+    def take(self, x: Any) -> Any:
+        """``x`` (shaped like ``base``) on this slice."""
+        return take(x, self.dims, self.idx)
+
+    def dense(self) -> Any:
+        """The value as an ordinary array."""
+        return put(self.base, self.dims, self.idx, self.vals)
+
+    def delta(self) -> Any:
+        """The value minus ``base``, on the slice."""
+        return self.vals - self.take(self.base)
+
+
+def _starts(ndim: int, dims: Sequence[int], idx: Sequence[Any]) -> list[Any]:
+    pos = dict(zip(dims, idx, strict=True))
+    return [jnp.asarray(pos.get(d, 0), jnp.int32) for d in range(ndim)]
+
+
+def take(x: Any, dims: Sequence[int], idx: Sequence[Any]) -> Any:
+    """``x`` at positions ``idx`` along ``dims``, those dimensions dropped."""
+    if not dims:
+        return x
+    x = jnp.asarray(x)
+    sizes = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    return lax.squeeze(lax.dynamic_slice(x, _starts(x.ndim, dims, idx), sizes), tuple(dims))
+
+
+def put(base: Any, dims: Sequence[int], idx: Sequence[Any], vals: Any) -> Any:
+    """``base`` with the slice at ``idx`` along ``dims`` set to ``vals``."""
+    if not dims:
+        return vals
+    update = lax.expand_dims(jnp.asarray(vals, base.dtype), tuple(dims))
+    return lax.dynamic_update_slice(base, update, _starts(base.ndim, dims, idx))
+
+
+def _bind(eqn: Any, ins: Sequence[Any]) -> list[Any]:
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _dense(x: Any) -> Any:
+    return x.dense() if isinstance(x, Slice) else x
+
+
+def _free(ndim: int, dims: Sequence[int]) -> list[int]:
+    return [d for d in range(ndim) if d not in dims]
+
+
+#: Primitives that act entry by entry on operands of one shape (or scalars).
+ELEMENTWISE = frozenset(
+    """abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp complex conj
+    convert_element_type copy cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor
+    ge gt imag integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg
+    nextafter not or pow real reduce_precision rem round rsqrt select_n sign sin sinh sqrt
+    square stop_gradient sub tan tanh xor""".split()
+)
+
+
+def _elementwise(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    slices = [x for x in ins if isinstance(x, Slice)]
+    s = slices[0]
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if any(x.key != s.key or tuple(x.base.shape) != shape for x in slices):
+        return None
+    if any(not isinstance(x, Slice) and jnp.ndim(x) not in (0, len(shape)) for x in ins):
+        return None
+    on = [x.vals if isinstance(x, Slice) else x if jnp.ndim(x) == 0 else s.take(x) for x in ins]
+    bases = _bind(eqn, [x.base if isinstance(x, Slice) else x for x in ins])
+    return [Slice(b, s.dims, s.idx, v) for b, v in zip(bases, _bind(eqn, on), strict=True)]
+
+
+def _broadcast_in_dim(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    s, *dynamic = ins
+    if dynamic or not isinstance(s, Slice):
+        return None
+    shape, bdims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
+    base = lax.broadcast_in_dim(s.base, shape, bdims)
+    # A fixed size-1 dimension broadcast to more is changed along all of it: not fixed.
+    keep = [d for d in s.dims if s.base.shape[d] == shape[bdims[d]]]
+    dropped = [d for d in s.dims if d not in keep]
+    order = sorted(_free(s.base.ndim, s.dims) + dropped)
+    vals = lax.expand_dims(s.vals, tuple(order.index(d) for d in dropped))
+    out_dims = tuple(bdims[d] for d in keep)
+    out_free = _free(len(shape), out_dims)
+    vals = lax.broadcast_in_dim(
+        vals, tuple(shape[o] for o in out_free), tuple(out_free.index(bdims[d]) for d in order)
+    )
+    idx = tuple(s.idx[s.dims.index(d)] for d in keep)
+    return [Slice(base, out_dims, idx, vals)]
+
+
+def _transpose(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    (s,) = ins
+    perm = tuple(eqn.params["permutation"])
+    out_dims = tuple(o for o in range(len(perm)) if perm[o] in s.dims)
+    free_in = _free(len(perm), s.dims)
+    vals = jnp.transpose(s.vals, [free_in.index(perm[o]) for o in _free(len(perm), out_dims)])
+    idx = tuple(s.idx[s.dims.index(perm[o])] for o in out_dims)
+    return [Slice(lax.transpose(s.base, perm), out_dims, idx, vals)]
+
+
+def _reshape(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    s, *dynamic = ins
+    if dynamic or eqn.params.get("dimensions") is not None:
+        return None
+    shape = tuple(eqn.params["new_sizes"])
+    if len(s.dims) != s.base.ndim:  # only a single entry moves through any reshape
+        return None
+    flat = sum(
+        (jnp.asarray(i, jnp.int32) * math.prod(s.base.shape[d + 1 :]) for d, i in enumerate(s.idx)),
+        jnp.asarray(0, jnp.int32),
+    )
+    idx = tuple(jnp.unravel_index(flat, shape)) if shape else ()
+    return [Slice(jnp.reshape(s.base, shape), tuple(range(len(shape))), idx, s.vals)]
+
+
+def _squeeze(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    (s,) = ins
+    gone = tuple(d % s.base.ndim for d in eqn.params["dimensions"])
+    renumber = lambda d: d - sum(g < d for g in gone)
+    keep = [d for d in s.dims if d not in gone]
+    free_in = _free(s.base.ndim, s.dims)
+    vals = lax.squeeze(s.vals, tuple(free_in.index(d) for d in gone if d not in s.dims))
+    idx = tuple(s.idx[s.dims.index(d)] for d in keep)
+    return [Slice(lax.squeeze(s.base, gone), tuple(map(renumber, keep)), idx, vals)]
+
+
+def _reduce_sum(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    (s,) = ins
+    axes = tuple(eqn.params["axes"])
+    base = _bind(eqn, [s.base])[0]
+    free_in = _free(s.base.ndim, s.dims)
+    on_free = tuple(free_in.index(d) for d in axes if d not in s.dims)
+    keep = [d for d in s.dims if d not in axes]
+    out_dims = tuple(d - sum(a < d for a in axes) for d in keep)
+    idx = tuple(s.idx[s.dims.index(d)] for d in keep)
+    if len(keep) == len(s.dims):  # the slice survives whole: sum its values
+        return [Slice(base, out_dims, idx, jnp.sum(s.vals, axis=on_free))]
+    change = jnp.sum(s.delta(), axis=on_free)
+    if not keep:
+        return [base + change]
+    return [Slice(base, out_dims, idx, take(base, out_dims, idx) + change)]
+
+
+def _dot_general(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    lhs, rhs = ins
+    if isinstance(lhs, Slice) and isinstance(rhs, Slice):
+        rhs = rhs.dense()
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    kw = {
+        "precision": eqn.params.get("precision"),
+        "preferred_element_type": eqn.params.get("preferred_element_type"),
+    }
+    on_left = isinstance(lhs, Slice)
+    s, d = (lhs, rhs) if on_left else (rhs, lhs)
+    sc, dc, sb, db = (lc, rc, lb, rb) if on_left else (rc, lc, rb, lb)
+    d = jnp.asarray(d)
+    base_ops = (s.base, d) if on_left else (d, s.base)
+    base = lax.dot_general(*base_ops, eqn.params["dimension_numbers"], **kw)
+    # S = base(S) + Δ, Δ nonzero on the slice only: D is needed where the slice is fixed in
+    # a contracting or batch dimension, at the slice's position.
+    at = {
+        b: s.idx[s.dims.index(a)]
+        for a, b in [*zip(sc, dc, strict=True), *zip(sb, db, strict=True)]
+        if a in s.dims
+    }
+    d_dims = tuple(sorted(at))
+    d_on = take(d, d_dims, [at[b] for b in d_dims])
+    s_left, d_left = _free(s.base.ndim, s.dims), _free(d.ndim, d_dims)
+    pairs_c = [
+        (s_left.index(a), d_left.index(b)) for a, b in zip(sc, dc, strict=True) if a not in s.dims
+    ]
+    pairs_b = [
+        (s_left.index(a), d_left.index(b)) for a, b in zip(sb, db, strict=True) if a not in s.dims
+    ]
+    sc2, dc2 = (tuple(p) for p in zip(*pairs_c, strict=True)) if pairs_c else ((), ())
+    sb2, db2 = (tuple(p) for p in zip(*pairs_b, strict=True)) if pairs_b else ((), ())
+    if on_left:
+        change = lax.dot_general(s.delta(), d_on, ((sc2, dc2), (sb2, db2)), **kw)
+    else:
+        change = lax.dot_general(d_on, s.delta(), ((dc2, sc2), (db2, sb2)), **kw)
+    # The output is (batch, lhs free, rhs free): the slice stays fixed where it was fixed in
+    # a batch dimension or in a free dimension of its own operand.
+    s_free = [a for a in range(s.base.ndim) if a not in sc and a not in sb]
+    n_lhs_free = jnp.ndim(lhs.base if on_left else lhs) - len(lc) - len(lb)
+    offset = len(lb) if on_left else len(lb) + n_lhs_free
+    fixed = {i: s.idx[s.dims.index(a)] for i, a in enumerate(sb) if a in s.dims}
+    fixed |= {offset + j: s.idx[s.dims.index(a)] for j, a in enumerate(s_free) if a in s.dims}
+    change = change.astype(base.dtype)
+    if not fixed:
+        return [base + change]
+    out_dims = tuple(sorted(fixed))
+    idx = tuple(fixed[o] for o in out_dims)
+    return [Slice(base, out_dims, idx, take(base, out_dims, idx) + change)]
+
+
+RULES: dict[str, Callable[[Any, Sequence[Any]], list[Any] | None]] = {
+    "broadcast_in_dim": _broadcast_in_dim,
+    "dot_general": _dot_general,
+    "reduce_sum": _reduce_sum,
+    "reshape": _reshape,
+    "squeeze": _squeeze,
+    "transpose": _transpose,
+}
+
+#: Call-like primitives interpreted in place: nested jit and the primal of custom rules.
+CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
+         "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}  # fmt: skip
+
+
+def _apply(eqn: Any, ins: Sequence[Any]) -> list[Any]:
+    if not any(isinstance(x, Slice) for x in ins):
+        return _bind(eqn, ins)
+    name = eqn.primitive.name
+    inner = eqn.params.get(CALLS.get(name, ""))
+    if isinstance(inner, jex.ClosedJaxpr):
+        return _run(inner.jaxpr, inner.consts, ins)
+    rule = RULES.get(name) or (_elementwise if name in ELEMENTWISE else None)
+    out = rule(eqn, ins) if rule is not None else None
+    return out if out is not None else _bind(eqn, [_dense(x) for x in ins])
+
+
+def _run(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    env: dict[Any, Any] = {}
+    read = lambda v: v.val if isinstance(v, jex.Literal) else env[v]
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        outs = _apply(eqn, [read(v) for v in eqn.invars])
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def call_at_entry(fn: Callable[[Any], Any], leaf: Any, index: Any, moved: Any) -> Any:
+    """``fn(leaf with flat entry index set to moved)``, carrying the change as a slice.
+
+    Args:
+        fn: A function of the leaf (closing over everything else); any pytree output.
+        leaf: The array one entry of which moves.
+        index: Flat index of the entry (an integer scalar, traced under vmap).
+        moved: Its new value.
+
+    Returns:
+        What ``fn`` returns at the moved leaf: the same as
+        ``fn(leaf.reshape(-1).at[index].set(moved).reshape(leaf.shape))`` up to rounding
+        (dot products with a moved operand are computed as base plus change).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> w = jnp.arange(6.0).reshape(2, 3)
+        >>> fn = lambda w: jnp.tanh(jnp.ones((4, 2)) @ w).sum()
+        >>> moved = call_at_entry(fn, w, 4, 7.0)
+        >>> bool(jnp.allclose(moved, fn(w.at[1, 1].set(7.0))))
+        True
+    """
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(leaf)
+    idx = tuple(jnp.unravel_index(index, leaf.shape)) if leaf.ndim else ()
+    start = Slice(leaf, tuple(range(leaf.ndim)), idx, jnp.asarray(moved, leaf.dtype))
+    outs = [_dense(x) for x in _run(closed.jaxpr, closed.consts, [start])]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)

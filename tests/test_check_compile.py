@@ -1,0 +1,60 @@
+"""What a check compiles: one kernel per large leaf, one per group of small leaves, and
+nothing at all when the same function is checked again on arrays of the same shapes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradlab
+from gradlab.gradcheck import _kernels
+from gradlab.gradcheck._sweep import SMALL_LEAF
+
+
+def _model(width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(width)
+    big = int(np.sqrt(SMALL_LEAF)) + 8  # a (big, big) weight is over SMALL_LEAF entries
+    params = {
+        "w_in": rng.normal(size=(3, big)) / 2,
+        "b_in": rng.normal(size=big) / 10,
+        "w_mid": rng.normal(size=(big, big)) / big,
+        "b_mid": rng.normal(size=big) / 10,
+        "w_out": rng.normal(size=(big, width)) / big,
+        "scale": np.asarray(1.3),
+    }
+    return params, rng.normal(size=(4, 3))
+
+
+def _loss(p, x, scale=lambda s, v: s * v):
+    h = jnp.tanh(x @ p["w_in"] + p["b_in"])
+    h = jnp.tanh(h @ p["w_mid"] + p["b_mid"])
+    return scale(p["scale"], jnp.sum(jnp.sin(h @ p["w_out"])))
+
+
+def test_small_leaves_share_a_kernel_and_a_second_check_compiles_nothing():
+    params, x = _model(width=2)
+    before = _kernels.fd_chunk._cache_size()
+    report = gradlab.check(_loss, params, x)
+    assert report.ok
+    # w_mid is the one leaf above SMALL_LEAF; the five others share one group kernel
+    assert _kernels.fd_chunk._cache_size() - before == 2
+    params2 = jax.tree_util.tree_map(lambda a: a * 1.01, params)
+    again = gradlab.check(_loss, params2, x)
+    assert again.ok
+    assert _kernels.fd_chunk._cache_size() - before == 2
+
+
+def test_each_small_leaf_is_judged_on_its_own():
+    """A bug confined to one grouped leaf shows in that leaf's row only."""
+    params, x = _model(width=3)
+
+    @jax.custom_vjp
+    def scale(s, v):
+        return s * v
+
+    scale.defvjp(lambda s, v: (s * v, (s, v)), lambda r, g: (1.01 * r[1] * g, r[0] * g))
+    report = gradlab.check(lambda p, x: _loss(p, x, scale), params, x)
+    status = {leaf.path: leaf.status for leaf in report.leaves}
+    assert status.pop("scale") == "wrong"
+    assert set(status.values()) == {"verified"}, report

@@ -1,0 +1,229 @@
+"""The slice-carrying evaluation of perturbed entries (gradlab.gradcheck._slices).
+
+Each test evaluates a function at every single-entry move of a leaf twice, vmapped as the
+checker does: with the move carried as a slice, and densely (``leaf.at[i].set(moved)``).
+The two agree to rounding: the rules change the cost of an evaluation, not its value. The
+bound is 1e-12 relative to the output's scale (float64; a handful of roundings of values of
+that scale), far below the 1e-7 changes that centered differences measure.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import mlp_bce, small_mlp_data
+from hypothesis import given, settings
+from jax import lax
+
+import gradlab
+from gradlab.gradcheck._scope import precise
+from gradlab.gradcheck._slices import Slice, call_at_entry
+
+RTOL = 1e-12
+
+
+def _both(fn, leaf, step=0.37):
+    """Every entry of ``leaf`` moved by ``step``: (sliced, dense) outputs, vmapped."""
+    leaf = jnp.asarray(leaf)
+    index = jnp.arange(leaf.size)
+
+    def sliced(i):
+        x = leaf.reshape(-1)[i]
+        return call_at_entry(fn, leaf, i, x + step)
+
+    def dense(i):
+        flat = leaf.reshape(-1)
+        return fn(flat.at[i].set(flat[i] + step).reshape(leaf.shape))
+
+    return jax.jit(jax.vmap(sliced))(index), jax.jit(jax.vmap(dense))(index)
+
+
+def _assert_same(fn, leaf, step=0.37):
+    with precise():
+        got, want = _both(fn, leaf, step)
+        at_leaf = jax.tree_util.tree_leaves(fn(jnp.asarray(leaf)))
+        leaves = zip(*map(jax.tree_util.tree_leaves, (got, want)), at_leaf, strict=True)
+        for g, w, w0 in leaves:
+            g, w = np.asarray(g), np.asarray(w)
+            assert g.shape == w.shape
+            scale = max(1.0, float(np.max(np.abs(w))))
+            np.testing.assert_allclose(g, w, rtol=0, atol=RTOL * scale)
+            assert not np.allclose(w, np.asarray(w0)[None]), "the moves must change f"
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+X = _rng(1).normal(size=(5, 4))
+W = _rng(2).normal(size=(4, 3))
+
+
+@jax.custom_jvp
+def _softplus(x):
+    return jnp.logaddexp(x, 0.0)
+
+
+_softplus.defjvp(lambda p, t: (_softplus(p[0]), jax.nn.sigmoid(p[0]) * t[0]))
+
+
+@jax.custom_vjp
+def _cube(x):
+    return x**3
+
+
+_cube.defvjp(lambda x: (x**3, x), lambda x, g: (3 * x**2 * g,))
+
+
+CASES = {
+    "rhs of a matmul, tanh, mean": (lambda w: jnp.mean(jnp.tanh(X @ w)), W),
+    "two layers (rank-one change of the second)": (
+        lambda w: jnp.sum(jnp.tanh(jnp.tanh(X @ w) @ W.T)),
+        W,
+    ),
+    "lhs of a matmul": (lambda x: jnp.sum(jnp.sin(x @ W)), X),
+    "transposed weight": (lambda w: jnp.sum(jnp.tanh(X @ w.T) ** 2), W.T.copy()),
+    "bias broadcast over the batch": (
+        lambda b: jnp.sum(jax.nn.sigmoid(X @ W + b)),
+        _rng(3).normal(size=3),
+    ),
+    "matrix-vector": (lambda w: jnp.sum(jnp.exp(0.1 * (w @ X[0]))), _rng(4).normal(size=(3, 4))),
+    "sum over the fixed dimension": (lambda w: jnp.prod(jnp.sum(w**2, axis=0)), W),
+    "sum over the free dimension": (lambda w: jnp.prod(1 + jnp.sum(jnp.cos(w), axis=1)), W),
+    "sum of everything": (lambda w: jnp.sum(w * w) ** 1.5, W),
+    "relu via max and where": (
+        lambda w: jnp.sum(jnp.where(X @ w > 0, X @ w, 0.01 * X @ w)) + jnp.sum(jnp.maximum(w, 0.1)),
+        W,
+    ),
+    "reshape of the leaf": (
+        lambda w: jnp.sum(jnp.tanh(w.reshape(2, 6) @ _rng(5).normal(size=(6, 2)))),
+        W,
+    ),
+    "squeeze": (lambda w: jnp.sum(jnp.tanh(jnp.squeeze(w, 0) @ X.T)), _rng(6).normal(size=(1, 4))),
+    "expert einsum (batch dimensions)": (
+        lambda w: jnp.sum(jnp.tanh(jnp.einsum("ebk,ekn->ebn", _rng(7).normal(size=(2, 5, 3)), w))),
+        _rng(8).normal(size=(2, 3, 4)),
+    ),
+    "batch dimension not leading": (
+        lambda w: jnp.sum(
+            jnp.sin(
+                lax.dot_general(_rng(9).normal(size=(3, 2, 4)), w, (((2,), (0,)), ((1,), (2,))))
+            )
+        ),
+        _rng(10).normal(size=(4, 5, 2)),
+    ),
+    "the leaf on both sides (w @ w.T)": (lambda w: jnp.sum(jnp.tanh(w @ w.T)), W),
+    "custom_jvp and custom_vjp primals, nested jit": (
+        lambda w: jnp.sum(jax.jit(lambda v: _cube(_softplus(X @ v)))(w)),
+        W,
+    ),
+    "fallback: conv": (
+        lambda k: jnp.sum(
+            jnp.tanh(lax.conv(_rng(11).normal(size=(1, 2, 6, 6)), k, (1, 1), "SAME"))
+        ),
+        _rng(12).normal(size=(3, 2, 3, 3)),
+    ),
+    "fallback: scan over the leaf": (
+        lambda w: lax.scan(lambda h, _: (jnp.tanh(h @ w), None), jnp.ones(3), None, length=4)[
+            0
+        ].sum(),
+        _rng(13).normal(size=(3, 3)),
+    ),
+    "fallback: logsumexp, max, gather": (
+        lambda w: jax.nn.logsumexp(X @ w) + jnp.max(w) + w[jnp.array([0, 2]), 1].sum(),
+        W,
+    ),
+    "scalar leaf": (lambda a: jnp.sum(jnp.tanh(a * X)), np.asarray(0.3)),
+    "vector output and a pytree": (lambda w: {"a": jnp.tanh(X @ w), "b": jnp.sum(w)}, W),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sliced_evaluation_equals_dense(name):
+    fn, leaf = CASES[name]
+    _assert_same(fn, leaf)
+
+
+def test_complex_leaf():
+    w = _rng(14).normal(size=(4, 3)) + 1j * _rng(15).normal(size=(4, 3))
+    fn = lambda w: jnp.sum(jnp.abs(jnp.tanh(X @ w)) ** 2)
+    _assert_same(fn, w, step=0.2j)
+
+
+def test_slices_cover_the_moved_entry_only():
+    with precise():
+        w = jnp.arange(12.0).reshape(4, 3)
+        out = call_at_entry(lambda v: X @ v, w, 7, 100.0)  # W[2, 1] moved
+        want = X @ w.at[2, 1].set(100.0)
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+        s = Slice(w, (0, 1), (jnp.asarray(2), jnp.asarray(1)), jnp.asarray(100.0))
+        np.testing.assert_array_equal(s.dense(), w.at[2, 1].set(100.0))
+        assert float(s.delta()) == 100.0 - 7.0
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    data=st.data(),
+    n_batch=st.integers(0, 2),
+    n_contract=st.integers(0, 2),
+    n_lhs_free=st.integers(0, 2),
+    n_rhs_free=st.integers(0, 2),
+    moved_lhs=st.booleans(),
+)
+def test_dot_general_any_dimension_numbers(
+    data, n_batch, n_contract, n_lhs_free, n_rhs_free, moved_lhs
+):
+    """Random dimension numbers and dimension orders, either operand moved."""
+    sizes = data.draw(st.lists(st.integers(1, 3), min_size=8, max_size=8))
+    kinds = ["b"] * n_batch + ["c"] * n_contract
+    lhs_kinds = data.draw(st.permutations(kinds + ["l"] * n_lhs_free))
+    rhs_kinds = data.draw(st.permutations(kinds + ["r"] * n_rhs_free))
+    size_of = {}
+    lhs_shape, rhs_shape, lhs_ids, rhs_ids = [], [], [], []
+    counters = {"b": 0, "c": 0, "l": 0, "r": 0}
+    for kind in lhs_kinds:
+        key = (kind, counters[kind])
+        counters[kind] += 1
+        size_of[key] = sizes[len(size_of) % len(sizes)] + 1
+        lhs_shape.append(size_of[key])
+        lhs_ids.append(key)
+    counters = {"b": 0, "c": 0, "l": 0, "r": 0}
+    for kind in rhs_kinds:
+        key = (kind, counters[kind])
+        counters[kind] += 1
+        size_of.setdefault(key, sizes[len(size_of) % len(sizes)] + 1)
+        rhs_shape.append(size_of[key])
+        rhs_ids.append(key)
+    pair = lambda kind: [
+        (lhs_ids.index(key), rhs_ids.index(key)) for key in lhs_ids if key[0] == kind
+    ]
+    lc, rc = zip(*pair("c"), strict=True) if n_contract else ((), ())
+    lb, rb = zip(*pair("b"), strict=True) if n_batch else ((), ())
+    dims = ((tuple(lc), tuple(rc)), (tuple(lb), tuple(rb)))
+    rng = _rng(len(lhs_shape) * 7 + len(rhs_shape))
+    lhs, rhs = rng.normal(size=lhs_shape), rng.normal(size=rhs_shape)
+    if moved_lhs:
+        fn = lambda a: jnp.tanh(lax.dot_general(a, rhs, dims))
+        _assert_same(fn, lhs)
+    else:
+        fn = lambda b: jnp.tanh(lax.dot_general(lhs, b, dims))
+        _assert_same(fn, rhs)
+
+
+def test_check_agrees_with_the_dense_evaluation():
+    params, x, y = small_mlp_data()
+    sparse = gradlab.check(mlp_bce, params, x, y)
+    dense = gradlab.check(mlp_bce, params, x, y, sparse=False)
+    assert sparse.ok and dense.ok
+    for a, b in zip(sparse.leaves, dense.leaves, strict=True):
+        assert a.path == b.path and a.status == b.status
+        # both are dominated by the same O(eps^2) truncation error
+        assert a.relative_error == pytest.approx(b.relative_error, rel=0.2, abs=1e-9)
+
+
+def test_sparse_option_is_validated():
+    with pytest.raises(gradlab.CheckInputError, match="sparse"):
+        gradlab.check(lambda p: jnp.sum(p**2), jnp.ones(3), sparse="yes")
