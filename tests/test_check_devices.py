@@ -22,13 +22,52 @@ def _env(n_devices: int) -> dict[str, str]:
     return env
 
 
-def _same_report(a: dict, b: dict) -> None:
-    assert a["ok"] == b["ok"]
-    for la, lb in zip(a["leaves"], b["leaves"], strict=True):
-        assert la["path"] == lb["path"] and la["status"] == lb["status"]
-        # per-entry computations are the same ops on every device: identical numbers
-        assert la["relative_error"] == lb["relative_error"]
-        assert [w["numerical"] for w in la["worst"]] == [w["numerical"] for w in lb["worst"]]
+#: What the check modes of the worker's cases must show in their reports (a check that
+#: silently fell back to another mode would compare equal too).
+EXPECTED = {
+    "full": {"order": 1, "ad": "reverse", "mode": "full", "output": "scalar"},
+    "sample": {"order": 1, "ad": "reverse", "mode": "sample", "output": "scalar"},
+    "directional": {"order": 1, "ad": "reverse", "mode": "directional", "output": "scalar"},
+    "both": {"order": 1, "ad": "both", "mode": "full", "output": "scalar"},
+    "order2": {"order": 2, "ad": "both", "mode": "directional", "output": "scalar"},
+    "vector": {"order": 1, "ad": "reverse", "mode": "full", "output": "float64[16]"},
+}
+#: Not a property of the check's result: wall time, and ``n_evaluations``, which counts the
+#: padded rows of the last chunk of each kernel (a chunk is a multiple of the device count).
+NOT_COMPARED = ("seconds", "n_evaluations")
+
+
+def _differences(a, b, path=""):
+    """The paths where two JSON values differ (floats compared exactly)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(a.keys() | b.keys())
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, x in enumerate(a) for d in _differences(x, b[i], f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _same_report(a: dict, b: dict, case: str, ignore: tuple[str, ...] = NOT_COMPARED) -> None:
+    # Same per-device batch, and per-entry computations are the same ops on every device:
+    # identical numbers (relative errors, noise floors, worst entries' values), not close.
+    a, b = ({k: v for k, v in r.items() if k not in ignore} for r in (a, b))
+    diffs = _differences(a, b)
+    assert not diffs, f"{case}: {len(diffs)} differences\n" + "\n".join(diffs[:20])
+
+
+def _same_reports(got: dict) -> None:
+    """Every case's report on all devices equals its report on one device."""
+    assert sorted(got["cases"]) == sorted(EXPECTED)
+    for case, runs in got["cases"].items():
+        one, every = runs["one"], runs["all"]
+        want = EXPECTED[case]
+        assert one["ok"], case
+        assert (one["order"], one["ad"]) == (want["order"], want["ad"]), case
+        assert one["mode"].startswith(want["mode"]) and one["output"].startswith(want["output"])
+        ads = {leaf["ad"] for leaf in one["leaves"]}
+        assert ads == ({"reverse", "forward"} if want["ad"] == "both" else {"reverse"}), case
+        assert all(leaf["worst"] for leaf in one["leaves"]), case  # values to compare
+        _same_report(one, every, case)
 
 
 def test_four_host_devices_match_one(tmp_path):
@@ -41,7 +80,7 @@ def test_four_host_devices_match_one(tmp_path):
     )
     got = json.loads(out.read_text())
     assert got["n_devices"] == 4
-    _same_report(got["one"], got["all"])
+    _same_reports(got)
 
 
 def _free_port() -> int:
@@ -77,5 +116,7 @@ def test_two_processes_with_two_devices_each_match_one_device(tmp_path):
     reports = [json.loads(o.read_text()) for o in outs]
     for r in reports:
         assert r["n_processes"] == 2 and r["n_devices"] == 4
-        _same_report(r["one"], r["all"])  # every process gets the full, same report
-    _same_report(reports[0]["all"], reports[1]["all"])
+        _same_reports(r)  # every process gets the full, same report
+    for case in EXPECTED:
+        a, b = (r["cases"][case]["all"] for r in reports)
+        _same_report(a, b, case, ignore=("seconds",))
