@@ -52,6 +52,7 @@ from _common import (
 from jax.flatten_util import ravel_pytree
 
 import gradlab
+from gradlab.gradcheck._sweep import SMALL_LEAF
 from gradlab.losses import binary_cross_entropy
 
 jax.config.update("jax_enable_x64", True)
@@ -142,25 +143,47 @@ def layer_flops(model: Model, layer: int) -> int:
     return 2 * BATCH * n_in * n_out + BATCH * n_out
 
 
-def eval_flops(model: Model, leaf: str) -> int:
+def _grouped_leaves(model: Model) -> list[str]:
+    """The leaves gradlab groups into one kernel (small ones, when there are several)."""
+    small = [name for name in model.leaf_names if model.params[name].size <= SMALL_LEAF]
+    return small if len(small) > 1 else []
+
+
+def eval_flops(model: Model, leaf: str, sparse: bool = True) -> int:
     """FLOPs of ONE evaluation of f with an entry of ``leaf`` perturbed, as gradlab runs it.
 
     gradlab vmaps over the entries of one leaf with the other leaves unbatched, so XLA
-    computes everything upstream of the perturbed leaf once per chunk and repeats only the
-    layers downstream of it:
-
-    * weight ``W_l``: layers ``l .. L`` (the leaf's own matmul is redone for each entry);
-    * bias ``b_l``: its bias add, then layers ``l+1 .. L`` (``h_{l-1} @ W_l`` is upstream of
-      ``b_l``, so it is computed once — it is not counted here).
+    computes everything upstream of the perturbed leaf once per chunk and repeats only what
+    lies downstream of it. With ``sparse`` (gradlab's default) a large weight ``W_l``'s entry
+    moves one column of layer ``l`` (a multiply-add and an add per example), then layer
+    ``l+1`` by a rank-one update (``2·B·n_{l+1}`` and its add), then layers ``l+2 .. L`` in
+    full. Small leaves (biases, the narrow output layer) share one kernel that moves them
+    densely: each of their rows repeats everything downstream of the group's first leaf
+    (``b_1``'s add, then layers ``2 .. L``). ``sparse=False``: a weight ``W_l`` repeats layers
+    ``l .. L``, a bias its add and layers ``l+1 .. L``.
     """
     kind, layer = leaf[0], int(leaf[1:])
-    downstream = sum(layer_flops(model, j) for j in range(layer + 1, model.n_layers + 1))
+    group = _grouped_leaves(model)
+
+    def full(first: int) -> int:
+        return sum(layer_flops(model, j) for j in range(first, model.n_layers + 1))
+
+    if sparse and leaf in group:
+        # the group's first leaf in the forward pass: a weight W_l repeats layers l .. L, a
+        # bias b_l its add and layers l+1 .. L
+        first = min((int(name[1:]), name[0] == "b") for name in group)
+        if first[1]:
+            return BATCH * model.dims[first[0]] + full(first[0] + 1)
+        return full(first[0])
+    if sparse and kind == "W":
+        rank_one = 3 * BATCH * model.dims[layer + 1] if layer < model.n_layers else 0
+        return 3 * BATCH + rank_one + full(layer + 2)
     if kind == "W":
-        return layer_flops(model, layer) + downstream
-    return BATCH * model.dims[layer] + downstream
+        return full(layer)
+    return BATCH * model.dims[layer] + full(layer + 1)
 
 
-def check_flops(model: Model, entries: dict[str, int] | None = None) -> int:
+def check_flops(model: Model, entries: dict[str, int] | None = None, sparse: bool = True) -> int:
     """The floating-point work of a check: Σ over leaves of 2·n_leaf·eval_flops(leaf).
 
     ``entries`` overrides n_leaf per leaf (for checks of a subsample). Padding of the last
@@ -169,7 +192,7 @@ def check_flops(model: Model, entries: dict[str, int] | None = None) -> int:
     total = 0
     for leaf in model.leaf_names:
         n = model.params[leaf].size if entries is None else entries[leaf]
-        total += 2 * n * eval_flops(model, leaf)
+        total += 2 * n * eval_flops(model, leaf, sparse)
     return total
 
 

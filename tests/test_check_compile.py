@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradlab
-from gradlab.gradcheck import _kernels
+from gradlab.gradcheck import _kernels, _sweep
 from gradlab.gradcheck._sweep import SMALL_LEAF
 
 
@@ -58,3 +58,21 @@ def test_each_small_leaf_is_judged_on_its_own():
     status = {leaf.path: leaf.status for leaf in report.leaves}
     assert status.pop("scale") == "wrong"
     assert set(status.values()) == {"verified"}, report
+
+
+def test_a_kernel_over_the_memory_budget_gets_a_smaller_chunk(monkeypatch, capsys):
+    """Chunks are planned from f's forward memory; XLA's analysis of each compiled kernel has
+    the last word. Here every kernel counts as over budget, so each chunk shrinks, is
+    compiled again, and the check's numbers change by rounding only: XLA rounds a batch of
+    another size differently, by far less than the noise floor (the rounding error of the
+    differences that the analysis allows for)."""
+    params, x = _model(width=2)
+    want = gradlab.check(_loss, params, x)
+    monkeypatch.setattr(_sweep, "OVER_BUDGET", 1e-6)
+    got = gradlab.check(_loss, params, x, verbose=True)
+    err = capsys.readouterr().err
+    assert "over the memory budget" in err and "w_mid: chunk" in err, err
+    for a, b in zip(got.leaves, want.leaves, strict=True):
+        assert a.status == b.status
+        noise = a.noise_floor / (2 * a.grad_norm)  # the floor as a relative error
+        assert abs(a.relative_error - b.relative_error) < noise

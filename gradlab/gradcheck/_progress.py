@@ -17,11 +17,11 @@ PROGRESS_AFTER_SECONDS = 2.0
 class Progress:
     """Prints the plan and a time estimate (``verbose``), and a bar for long checks.
 
-    The estimate is the first timed chunk's time scaled to the whole check: by the number of
-    perturbations, or by the number of kernel calls when that is smaller (the first chunk
-    includes compilation, which the other calls of its kernel do not repeat), so it errs
-    long. The bar appears once a check turns out to be long, on a terminal
-    (``enabled=None``), always (``True``) or never (``False``); the plan is printed above it.
+    The kernels compile first (:meth:`compiled` reports how long that took); the estimate is
+    then the first kernel call's time scaled to the whole check by the number of
+    perturbations, or by the number of kernel calls when that is smaller. The bar appears
+    once a check turns out to be long, on a terminal (``enabled=None``), always (``True``)
+    or never (``False``); the plan is printed above it.
 
     Args:
         enabled: Show the progress bar: None for automatic.
@@ -63,6 +63,15 @@ class Progress:
         console = self.console or Console(stderr=True)
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
+    def compiled(self, n_kernels: int, seconds: float, note: str = "") -> None:
+        """Reports the compilation that precedes the first call; the clock starts after it."""
+        text = f"compiled {n_kernels} kernel{'s' * (n_kernels != 1)} in {seconds:.2f} s"
+        text += f"; {note}" if note else ""
+        self.plan += f"; {text}"
+        if self.verbose:
+            self._print(text)
+        self.start = time.perf_counter()
+
     def advance(self, n: int) -> None:
         """Marks ``n`` more perturbations as done."""
         self.done += n
@@ -74,7 +83,7 @@ class Progress:
                 scale = min(scale, self.n_calls)
             expected = elapsed * scale
             estimate = (
-                f"first chunk of {self.done:,} took {elapsed:.2f} s (with compilation): "
+                f"first chunk of {self.done:,} took {elapsed:.2f} s: "
                 f"about {expected:.1f} s for all {self.total:,}"
             )
             self.plan += f"; {estimate}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -97,6 +98,12 @@ class Base:
         return len(self.values)
 
 
+Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # (kernel, static args, batch)
+#: A compiled kernel may use this much more than the memory budget before its chunk shrinks
+#: (the budget is a target, not a limit: chunks are planned from f's forward memory).
+OVER_BUDGET = 1.5
+
+
 @dataclasses.dataclass(frozen=True)
 class Context:
     """What every kernel call of a check needs."""
@@ -106,18 +113,58 @@ class Context:
     dyn: tuple[Any, ...]  # (checked, fixed, rest, cots), replicated over the devices
     scalar: bool
     sparse: bool = True  # carry an entry's move through f as a slice (see _slices)
+    budget: int | None = None  # bytes per device a kernel call may use; None: chunks as given
 
     def run(self, kernel: Callable[..., Any], static: tuple[Any, ...], *batch: Any) -> Any:
         """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones."""
         with translated_errors():
             return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
 
-    def precompile(self, jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> None:
+    def precompile(self, jobs: Sequence[Job]) -> list[Any]:
         """Compiles ``(kernel, static, batch)`` jobs side by side before they run."""
         spec = self.problem.spec
         with translated_errors():
             lowered = [self.runner.lower(k, (spec, *static), self.dyn, b) for k, static, b in jobs]
-            compile_concurrently(lowered)
+            return compile_concurrently(lowered)
+
+    def compile_plans(
+        self, plans: Sequence[LeafPlan], jobs: Callable[[Call], list[Job]], bar: Progress
+    ) -> list[LeafPlan]:
+        """Compiles every kernel the plans call (``jobs``: the kernels of a call), then checks
+        each against the memory budget with XLA's memory analysis of the compiled kernel.
+
+        Chunks are planned from ``f``'s forward memory before anything is compiled; a kernel
+        found to need more than :data:`OVER_BUDGET` times the budget gets a chunk scaled down
+        to fit and compiles again. Returns the plans with their final chunks.
+        """
+        start = time.perf_counter()
+        plans, n_kernels, notes = list(plans), 0, []
+        for _ in range(2):
+            firsts = first_calls(self.problem, plans)
+            per_call = [jobs(call) for call in firsts]
+            compiled = iter(self.precompile([job for js in per_call for job in js]))
+            n_kernels += sum(map(len, per_call))
+            over = {}
+            for call, js in zip(firsts, per_call, strict=True):
+                used = max(_bytes(next(compiled)) for _ in js)
+                if self.budget and used > OVER_BUDGET * self.budget:
+                    over[call.k if call.kind != "tree" else -1] = self.budget / used
+                    notes.append(f"{used / 2**20:.1f} MiB per call")
+            if not over:
+                break
+            n = self.runner.n_devices
+            for i, plan in enumerate(plans):
+                key = plan.group or (-1 if plan.kind == "direction" else plan.k)
+                if key in over:
+                    chunk = max(n, int(plan.chunk * over[key]) // n * n)
+                    notes.append(f"{plan.leaf.path}: chunk {plan.chunk} -> {chunk}")
+                    plans[i] = dataclasses.replace(plan, chunk=chunk)
+        note = ""
+        if notes:
+            budget = f"{self.budget / 2**20:.1f} MiB" if self.budget else ""
+            note = f"over the memory budget of {budget} ({', '.join(notes)})"
+        bar.compiled(n_kernels, time.perf_counter() - start, note)
+        return plans
 
 
 @contextlib.contextmanager
@@ -242,6 +289,7 @@ def make_plans(
     order: int,
     chunk_size: int | None,
     memory_budget: int | None,
+    sparse: bool = True,
 ) -> list[LeafPlan]:
     """Per checked leaf: the perturbations to run, their parts, chunk size and step.
 
@@ -271,7 +319,9 @@ def make_plans(
         else:
             batch = _select_entries(n, mode, samples, rng)
             parts = ("real", "imag") if np.issubdtype(dtype, np.complexfloating) else ("",)
-            chunk = chunk_for(len(batch), base.bytes_per_eval + n * dtype.itemsize)
+            # a moved copy of the leaf per perturbation, unless the move travels as a slice
+            copy = 0 if sparse and order == 1 else n * dtype.itemsize
+            chunk = chunk_for(len(batch), base.bytes_per_eval + copy)
             plans.append(LeafPlan(k, leaf, "entry", batch, parts, chunk, float(steps[k])))
     if order == 1 and mode != "directional":
         plans = _grouped(plans, problem, base, chunk_for)
@@ -467,12 +517,13 @@ def sweep_first_order(
     """
     raw: dict[tuple[int, str], Raw] = {}
     n_evals = n_unstable = 0
-    jobs = []
-    for call in first_calls(ctx.problem, plans):
-        jobs.append((_kernels.fd_chunk, (call.k, call.kind, ctx.sparse), (call.batch, call.steps)))
-        if forward:
-            jobs.append((_kernels.jvp_chunk, (call.k, call.kind), (call.batch, call.units)))
-    ctx.precompile(jobs)
+
+    def jobs(call: Call) -> list[Job]:
+        fd = (_kernels.fd_chunk, (call.k, call.kind, ctx.sparse), (call.batch, call.steps))
+        jvp = (_kernels.jvp_chunk, (call.k, call.kind), (call.batch, call.units))
+        return [fd, jvp] if forward else [fd]
+
+    plans = ctx.compile_plans(plans, jobs, bar)
     for call in calls(ctx.problem, plans):
         static = (call.k, call.kind)
         fd = (*static, ctx.sparse)
@@ -491,7 +542,7 @@ def sweep_first_order(
             r.taken.append(call.moves(taken, seg))
             if forward:
                 r.jvp.append(jvp[seg.rows])
-            bar.advance(seg.m * (2 if repeat else 1))
+        bar.advance(sum(seg.m for seg in call.segments) * (2 if repeat else 1))
     return raw, n_evals, n_unstable
 
 

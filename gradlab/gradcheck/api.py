@@ -15,6 +15,7 @@ import numpy as np
 
 from gradlab.gradcheck import _kernels, directional, step
 from gradlab.gradcheck._analysis import Thresholds
+from gradlab.gradcheck._memory import default_budget
 from gradlab.gradcheck._problem import Problem, build_problem
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import Runner
@@ -357,7 +358,15 @@ def check(
             float(tolerance), float(kink_tolerance), float(noise_factor), u, max_worst, compute
         )
         runner = Runner(devices)
-        ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, sparse)
+        budget = memory_budget or default_budget(runner.devices[0])
+        ctx = Context(
+            problem,
+            runner,
+            runner.replicate((*dyn, cots)),
+            output.scalar,
+            sparse,
+            budget=None if chunk_size else budget,
+        )
         steps, auto = _steps(eps, ctx, base, th, seed, order, compute)
         plans = make_plans(
             problem,
@@ -370,7 +379,8 @@ def check(
             seed,
             order,
             chunk_size,
-            memory_budget,
+            budget,
+            sparse,
         )
         total = sum(p.m * len(p.parts) for p in plans) * (2 if repeat else 1)
         text = _plan_text(plans, order, ads, runner.n_devices)

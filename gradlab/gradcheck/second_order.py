@@ -34,7 +34,7 @@ from gradlab.gradcheck import _kernels
 from gradlab.gradcheck._analysis import LeafSums, Thresholds, analyse_part, combine, squares
 from gradlab.gradcheck._problem import Problem
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._sweep import Base, Context, LeafPlan, calls, first_calls, part_label
+from gradlab.gradcheck._sweep import Base, Call, Context, Job, LeafPlan, calls, part_label
 from gradlab.gradcheck.report import LeafReport
 
 __all__ = ["gradient_rows", "row_label", "sweep_second_order"]
@@ -101,12 +101,13 @@ def sweep_second_order(
     n = g0.shape[1]
     sums: dict[tuple[int, str], list[LeafSums]] = {(p.k, o): [] for p in plans for o in outers}
     n_evals = 0
-    jobs = []
-    for call in first_calls(ctx.problem, plans):
+
+    def jobs(call: Call) -> list[Job]:
         static = (call.k, call.kind)
-        jobs.append((_kernels.grad_fd_chunk, static, (call.batch, call.steps)))
-        jobs += [(_kernels.hvp_chunk, (*static, o), (call.batch, call.units)) for o in outers]
-    ctx.precompile(jobs)
+        hvps = [(_kernels.hvp_chunk, (*static, o), (call.batch, call.units)) for o in outers]
+        return [(_kernels.grad_fd_chunk, static, (call.batch, call.steps)), *hvps]
+
+    plans = ctx.compile_plans(plans, jobs, bar)
     for call in calls(ctx.problem, plans):
         static = (call.k, call.kind)
         grads, taken = ctx.run(_kernels.grad_fd_chunk, static, call.batch, call.steps)
@@ -135,8 +136,7 @@ def sweep_second_order(
                     )
                     label = part_label(seg.part, j, ctx.scalar)
                     sums[(plan.k, o)].append(_relabel(ctx.problem, plan, s, label))
-        for seg in call.segments:
-            bar.advance(seg.m)
+        bar.advance(sum(seg.m for seg in call.segments))
     rows: list[LeafReport] = []
     totals = np.zeros(3)
     for plan in plans:
