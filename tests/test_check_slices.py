@@ -60,6 +60,11 @@ def _rng(seed=0):
 
 X = _rng(1).normal(size=(5, 4))
 W = _rng(2).normal(size=(4, 3))
+A3, B3, C3 = (
+    _rng(20).normal(size=(2, 5, 4)),
+    _rng(21).normal(size=(2, 4, 3)),
+    _rng(22).normal(size=(2, 3)),
+)
 
 
 @jax.custom_jvp
@@ -114,6 +119,14 @@ CASES = {
             )
         ),
         _rng(10).normal(size=(4, 5, 2)),
+    ),
+    "size-1 broadcasting in a binary op (a stacked bias)": (
+        lambda b: jnp.sum(jnp.tanh(jnp.einsum("ebk,ekn->ebn", A3, B3) + b[:, None, :])),
+        _rng(17).normal(size=(2, 3)),
+    ),
+    "size-1 broadcasting of the other operand": (
+        lambda w: jnp.sum(jnp.tanh(jnp.einsum("ebk,ekn->ebn", A3, w) * jnp.sin(C3)[:, None, :])),
+        B3,
     ),
     "the leaf on both sides (w @ w.T)": (lambda w: jnp.sum(jnp.tanh(w @ w.T)), W),
     "custom_jvp and custom_vjp primals, nested jit": (

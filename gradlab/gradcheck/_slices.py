@@ -112,24 +112,44 @@ ELEMENTWISE = frozenset(
 )
 
 
+def _fits(shape: Sequence[int], out: Sequence[int]) -> bool:
+    """``shape`` broadcasts to ``out`` the way lax's binary ops do: same rank, sizes 1 or equal."""
+    return len(shape) == len(out) and all(a in (1, b) for a, b in zip(shape, out, strict=True))
+
+
 def _elementwise(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    shape = tuple(eqn.outvars[0].aval.shape)
+    ins = list(ins)
+    for i, x in enumerate(ins):
+        if isinstance(x, Slice) and tuple(x.base.shape) != shape:
+            if not _fits(x.base.shape, shape):
+                return None
+            ins[i] = broadcast(x, shape, tuple(range(len(shape))))
+        elif not isinstance(x, Slice) and jnp.ndim(x) and not _fits(jnp.shape(x), shape):
+            return None
     slices = [x for x in ins if isinstance(x, Slice)]
     s = slices[0]
-    shape = tuple(eqn.outvars[0].aval.shape)
-    if any(x.key != s.key or tuple(x.base.shape) != shape for x in slices):
+    if any(x.key != s.key for x in slices):
         return None
-    if any(not isinstance(x, Slice) and jnp.ndim(x) not in (0, len(shape)) for x in ins):
-        return None
-    on = [x.vals if isinstance(x, Slice) else x if jnp.ndim(x) == 0 else s.take(x) for x in ins]
+
+    def on_slice(x: Any) -> Any:
+        if isinstance(x, Slice):
+            return x.vals
+        if jnp.ndim(x) == 0:
+            return x
+        # a size-1 dimension broadcast along a fixed one: its only position is 0
+        size = jnp.shape(x)
+        return take(
+            x, s.dims, [i if size[d] > 1 else 0 for d, i in zip(s.dims, s.idx, strict=True)]
+        )
+
     bases = _bind(eqn, [x.base if isinstance(x, Slice) else x for x in ins])
-    return [Slice(b, s.dims, s.idx, v) for b, v in zip(bases, _bind(eqn, on), strict=True)]
+    vals = _bind(eqn, [on_slice(x) for x in ins])
+    return [Slice(b, s.dims, s.idx, v) for b, v in zip(bases, vals, strict=True)]
 
 
-def _broadcast_in_dim(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
-    s, *dynamic = ins
-    if dynamic or not isinstance(s, Slice):
-        return None
-    shape, bdims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
+def broadcast(s: Slice, shape: tuple[int, ...], bdims: tuple[int, ...]) -> Slice:
+    """``lax.broadcast_in_dim`` of a slice: still a slice, along the dimensions kept."""
     base = lax.broadcast_in_dim(s.base, shape, bdims)
     # A fixed size-1 dimension broadcast to more is changed along all of it: not fixed.
     keep = [d for d in s.dims if s.base.shape[d] == shape[bdims[d]]]
@@ -142,7 +162,15 @@ def _broadcast_in_dim(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
         vals, tuple(shape[o] for o in out_free), tuple(out_free.index(bdims[d]) for d in order)
     )
     idx = tuple(s.idx[s.dims.index(d)] for d in keep)
-    return [Slice(base, out_dims, idx, vals)]
+    return Slice(base, out_dims, idx, vals)
+
+
+def _broadcast_in_dim(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    s, *dynamic = ins
+    if dynamic or not isinstance(s, Slice):
+        return None
+    shape, bdims = tuple(eqn.params["shape"]), tuple(eqn.params["broadcast_dimensions"])
+    return [broadcast(s, shape, bdims)]
 
 
 def _transpose(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:

@@ -139,26 +139,28 @@ class Context:
         """
         start = time.perf_counter()
         plans, n_kernels, notes = list(plans), 0, []
-        for _ in range(2):
-            firsts = first_calls(self.problem, plans)
-            per_call = [jobs(call) for call in firsts]
+        key = lambda c: -1 if c.kind == "tree" else c.k  # the kernel a call runs
+        todo = first_calls(self.problem, plans)
+        for _ in range(2):  # compile; then once more for the kernels over the budget
+            per_call = [jobs(call) for call in todo]
             compiled = iter(self.precompile([job for js in per_call for job in js]))
             n_kernels += sum(map(len, per_call))
             over = {}
-            for call, js in zip(firsts, per_call, strict=True):
+            for call, js in zip(todo, per_call, strict=True):
                 used = max(_bytes(next(compiled)) for _ in js)
                 if self.budget and used > OVER_BUDGET * self.budget:
-                    over[call.k if call.kind != "tree" else -1] = self.budget / used
+                    over[key(call)] = self.budget / used
                     notes.append(f"{used / 2**20:.1f} MiB per call")
             if not over:
                 break
             n = self.runner.n_devices
             for i, plan in enumerate(plans):
-                key = plan.group or (-1 if plan.kind == "direction" else plan.k)
-                if key in over:
-                    chunk = max(n, int(plan.chunk * over[key]) // n * n)
+                k = plan.group or (-1 if plan.kind == "direction" else plan.k)
+                if k in over:
+                    chunk = max(n, int(plan.chunk * over[k]) // n * n)
                     notes.append(f"{plan.leaf.path}: chunk {plan.chunk} -> {chunk}")
                     plans[i] = dataclasses.replace(plan, chunk=chunk)
+            todo = [c for c in first_calls(self.problem, plans) if key(c) in over]
         note = ""
         if notes:
             budget = f"{self.budget / 2**20:.1f} MiB" if self.budget else ""
