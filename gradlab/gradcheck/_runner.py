@@ -58,6 +58,12 @@ class Runner:
             return tree
         return jax.tree_util.tree_map(lambda x: self._put(x, PartitionSpec()), tree)
 
+    def shard(self, batch: Any) -> Any:
+        """Places ``batch``'s arrays sharded on their first axis (a no-op on one device)."""
+        if self.mesh is None:
+            return batch
+        return jax.tree_util.tree_map(lambda b: self._put(b, PartitionSpec("entries")), batch)
+
     def lower(
         self,
         kernel: Callable[..., Any],
@@ -66,10 +72,7 @@ class Runner:
         batch: tuple[Any, ...],
     ) -> Any:
         """``kernel`` lowered for these arguments, as :meth:`run` would call it."""
-        if self.mesh is not None:
-            entries = PartitionSpec("entries")
-            batch = jax.tree_util.tree_map(lambda b: self._put(b, entries), batch)
-        return kernel.lower(*static, *dyn, *batch)  # type: ignore[attr-defined]
+        return kernel.lower(*static, *dyn, *self.shard(batch))  # type: ignore[attr-defined]
 
     def run(
         self,
@@ -82,14 +85,9 @@ class Runner:
 
         Returns the kernel's outputs as host arrays (gathered from every process).
         """
-        if self.mesh is None:
-            out = kernel(*static, *dyn, *batch)
-        else:
-            entries = PartitionSpec("entries")
-            sharded = jax.tree_util.tree_map(lambda b: self._put(b, entries), batch)
-            out = kernel(*static, *dyn, *sharded)
-            if self.multiprocess:
-                out = multihost_utils.process_allgather(out, tiled=True)
+        out = kernel(*static, *dyn, *self.shard(batch))
+        if self.multiprocess:
+            out = multihost_utils.process_allgather(out, tiled=True)
         return jax.tree_util.tree_map(np.asarray, out)
 
 
