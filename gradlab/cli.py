@@ -184,7 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="relative-error tolerance per leaf (default: gradlab.check's)",
     )
     ck.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
+    for name in _EXTENSIONS:
+        importlib.import_module(name).register(sub)
     return parser
+
+
+#: Modules that add subcommands: each has ``register(sub)``, which adds its parsers with
+#: ``set_defaults(handler=fn)``, ``fn(args, parser) -> int`` being the exit status.
+_EXTENSIONS: tuple[str, ...] = ("gradlab._cli_experiment", "gradlab._cli_diagnose")
 
 
 # --------------------------------------------------------------------------- commands
@@ -356,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "flow":
             return _cmd_flow(args, parser)
-        return _cmd_check(args, parser)
+        if args.command == "check":
+            return _cmd_check(args, parser)
+        return int(args.handler(args, parser))
     except SystemExit as e:  # argparse errors and --help
         code = e.code
         return code if isinstance(code, int) else (0 if code is None else 2)
