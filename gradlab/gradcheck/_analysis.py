@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.report import EntryMismatch, LeafReport, LeafStatus
 
@@ -44,18 +45,6 @@ MAX_KINK_TOLERANCE = 0.5
 #: Largest step worth suggesting: beyond it the truncation error O(h²) of centered
 #: differences is no longer negligible for parameters of order one.
 MAX_SUGGESTED_EPS = 1e-3
-
-
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """The numbers a check is judged by."""
-
-    tolerance: float
-    kink_tolerance: float
-    noise_factor: float
-    unit_roundoff: float
-    max_worst: int
-    compute_dtype: str = "float64"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +157,7 @@ def analyse_part(
     """
     d = differences(f0, f_plus, f_minus, h_plus, h_minus, th, scale)
     num, noise, kink, finite = d.num, d.noise, d.kink, d.finite
-    used = finite & ~kink
+    used = finite  # kinks are flagged, never left out: nothing passes by its absence
     diff = np.where(used, num - analytical, 0.0)
     num_u = np.where(used, num, 0.0)
     ana_u = np.where(used, analytical, 0.0)
@@ -239,11 +228,20 @@ def combine(
     status: LeafStatus
     resolving_eps = None
     note = ""
-    if n_used == 0 and (n_kinks or n_nonfinite):
+    if n_used == 0 and n_nonfinite:
         status = "unresolved"
-        note = "every entry sits at a kink or leaves f's domain"
+        note = "every entry leaves f's domain"
+    elif rel <= th.tolerance and n_nonfinite:
+        status = "unresolved"
+        note = f"{n_nonfinite} entries leave f's domain (not finite): they were not verified"
     elif rel <= th.tolerance:
         status = "verified"
+    elif n_kinks:
+        status = "unresolved"
+        note = (
+            f"{n_kinks} entries look like kinks (one-sided differences disagree); this mode "
+            "does not classify kinks: check the first-order gradient in full or sample mode"
+        )
     elif rel <= NOISE_MARGIN * floor:
         status = "unresolved"
         needed = eps * NOISE_MARGIN * floor / th.tolerance

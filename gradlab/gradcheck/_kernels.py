@@ -148,8 +148,13 @@ def _pm(one: Any, batch: Any, steps: jax.Array) -> Any:
 
 @partial(jax.jit, static_argnums=0)
 def value(spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest) -> Any:
-    """``f`` itself (its ``eval_shape`` is cached, unlike ``jax.eval_shape``'s)."""
-    return spec.call(checked, fixed, rest)
+    """``f`` itself, as the finite differences evaluate it (custom rules' primals run).
+
+    A second, separately traced program computing ``f(θ)``: compared with the sweep's own
+    evaluation of ``f(θ)`` it shows whether ``f`` is deterministic. Its ``eval_shape`` is
+    cached, unlike ``jax.eval_shape``'s.
+    """
+    return spec.call(checked, fixed, rest, rules=False)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -184,8 +189,8 @@ def fd_chunk(
     cots: Any,
     batch: jax.Array,
     steps: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """``F(θ ± h·p)`` for each perturbation ``p`` of leaf ``k`` in ``batch``.
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``F(θ ± h·p)`` for each perturbation ``p`` of leaf ``k`` in ``batch``, and ``F(θ)``.
 
     Args:
         spec: The static description of ``f`` and its arguments.
@@ -204,20 +209,25 @@ def fd_chunk(
         steps: ``(c,)`` steps ``h`` (complex ``1j·eps`` moves imaginary parts of entries).
 
     Returns:
-        ``(values, taken)``: values ``(2, c, K)``, row 0 for ``+h``, row 1 for ``−h``; the
+        ``(values, taken, f0)``: values ``(2, c, K)``, row 0 for ``+h``, row 1 for ``−h``; the
         moves actually made, ``(2, c)`` for entries, per leaf ``(2, c, *leaf.shape)`` for
-        tree rows.
+        tree rows; ``F(θ)`` ``(K,)`` evaluated by this same program, so that the one-sided
+        differences ``(F(θ+h) − F(θ)) / h`` compare values of one computation.
     """
+
+    def at(leaves: Leaves) -> jax.Array:
+        return project(spec.call(leaves, fixed, rest, rules=False), cots)
 
     def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
         if sparse and kind == "entry":
             x = checked[k].reshape(-1)[p]
-            fn = lambda leaf: project(spec.call(_with_leaf(checked, k, leaf), fixed, rest), cots)
+            fn = lambda leaf: at(_with_leaf(checked, k, leaf))
             return call_at_entry(fn, checked[k], p, x + h), (x + h) - x
         moved, taken = _perturb(checked, k, kind, p, h)
-        return project(spec.call(moved, fixed, rest), cots), taken
+        return at(moved), taken
 
-    return _pm(one, batch, steps)
+    values, taken = _pm(one, batch, steps)
+    return values, taken, at(checked)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.gradcheck._promote import promoted
 from gradlab.gradcheck.errors import CheckInputError
 
 __all__ = ["Leaf", "Problem", "Spec", "build_problem"]
@@ -42,6 +43,17 @@ class _Static:
 
 
 @dataclasses.dataclass(frozen=True)
+class _WithKwargs:
+    """``f`` with keyword arguments bound, hashable so that compiled kernels are reused."""
+
+    f: Callable[..., Any]
+    kwargs: _Static
+
+    def __call__(self, *args: Any) -> Any:
+        return self.f(*args, **dict(self.kwargs.value))
+
+
+@dataclasses.dataclass(frozen=True)
 class Spec:
     """Everything static about a check: the function and the shape of its arguments."""
 
@@ -54,15 +66,27 @@ class Spec:
     checked: tuple[bool, ...]  # per diff leaf: is it a checked (floating) leaf
     rest_treedefs: tuple[Any, ...]  # one per non-differentiated argument
     rest_static: tuple[tuple[_Static | None, ...], ...]  # None marks a dynamic leaf
+    promote: bool = False  # evaluate f with reduced precision inside widened to float64
 
     def call(
         self,
         checked_leaves: Sequence[jax.Array],
         fixed_leaves: Sequence[jax.Array],
         rest_dyn: Sequence[Sequence[jax.Array]],
+        rules: bool = True,
     ) -> jax.Array:
-        """Calls ``f`` on the arguments rebuilt from flat leaves; returns its scalar output."""
+        """Calls ``f`` on the arguments rebuilt from flat leaves; returns its output.
+
+        With :attr:`promote`, ``f`` runs in float64 throughout (:mod:`._promote`); ``rules``
+        keeps custom derivative rules as written (autodiff), False runs their primals (an
+        evaluation of ``f`` for finite differences).
+        """
         primals = self.rebuild(checked_leaves, fixed_leaves, rest_dyn)
+        f = promoted(self.value, rules=rules) if self.promote else self.value
+        return f(*primals)
+
+    def value(self, *primals: Any) -> Any:
+        """``f(*primals)`` without its aux output."""
         out = self.f(*primals)
         if self.has_aux:
             if not isinstance(out, tuple) or len(out) != 2:
@@ -107,7 +131,7 @@ class Leaf:
 
     path: str
     shape: tuple[int, ...]
-    dtype: np.dtype
+    dtype: Any  # a NumPy dtype, or JAX's extended dtype of PRNG keys
     checked: bool
 
 
@@ -120,6 +144,7 @@ class Problem:
     checked_leaves: tuple[jax.Array, ...]  # float64 (or complex128), in order
     fixed_leaves: tuple[jax.Array, ...]  # integer/bool leaves of differentiated arguments
     rest_dyn: tuple[tuple[jax.Array, ...], ...]
+    rest_dtypes: tuple[tuple[Any, ...], ...] = ()  # the data's own dtypes (precision audit)
 
     @property
     def checked(self) -> tuple[Leaf, ...]:
@@ -175,11 +200,13 @@ def build_problem(
     has_aux: bool,
     real_dtype: Any = np.float64,
     device: jax.Device | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> Problem:
-    """Flattens ``f(*primals)`` for checking with respect to ``primals[argnums]``.
+    """Flattens ``f(*primals, **kwargs)`` for checking with respect to ``primals[argnums]``.
 
     Must be called inside :func:`gradlab.gradcheck._scope.precise` so leaves become float64
     (or ``real_dtype``). With ``device``, every array is moved there first (``host=True``).
+    Keyword arguments are passed to ``f`` as they are (not differentiated).
     """
     real = np.dtype(real_dtype)
     put = (lambda a: jax.device_put(a, device)) if device is not None else (lambda a: a)
@@ -212,21 +239,23 @@ def build_problem(
             where = _path_str(prefix, path)
             arr = put(_to_array(x, where))
             is_checked = bool(jnp.issubdtype(arr.dtype, jnp.inexact))
-            leaves.append(Leaf(where, tuple(arr.shape), np.dtype(arr.dtype), is_checked))
+            leaves.append(Leaf(where, tuple(arr.shape), arr.dtype, is_checked))
             checked_flags.append(is_checked)
             (checked_arrays if is_checked else fixed_arrays).append(_promote(arr, real))
 
-    rest_treedefs, rest_static, rest_dyn = [], [], []
+    rest_treedefs, rest_static, rest_dyn, rest_dtypes = [], [], [], []
     for i in range(n):
         if i in norm:
             continue
         flat, treedef = jax.tree_util.tree_flatten(primals[i])
         rest_treedefs.append(treedef)
         rest_static.append(tuple(None if _is_array(x) else _Static(x) for x in flat))
-        rest_dyn.append(tuple(_promote(put(jnp.asarray(x)), real) for x in flat if _is_array(x)))
+        arrays = [put(jnp.asarray(x)) for x in flat if _is_array(x)]
+        rest_dyn.append(tuple(_promote(x, real) for x in arrays))
+        rest_dtypes.append(tuple(x.dtype for x in arrays))
 
     spec = Spec(
-        f=f,
+        f=_WithKwargs(f, _Static(tuple(sorted(kwargs.items())))) if kwargs else f,
         has_aux=has_aux,
         n_primals=n,
         argnums=norm,
@@ -235,6 +264,7 @@ def build_problem(
         checked=tuple(checked_flags),
         rest_treedefs=tuple(rest_treedefs),
         rest_static=tuple(rest_static),
+        promote=real == np.float64,
     )
     if not checked_arrays:
         kinds = ", ".join(f"{leaf.path}: {leaf.dtype}" for leaf in leaves) or "no leaves at all"
@@ -248,4 +278,5 @@ def build_problem(
         checked_leaves=tuple(checked_arrays),
         fixed_leaves=tuple(fixed_arrays),
         rest_dyn=tuple(rest_dyn),
+        rest_dtypes=tuple(rest_dtypes),
     )

@@ -88,9 +88,11 @@ def put(base: Any, dims: Sequence[int], idx: Sequence[Any], vals: Any) -> Any:
     return lax.dynamic_update_slice(base, update, _starts(base.ndim, dims, idx))
 
 
-def _bind(eqn: Any, ins: Sequence[Any]) -> list[Any]:
+def _bind(eqn: Any, ins: Sequence[Any], **changed: Any) -> list[Any]:
+    """``eqn``'s primitive applied to ``ins``, with the parameters in ``changed`` replaced."""
+    params = {**eqn.primitive.get_bind_params(eqn.params), **changed}
     with eqn.ctx.manager:
-        out = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
+        out = eqn.primitive.bind(*ins, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
@@ -278,8 +280,110 @@ def _dot_general(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
     return [Slice(base, out_dims, idx, take(base, out_dims, idx) + change)]
 
 
+def _along(x: Any, dim: int, start: Any, size: int) -> Any:
+    """``x[..., start : start + size, ...]`` along ``dim`` (``start`` may be traced)."""
+    starts = [jnp.asarray(0, jnp.int32)] * x.ndim
+    starts[dim] = jnp.asarray(start, jnp.int32)
+    return lax.dynamic_slice(x, starts, [size if d == dim else n for d, n in enumerate(x.shape)])
+
+
+def _spread(s: Slice, narrow: Sequence[int]) -> Any:
+    """``Δ(s)`` as an array of the base's rank: size 1 along ``narrow`` (fixed dimensions the
+    caller restricts the other operand to), full elsewhere, zero off the slice."""
+    shape = [1 if d in narrow else n for d, n in enumerate(s.base.shape)]
+    at = [0 if d in narrow else i for d, i in zip(s.dims, s.idx, strict=True)]
+    return put(jnp.zeros(shape, s.base.dtype), s.dims, at, s.delta())
+
+
+def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]]:
+    """The change of the output when the input ``s`` moves, and where the output is fixed.
+
+    Only a fixed batch dimension and a fixed feature dimension are exploited: the first keeps
+    the output fixed in its batch dimension, the second needs only the weights of that input
+    channel (a one-channel convolution into its group's output channels).
+    """
+    (lb, lf, *_), (ro, ri, *_), (ob, of, *_) = eqn.params["dimension_numbers"]
+    groups = eqn.params["feature_group_count"]
+    narrow = [d for d in (lb, lf) if d in s.dims]
+    delta = _spread(s, narrow)
+    fixed = {ob: s.idx[s.dims.index(lb)]} if lb in s.dims else {}
+    if lf not in s.dims:
+        return _bind(eqn, [delta, rhs])[0], fixed
+    c = jnp.asarray(s.idx[s.dims.index(lf)], jnp.int32)
+    per_group, out_per_group = rhs.shape[ri], rhs.shape[ro] // groups
+    g = c // per_group
+    weights = _along(_along(rhs, ri, c % per_group, 1), ro, g * out_per_group, out_per_group)
+    change = _bind(eqn, [delta, weights], feature_group_count=1)[0]
+    if groups > 1:  # the group's output channels, zero elsewhere
+        full = [n if d != of else rhs.shape[ro] for d, n in enumerate(change.shape)]
+        at = [
+            g * out_per_group if d == of else jnp.asarray(0, jnp.int32) for d in range(change.ndim)
+        ]
+        change = lax.dynamic_update_slice(jnp.zeros(full, change.dtype), change, at)
+    return change, fixed
+
+
+def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any]] | None:
+    """The change of the output when the kernel ``s`` moves: one output channel needs the
+    input channels of its group only (one channel if the input feature is fixed too)."""
+    (_, lf, *_), (ro, ri, *_), (_, of, *_) = eqn.params["dimension_numbers"]
+    groups = eqn.params["feature_group_count"]
+    if ro not in s.dims:
+        if groups > 1 or ri not in s.dims:
+            return None  # rare (no kernel entry moves like this): evaluate densely
+        ci = s.idx[s.dims.index(ri)]
+        return _bind(eqn, [_along(lhs, lf, ci, 1), _spread(s, [ri])])[0], {}
+    o = jnp.asarray(s.idx[s.dims.index(ro)], jnp.int32)
+    per_group = s.base.shape[ri]
+    start = (o // (s.base.shape[ro] // groups)) * per_group
+    narrow = [d for d in (ro, ri) if d in s.dims]
+    if ri in s.dims:
+        inputs = _along(lhs, lf, start + jnp.asarray(s.idx[s.dims.index(ri)], jnp.int32), 1)
+    else:
+        inputs = _along(lhs, lf, start, per_group)
+    change = _bind(eqn, [inputs, _spread(s, narrow)], feature_group_count=1)[0]
+    return change, {of: o}
+
+
+def _conv_general_dilated(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
+    """A convolution with one moved operand: base convolution plus the change, computed on
+    the channels (and batch element) the move touches.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jax import lax
+        >>> x, k = jnp.ones((1, 2, 5, 5)), jnp.ones((4, 2, 3, 3))  # NCHW, OIHW
+        >>> fn = lambda k: jnp.tanh(lax.conv(x, k, (1, 1), "SAME"))
+        >>> moved = call_at_entry(fn, k, 7, 2.0)  # k[0, 0, 2, 1]: output channel 0 changes
+        >>> bool(jnp.allclose(moved, fn(k.at[0, 0, 2, 1].set(2.0))))
+        True
+    """
+    lhs, rhs = ins
+    if eqn.params["batch_group_count"] != 1:
+        return None
+    if isinstance(lhs, Slice) and isinstance(rhs, Slice):
+        rhs = rhs.dense()
+    if isinstance(lhs, Slice):
+        base = _bind(eqn, [lhs.base, rhs])[0]
+        change, fixed = _conv_input_moved(eqn, lhs, jnp.asarray(rhs))
+    else:
+        base = _bind(eqn, [lhs, rhs.base])[0]
+        found = _conv_kernel_moved(eqn, jnp.asarray(lhs), rhs)
+        if found is None:
+            return None
+        change, fixed = found
+    change = change.astype(base.dtype)
+    if not fixed:
+        return [base + change]
+    out_dims = tuple(sorted(fixed))
+    idx = tuple(fixed[o] for o in out_dims)
+    change = lax.squeeze(change, out_dims)
+    return [Slice(base, out_dims, idx, take(base, out_dims, idx) + change)]
+
+
 RULES: dict[str, Callable[[Any, Sequence[Any]], list[Any] | None]] = {
     "broadcast_in_dim": _broadcast_in_dim,
+    "conv_general_dilated": _conv_general_dilated,
     "dot_general": _dot_general,
     "reduce_sum": _reduce_sum,
     "reshape": _reshape,

@@ -20,7 +20,18 @@ import jax
 import numpy as np
 
 from gradlab.gradcheck import _kernels, directional
-from gradlab.gradcheck._analysis import LeafSums, Thresholds, analyse_part, combine, squares
+from gradlab.gradcheck._judge import (
+    SECOND_STEP,
+    Measured,
+    Second,
+    Thresholds,
+    judge_leaf,
+    judge_part,
+    probes,
+    slopes,
+    squares,
+    suspects,
+)
 from gradlab.gradcheck._kernels import Kind
 from gradlab.gradcheck._memory import default_budget, plan_chunk
 from gradlab.gradcheck._problem import Leaf, Problem
@@ -39,10 +50,11 @@ __all__ = [
     "calls",
     "evaluate",
     "first_calls",
-    "first_order_rows",
+    "leaf_scale",
     "make_plans",
     "n_calls",
     "sweep_first_order",
+    "verify_first_order",
 ]
 
 #: Upper bound on the perturbations per chunk: larger vmaps stop paying off.
@@ -83,7 +95,11 @@ def no_jvp_hint(e: Exception) -> CheckInputError:
 
 @dataclasses.dataclass(frozen=True)
 class Base:
-    """``f`` at θ: projections ``F`` ``(K,)``, their rounding scale, gradients, memory."""
+    """``f`` at θ: projections ``F`` ``(K,)``, their rounding scale, gradients, memory.
+
+    ``values`` is the primal of the autodiff program (through custom rules' forward passes);
+    ``plain`` the same ``F(θ)`` from a separately traced evaluation of ``f`` alone.
+    """
 
     values: np.ndarray
     scales: np.ndarray
@@ -91,6 +107,7 @@ class Base:
     out_dtype: str
     bytes_per_eval: int  # one forward evaluation of f (XLA's analysis of the compiled f)
     bytes_per_grad: int  # one evaluation of f and its gradients
+    plain: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_cotangents(self) -> int:
@@ -205,6 +222,7 @@ def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
         [_kernels.value_and_vjp.lower(spec, *dyn, cots), _kernels.value.lower(spec, *dyn[:3])]
     )
     out, values, scales, grads = compiled(*dyn, cots)
+    plain = np.asarray(_kernels.project(forward(*dyn[:3]), cots))
     per_grad, per_eval = _bytes(compiled), _bytes(forward)
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
         leaf = np.asarray(leaf)
@@ -237,6 +255,7 @@ def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
         out_dtype=str(out_dtype),
         bytes_per_eval=per_eval,
         bytes_per_grad=per_grad,
+        plain=plain,
     )
 
 
@@ -498,10 +517,11 @@ class Raw:
     values: list[np.ndarray] = dataclasses.field(default_factory=list)  # (2, c, K) each
     taken: list[np.ndarray] = dataclasses.field(default_factory=list)
     jvp: list[np.ndarray] = dataclasses.field(default_factory=list)  # (c, K) each
+    f0: list[np.ndarray] = dataclasses.field(default_factory=list)  # (c, K) each: F(θ)
 
     def cat(self, name: str) -> np.ndarray:
-        """The chunks of ``values``/``taken`` (axis 1) or ``jvp`` (axis 0), joined."""
-        return np.concatenate(getattr(self, name), axis=0 if name == "jvp" else 1)
+        """The chunks of ``values``/``taken`` (axis 1) or ``jvp``/``f0`` (axis 0), joined."""
+        return np.concatenate(getattr(self, name), axis=0 if name in ("jvp", "f0") else 1)
 
 
 def sweep_first_order(
@@ -509,9 +529,12 @@ def sweep_first_order(
     plans: Sequence[LeafPlan],
     forward: bool,
     repeat: bool,
-    bar: Progress,
+    bar: Progress | None,
 ) -> tuple[dict[tuple[int, str], Raw], int, int]:
     """Runs the finite differences (and ``jax.jvp`` when ``forward``) of every plan.
+
+    With ``bar`` None the kernels are taken as compiled (a second pass over the same
+    kernels at other steps or entries) and no progress is shown.
 
     Returns:
         ``(raw, n_evaluations, n_unstable)``: the measurements per (leaf, part), the number
@@ -525,11 +548,12 @@ def sweep_first_order(
         jvp = (_kernels.jvp_chunk, (call.k, call.kind), (call.batch, call.units))
         return [fd, jvp] if forward else [fd]
 
-    plans = ctx.compile_plans(plans, jobs, bar)
+    if bar is not None:
+        plans = ctx.compile_plans(plans, jobs, bar)
     for call in calls(ctx.problem, plans):
         static = (call.k, call.kind)
         fd = (*static, ctx.sparse)
-        values, taken = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)
+        values, taken, f0 = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)
         n_evals += 2 * len(call.steps)
         if repeat:
             again = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)[0]
@@ -542,9 +566,11 @@ def sweep_first_order(
             r = raw.setdefault((seg.plan.k, seg.part), Raw())
             r.values.append(values[:, seg.rows])
             r.taken.append(call.moves(taken, seg))
+            r.f0.append(np.broadcast_to(f0, (seg.m, *f0.shape)))
             if forward:
                 r.jvp.append(jvp[seg.rows])
-        bar.advance(sum(seg.m for seg in call.segments) * (2 if repeat else 1))
+        if bar is not None:
+            bar.advance(sum(seg.m for seg in call.segments) * (2 if repeat else 1))
     return raw, n_evals, n_unstable
 
 
@@ -553,56 +579,180 @@ def part_label(part: str, j: int, scalar: bool) -> str:
     return " ".join(filter(None, [part, "" if scalar else f"v{j}"]))
 
 
-def first_order_rows(
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """What one (part, cotangent) of a leaf measured at the first step."""
+
+    part: str
+    j: int
+    measured: Measured
+    ana: dict[str, np.ndarray]  # per autodiff: analytical values (m,)
+
+
+def _parts(
+    ctx: Context, plan: LeafPlan, raw: dict[tuple[int, str], Raw], base: Base, ads: Sequence[str]
+) -> list[_Part]:
+    """The first step's measurements of a leaf, per (part, cotangent)."""
+    out = []
+    for part in plan.parts:
+        r = raw[(plan.k, part)]
+        values, taken, f0 = r.cat("values"), r.cat("taken"), r.cat("f0")
+        grads = base.grads[plan.k].reshape(base.n_cotangents, -1)
+        if plan.kind == "entry":
+            hp, hm = taken
+            # JAX's gradient of a real f in a complex leaf is ∂f/∂re − i·∂f/∂im.
+            ana_rev = (-grads.imag if part == "imag" else grads.real)[:, plan.batch]
+        else:
+            hp, hm = np.full(plan.m, plan.eps), np.full(plan.m, -plan.eps)
+            delta = (taken[0] - taken[1]) / (2 * plan.eps)
+            ana_rev = np.real(grads @ delta.T)  # <∇F_j, δ>, (K, m)
+        anas = {"reverse": ana_rev}
+        if "forward" in ads:
+            anas["forward"] = r.cat("jvp").T
+        for j in range(base.n_cotangents):
+            scale = None if ctx.scalar else base.scales[j]
+            m = Measured(f0[:, j], values[0, :, j], values[1, :, j], hp, hm, scale)
+            out.append(_Part(part, j, m, {ad: a[j] for ad, a in anas.items()}))
+    return out
+
+
+def _indices(plan: LeafPlan) -> tuple[np.ndarray, tuple[int, ...]]:
+    if plan.kind == "entry":
+        return plan.batch, plan.leaf.shape
+    return np.arange(plan.m), (plan.m,)
+
+
+@dataclasses.dataclass
+class Verified:
+    """The first-order verdicts of a check, with what they cost."""
+
+    rows: list[LeafReport]
+    totals: np.ndarray  # (||num||², ||ana||², ||num − ana||²) over all rows
+    n_evaluations: int
+    n_unstable: int
+    f0: dict[int, np.ndarray]  # per leaf: F(θ) as its sweep's program computed it
+    stages: dict[str, int]  # evaluations per stage: first step, second step, retries
+
+
+def verify_first_order(
     ctx: Context,
     plans: Sequence[LeafPlan],
-    raw: dict[tuple[int, str], Raw],
     base: Base,
     th: Thresholds,
     ads: Sequence[str],
-) -> tuple[list[LeafReport], np.ndarray]:
-    """Judges every leaf against each autodiff in ``ads`` from the sweep's measurements.
+    repeat: bool,
+    bar: Progress,
+    seed: int,
+    retry: bool = True,
+) -> Verified:
+    """Sweeps every plan and judges each leaf (see :mod:`~gradlab.gradcheck._judge`).
 
-    Returns:
-        The rows, and ``(||num||², ||ana||², ||num − ana||²)`` summed over all of them.
+    1. Every entry at the leaf's step; leaves verified there are done.
+    2. In the others, the suspects (one-sided slopes that disagree, ``f`` not finite) and a
+       few random probes are evaluated again at ``h / 10`` by the same compiled kernels:
+       kinks are confirmed and checked against their one-sided slopes, curvature and
+       rounding told apart, rounding measured.
+    3. Leaves still unresolved by rounding are retried at the step their noise floor asks
+       for (``retry``), and the report says which step verified them.
     """
-    rows = []
-    totals = np.zeros(3)
-    for plan in plans:
-        for ad in ads:
-            sums: list[LeafSums] = []
-            for part in plan.parts:
-                r = raw[(plan.k, part)]
-                values, taken = r.cat("values"), r.cat("taken")
-                grads = base.grads[plan.k].reshape(base.n_cotangents, -1)
-                if plan.kind == "entry":
-                    indices, shape = plan.batch, plan.leaf.shape
-                    hp, hm = taken
-                    # JAX's gradient of a real f in a complex leaf is ∂f/∂re − i·∂f/∂im.
-                    ana_rev = (-grads.imag if part == "imag" else grads.real)[:, plan.batch]
-                else:
-                    indices, shape = np.arange(plan.m), (plan.m,)
-                    hp, hm = np.full(plan.m, plan.eps), np.full(plan.m, -plan.eps)
-                    delta = (taken[0] - taken[1]) / (2 * plan.eps)
-                    ana_rev = np.real(grads @ delta.T)  # <∇F_j, δ>, (K, m)
-                ana = ana_rev if ad == "reverse" else r.cat("jvp").T
-                for j in range(base.n_cotangents):
-                    sums.append(
-                        analyse_part(
-                            shape,
-                            base.values[j],
-                            values[0, :, j],
-                            values[1, :, j],
-                            hp,
-                            hm,
-                            ana[j],
-                            th,
-                            indices=indices,
-                            part=part_label(part, j, ctx.scalar),
-                            scale=None if ctx.scalar else base.scales[j],
-                        )
-                    )
-            row = combine(plan.leaf.path, plan.leaf.shape, str(plan.leaf.dtype), sums, plan.eps, th)
-            rows.append(dataclasses.replace(row, ad=ad, eps=plan.eps))
-            totals += squares(sums)
-    return rows, totals
+    forward = "forward" in ads
+    raw, n_evals, n_unstable = sweep_first_order(ctx, plans, forward, repeat, bar)
+    stages = {"first step": n_evals}
+    measured = {plan.k: _parts(ctx, plan, raw, base, ads) for plan in plans}
+    f0 = {k: parts[0].measured.f0[:1] for k, parts in measured.items() if parts}
+    rows = {
+        (plan.k, ad): _row(plan, measured[plan.k], ad, None, th, ctx.problem) for plan in plans
+        for ad in ads
+    }  # fmt: skip
+    pending = [p for p in plans if any(rows[p.k, ad][0].status != "verified" for ad in ads)]
+    if pending:
+        rng = np.random.default_rng((seed, 7))
+        picks = {p.k: _second_positions(p, measured[p.k], th, rng) for p in pending}
+        second = [
+            dataclasses.replace(p, batch=p.batch[picks[p.k][0]], eps=p.eps / SECOND_STEP)
+            for p in pending
+        ]
+        raw2, n2, _ = sweep_first_order(ctx, second, False, False, None)
+        n_evals += n2
+        stages["second step"] = n2
+        for plan, plan2 in zip(pending, second, strict=True):
+            at, probe_at = picks[plan.k]
+            again = {(pt.part, pt.j): pt for pt in _parts(ctx, plan2, raw2, base, ["reverse"])}
+            extra = {
+                key: Second(at, pt.measured, probe_at) for key, pt in again.items()
+            }  # fmt: skip
+            for ad in ads:
+                rows[plan.k, ad] = _row(plan, measured[plan.k], ad, extra, th, ctx.problem)
+    totals = sum((rows[plan.k, ad][1] for plan in plans for ad in ads), np.zeros(3))
+    out = [rows[plan.k, ad][0] for plan in plans for ad in ads]
+    retried = [p for p in plans if any(rows[p.k, ad][0].resolving_eps for ad in ads)]
+    if retry and retried:
+        steps = {p.k: max(rows[p.k, ad][0].resolving_eps or 0.0 for ad in ads) for p in retried}
+        again_plans = [dataclasses.replace(p, eps=steps[p.k]) for p in retried]
+        redo = verify_first_order(ctx, again_plans, base, th, ads, False, None, seed, False)
+        n_evals += redo.n_evaluations
+        stages["retry at larger steps"] = redo.n_evaluations
+        better = {(r.path, r.ad): r for r in redo.rows}
+        out = [_retried(r, better[r.path, r.ad]) if (r.path, r.ad) in better else r for r in out]
+    return Verified(out, totals, n_evals, n_unstable, f0, stages)
+
+
+def _retried(first: LeafReport, again: LeafReport) -> LeafReport:
+    """The retry's verdict, saying which step gave it."""
+    why = f"at eps={first.eps:g} rounding noise dominated (noise floor {first.noise_floor:.1e})"
+    if again.status == "verified":
+        note = f"verified at eps={again.eps:.0e}: {why}"
+    else:
+        note = f"{again.note} (retried at eps={again.eps:.0e}: {why})"
+    return dataclasses.replace(again, note=note)
+
+
+def _second_positions(
+    plan: LeafPlan, parts: list[_Part], th: Thresholds, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions to evaluate at the second step: suspects of any part, and random probes."""
+    odd = np.zeros(plan.m, bool)
+    for pt in parts:
+        odd |= suspects(slopes(pt.measured, th), th)
+    probe_at = probes(plan.m, rng)
+    return np.union1d(np.flatnonzero(odd), probe_at), probe_at
+
+
+def _row(
+    plan: LeafPlan,
+    parts: list[_Part],
+    ad: str,
+    second: dict[tuple[str, int], Second] | None,
+    th: Thresholds,
+    problem: Problem,
+) -> tuple[LeafReport, np.ndarray]:
+    """A leaf's row for one autodiff, and its squared norms for the overall error."""
+    indices, shape = _indices(plan)
+    results = [
+        judge_part(
+            shape,
+            indices,
+            pt.ana[ad],
+            pt.measured,
+            th,
+            None if second is None else second[pt.part, pt.j],
+            part_label(pt.part, pt.j, pt.measured.scale is None),
+        )
+        for pt in parts
+    ]
+    scale = leaf_scale(np.asarray(problem.checked_leaves[plan.k]))
+    row = judge_leaf(
+        plan.leaf.path, plan.leaf.shape, str(plan.leaf.dtype), results, plan.eps, th, scale
+    )
+    return dataclasses.replace(row, ad=ad), squares(results)
+
+
+def leaf_scale(x: np.ndarray) -> float:
+    """``max(1, rms|x|)``: the size of a leaf's entries, for steps relative to it.
+
+    Example:
+        >>> leaf_scale(np.array([3.0, -4.0])), leaf_scale(np.zeros(2))
+        (3.5355339059327378, 1.0)
+    """
+    x = np.asarray(x)
+    return max(1.0, float(np.sqrt(np.mean(np.abs(x) ** 2)))) if x.size else 1.0

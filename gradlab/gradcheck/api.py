@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,27 +14,32 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab.gradcheck import _kernels, directional, step
-from gradlab.gradcheck._analysis import Thresholds
+from gradlab.gradcheck._audit import AuditRow, audit
+from gradlab.gradcheck._consistency import Consistency, consistency
+from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import default_budget
 from gradlab.gradcheck._problem import Problem, build_problem
 from gradlab.gradcheck._progress import Progress
+from gradlab.gradcheck._promote import Promotion, promotion_of
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
 from gradlab.gradcheck._sweep import (
     TRACING_ERRORS,
+    Base,
     Context,
     LeafPlan,
+    Verified,
     evaluate,
-    first_order_rows,
     make_plans,
     n_calls,
-    sweep_first_order,
     trace_error_hint,
+    verify_first_order,
 )
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.errors import CheckInputError, GradCheckError
 from gradlab.gradcheck.forward import resolve_ad
-from gradlab.gradcheck.report import CheckReport
+from gradlab.gradcheck.options import CheckOptions
+from gradlab.gradcheck.report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck.second_order import sweep_second_order
 from gradlab.gradcheck.vjp import (
     Output,
@@ -44,78 +49,13 @@ from gradlab.gradcheck.vjp import (
     split_cotangents,
 )
 
-__all__ = ["assert_check", "check"]
+__all__ = ["assert_check", "check", "run_check"]
 
 #: Platforms without float64: the check falls back to float32 there (or host=True).
 _NO_FLOAT64 = ("tpu",)
 #: Default tolerance of the float32 fallback: centered differences in float32 resolve a
 #: relative error of about u^(2/3) ≈ 2e-5 at best, times the rounding constant.
 FLOAT32_TOLERANCE = 1e-3
-_MODES = ("full", "sample", "directional")
-
-
-def _positive_int(name: str, value: Any, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheckInputError(f"{name} must be a positive int ({what}), got {value!r}.")
-
-
-def _validate_options(
-    eps: float | str | None,
-    tolerance: float | None,
-    kink_tolerance: float,
-    noise_factor: float,
-    max_worst: int,
-    chunk_size: int | None,
-) -> None:
-    if isinstance(eps, str):
-        if eps != "auto":
-            raise CheckInputError(f"eps must be a number, 'auto' or None, got {eps!r}.")
-    elif eps is not None:
-        if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
-            raise CheckInputError(f"eps must be a positive finite number, got {eps!r}.")
-        if eps >= 1.0:
-            raise CheckInputError(
-                f"eps={eps!r} is not a small step; centered differences need eps << 1 "
-                "(the lecture uses 1e-7)."
-            )
-    for name, value in [
-        ("tolerance", 1.0 if tolerance is None else tolerance),
-        ("kink_tolerance", kink_tolerance),
-        ("noise_factor", noise_factor),
-    ]:
-        if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-            raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
-    if not isinstance(max_worst, int) or max_worst < 0:
-        raise CheckInputError(f"max_worst must be a non-negative int, got {max_worst!r}.")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise CheckInputError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
-
-
-def _validate_modes(
-    mode: str,
-    samples: int,
-    directions: int,
-    cotangents: int,
-    order: int,
-    eps: float | str | None,
-    repeat: bool,
-) -> None:
-    if mode not in _MODES:
-        raise CheckInputError(f"mode must be one of {', '.join(map(repr, _MODES))}, got {mode!r}.")
-    _positive_int("samples", samples, "entries per leaf in 'sample' mode")
-    _positive_int("directions", directions, "random directions per leaf in 'directional' mode")
-    _positive_int("cotangents", cotangents, "random projections of a non-scalar output")
-    if order not in (1, 2) or isinstance(order, bool):
-        raise CheckInputError(
-            f"order must be 1 (gradients) or 2 (Hessian-vector products), got {order!r}."
-        )
-    if order == 2 and eps == "auto":
-        raise CheckInputError(
-            "eps='auto' is implemented for order=1; at order=2 leave eps out (1e-5, the "
-            "cube-root rule for differences of the gradient) or pass a number."
-        )
-    if order == 2 and repeat:
-        raise CheckInputError("repeat=True is implemented for order=1; drop it at order=2.")
 
 
 def _precision(
@@ -215,7 +155,6 @@ def check(
     cotangents: int = 3,
     dtype: str | None = None,
     host: bool = False,
-    require_resolved: bool = False,
     kink_tolerance: float = 1e-4,
     noise_factor: float = 8.0,
     repeat: bool = False,
@@ -226,6 +165,7 @@ def check(
     max_worst: int = 5,
     progress: bool | None = None,
     verbose: bool = False,
+    **kwargs: Any,
 ) -> CheckReport:
     """Checks ``jax.grad(f)`` against centered differences over every parameter entry.
 
@@ -278,7 +218,6 @@ def check(
         dtype: ``"float64"``, or ``"float32"`` for the fallback of backends without float64
             (default: float64, float32 on TPUs).
         host: Evaluate in float64 on the CPU host (``jax.devices("cpu")``) instead.
-        require_resolved: Count unresolved leaves as failures in ``report.ok``.
         kink_tolerance: Relative disagreement of one-sided differences that marks a kink.
         noise_factor: ``c`` in the rounding model ``|error of f| ≈ c·u·|f|``.
         repeat: Evaluate everything twice and report entries where ``f`` or its gradient is
@@ -321,124 +260,266 @@ def check(
         >>> gradlab.check(loss, params, jnp.ones((4, 3)), mode="directional", order=2).ok
         True
     """
-    _validate_options(eps, tolerance, kink_tolerance, noise_factor, max_worst, chunk_size)
-    if not isinstance(sparse, bool):
-        raise CheckInputError(f"sparse must be True or False, got {sparse!r}.")
-    _validate_modes(mode, samples, directions, cotangents, order, eps, repeat)
-    ad_name, ads = resolve_ad(ad, order)
-    compute, device, precision_note = _precision(dtype, host, devices)
-    if device is not None:
-        devices = devices or [device]
+    __tracebackhide__ = True  # pytest shows the report, not this frame
+    opts = CheckOptions(
+        argnums=argnums if isinstance(argnums, int) else tuple(argnums),
+        eps=eps,
+        tolerance=tolerance,
+        has_aux=has_aux,
+        mode=mode,
+        samples=samples,
+        directions=directions,
+        seed=seed,
+        ad=ad,
+        order=order,
+        cotangents=cotangents,
+        dtype=dtype,
+        host=host,
+        kink_tolerance=kink_tolerance,
+        noise_factor=noise_factor,
+        repeat=repeat,
+        sparse=sparse,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        devices=devices,
+        max_worst=max_worst,
+        progress=progress,
+        verbose=verbose,
+    )
+    return run_check(f, (params, *args), kwargs, opts)
+
+
+def run_check(
+    f: Callable[..., Any], primals: tuple[Any, ...], kwargs: dict[str, Any], opts: CheckOptions
+) -> CheckReport:
+    """The pipeline of :func:`check`: problem → f at θ → plan → sweep and judge → report."""
+    __tracebackhide__ = True
+    ad_name, ads = resolve_ad(opts.ad, opts.order)
+    compute, device, precision_note = _precision(opts.dtype, opts.host, opts.devices)
+    devices = opts.devices or ([device] if device is not None else None)
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
     with precise(x64=compute == "float64"), on_device:
-        problem = build_problem(f, (params, *args), argnums, has_aux, compute, device)
+        problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
         dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
         output = _output(problem, dyn)
         cots = None
         if not output.scalar:
-            cots = jax.tree_util.tree_map(jnp.asarray, make_cotangents(output, cotangents, seed))
+            cots = jax.tree_util.tree_map(
+                jnp.asarray, make_cotangents(output, opts.cotangents, opts.seed)
+            )
         base = evaluate(problem, cots, dyn)
-        notes = [precision_note] if precision_note else []
-        if repeat:
-            again = evaluate(problem, cots, dyn)
-            if not np.array_equal(again.values, base.values) or any(
-                not np.array_equal(a, b) for a, b in zip(base.grads, again.grads, strict=True)
-            ):
-                notes.append(
-                    "f or jax.grad(f) is not reproducible: two evaluations at the same θ "
-                    "differ; differences at the level of that variation are not the "
-                    "gradient's fault."
-                )
-        # float32 inside: its roundoff, even when f's output is promoted to float64
-        u = max(float(np.finfo(base.out_dtype).eps), float(np.finfo(compute).eps))
-        if tolerance is None:
-            tolerance = 1e-6 if compute == "float64" else FLOAT32_TOLERANCE
-        th = Thresholds(
-            float(tolerance), float(kink_tolerance), float(noise_factor), u, max_worst, compute
-        )
+        promotion = _promotion(problem, dyn)
+        th = _thresholds(opts, compute, base, promotion)
         runner = Runner(devices)
-        budget = memory_budget or default_budget(runner.devices[0])
+        budget = opts.memory_budget or default_budget(runner.devices[0])
         ctx = Context(
             problem,
             runner,
             runner.replicate((*dyn, cots)),
             output.scalar,
-            sparse,
-            budget=None if chunk_size else budget,
+            opts.sparse,
+            budget=None if opts.chunk_size else budget,
         )
-        steps, auto = _steps(eps, ctx, base, th, seed, order, compute)
+        steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
         plans = make_plans(
             problem,
             base,
             runner,
             steps,
-            mode,
-            samples,
-            directions,
-            seed,
-            order,
-            chunk_size,
+            opts.mode,
+            opts.samples,
+            opts.directions,
+            opts.seed,
+            opts.order,
+            opts.chunk_size,
             budget,
-            sparse,
+            opts.sparse,
         )
-        total = sum(p.m * len(p.parts) for p in plans) * (2 if repeat else 1)
-        text = _plan_text(plans, order, ads, runner.n_devices)
-        bar = Progress(progress, verbose, total, text, n_calls=n_calls(plans))
-        n_unstable = 0
+        total = sum(p.m * len(p.parts) for p in plans) * (2 if opts.repeat else 1)
+        text = _plan_text(plans, opts.order, ads, runner.n_devices)
+        bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(plans))
         try:
-            if order == 1:
-                raw, n_evals, n_unstable = sweep_first_order(
-                    ctx, plans, "forward" in ads, repeat, bar
-                )
-                rows, totals = first_order_rows(ctx, plans, raw, base, th, ads)
+            if opts.order == 1:
+                found = verify_first_order(ctx, plans, base, th, ads, opts.repeat, bar, opts.seed)
             else:
                 rows, totals, n_evals = sweep_second_order(ctx, plans, base, th, ads, bar)
+                found = Verified(rows, totals, n_evals, 0, {}, {"second order": n_evals})
         except BaseException:
             bar.close()
             raise
-        n_evals += sum(a.n_evaluations for a in auto)
-        if auto:
-            est = {x.path: a.estimated_error for x, a in zip(problem.checked, auto, strict=True)}
-            rows = [dataclasses.replace(r, estimated_error=est[r.path]) for r in rows]
-
-    notes += _notes(n_unstable, compute, base.out_dtype, problem, mode)
-    mode_desc = mode
-    if mode == "sample":
-        mode_desc = f"sample ({samples} entries per leaf, uniform without replacement, seed {seed})"
-    elif mode == "directional":
-        mode_desc = directional.describe(directions, seed)
-    output_desc = "scalar" if output.scalar else describe_projection(output, cotangents, seed)
-    report_eps: float | str = steps[0]
-    if eps == "auto":
-        report_eps = "auto"
-    elif len(set(steps)) > 1:
-        report_eps = "per leaf"
-    ok = not any(r.status == "wrong" for r in rows)
-    if require_resolved:
-        ok = ok and not any(r.status == "unresolved" for r in rows)
-    rel = relative_error(*totals)
+        same = consistency(
+            base.plain,
+            list(found.f0.values()),
+            base.values,
+            base.scales,
+            th.unit_roundoff,
+            lambda: jax.make_jaxpr(problem.spec.value)(*problem.spec.rebuild(*dyn)),
+        )
+    audited = _audit(problem, primals, opts, cots, base)
+    rows = found.rows
+    if auto:
+        est = {x.path: a.estimated_error for x, a in zip(problem.checked, auto, strict=True)}
+        rows = [dataclasses.replace(r, estimated_error=est[r.path]) for r in rows]
+    notes = [precision_note] if precision_note else []
+    notes += _notes(found.n_unstable, compute, base.out_dtype, problem, opts.mode)
+    if opts.repeat and found.n_unstable == 0 and not same.deterministic:
+        notes.append("f or jax.grad(f) is not reproducible between programs.")
+    if same.primal_differs is not None:
+        notes.append(
+            f"the autodiff program's f(θ) differs from f's own evaluation by "
+            f"{same.primal_differs:.1e} (relative): a custom rule whose forward pass computes "
+            "something other than f. The one-sided differences use f's own evaluation."
+        )
+    if len(found.stages) > 1:
+        notes.append(
+            "evaluations: "
+            + ", ".join(f"{n:,} at the {stage}" for stage, n in found.stages.items())
+        )
+    outcome, reasons = _outcome(rows, same, audited)
     report = CheckReport(
-        ok=ok,
-        relative_error=rel,
-        verdict=verdict(rel),
+        outcome=outcome,
+        relative_error=relative_error(*found.totals),
+        verdict=verdict(relative_error(*found.totals)),
         leaves=tuple(rows),
         skipped=tuple(f"{leaf.path} ({leaf.dtype})" for leaf in problem.skipped),
-        eps=report_eps,
+        eps=_report_eps(opts.eps, steps),
         tolerance=th.tolerance,
         dtype=compute,
-        value=float(base.values[0]),
-        n_evaluations=n_evals,
+        value=float(base.plain[0]),
+        n_evaluations=found.n_evaluations + sum(a.n_evaluations for a in auto),
         seconds=time.perf_counter() - start,
-        mode=mode_desc,
+        mode=_mode_text(opts),
         notes=tuple(notes),
-        order=order,
+        order=opts.order,
         ad=ad_name,
-        output=output_desc,
-        cotangents=() if cots is None else split_cotangents(cots, cotangents),
+        output="scalar"
+        if output.scalar
+        else describe_projection(output, opts.cotangents, opts.seed),
+        cotangents=() if cots is None else split_cotangents(cots, opts.cotangents),
+        reasons=tuple(reasons),
+        promoted=tuple(promotion.lines() + [f"kept as written: {w}" for w in promotion.kept]),
     )
     bar.close(report.summary())
     return report
+
+
+def _report_eps(eps: float | str | None, steps: Sequence[float]) -> float | str:
+    if eps == "auto":
+        return "auto"
+    if len(set(steps)) > 1:
+        return "per leaf"
+    return steps[0]
+
+
+def _mode_text(opts: CheckOptions) -> str:
+    if opts.mode == "sample":
+        return (
+            f"sample ({opts.samples} entries per leaf, uniform without replacement, "
+            f"seed {opts.seed})"
+        )
+    if opts.mode == "directional":
+        return directional.describe(opts.directions, opts.seed)
+    return opts.mode
+
+
+@functools.lru_cache(maxsize=64)
+def _promotion_cached(spec: Any, avals: tuple[Any, ...]) -> Promotion:
+    args = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in avals]
+    return promotion_of(lambda *leaves: spec.value(*spec.rebuild(*_regroup(spec, leaves))), *args)
+
+
+def _promotion(problem: Problem, dyn: tuple[Any, ...]) -> Promotion:
+    """What runs in reduced precision inside ``f`` (traced once per function and shapes)."""
+    if not problem.spec.promote:
+        return Promotion()
+    flat = [*dyn[0], *dyn[1], *(x for group in dyn[2] for x in group)]
+    avals = tuple((tuple(x.shape), x.dtype) for x in flat)
+    try:
+        return _promotion_cached(problem.spec, avals)
+    except TypeError:  # an unhashable function: trace without the cache
+        return _promotion_cached.__wrapped__(problem.spec, avals)
+
+
+def _regroup(spec: Any, leaves: Sequence[Any]) -> tuple[Any, Any, Any]:
+    """Flat leaves back into ``(checked, fixed, rest)`` as the spec expects them."""
+    n_checked = sum(spec.checked)
+    n_fixed = len(spec.checked) - n_checked
+    checked, fixed = leaves[:n_checked], leaves[n_checked : n_checked + n_fixed]
+    rest, i = [], n_checked + n_fixed
+    for static in spec.rest_static:
+        n = sum(s is None for s in static)
+        rest.append(tuple(leaves[i : i + n]))
+        i += n
+    return tuple(checked), tuple(fixed), tuple(rest)
+
+
+def _thresholds(opts: CheckOptions, compute: str, base: Base, promotion: Promotion) -> Thresholds:
+    """The numbers the check is judged by: ``u`` of the lowest precision f computes in."""
+    dtypes = [base.out_dtype, compute] + ([promotion.lowest] if promotion.lowest else [])
+    u = max(float(np.finfo(d).eps) for d in dtypes)
+    tolerance = opts.tolerance
+    if tolerance is None:
+        tolerance = 1e-6 if compute == "float64" else FLOAT32_TOLERANCE
+    return Thresholds(
+        float(tolerance),
+        float(opts.kink_tolerance),
+        float(opts.noise_factor),
+        u,
+        opts.max_worst,
+        compute,
+    )
+
+
+def _audit(
+    problem: Problem, primals: tuple[Any, ...], opts: CheckOptions, cots: Any, base: Base
+) -> list[AuditRow]:
+    """The precision audit of leaves given in reduced precision (caller's JAX settings)."""
+    if opts.order != 1 or opts.mode == "directional":
+        return []
+    cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
+    reference = [g[0] for g in base.grads]
+    return audit(
+        problem.spec.value,
+        primals,
+        problem.spec.argnums,
+        cot,
+        [leaf.path for leaf in problem.leaves],
+        [leaf.checked for leaf in problem.leaves],
+        reference,
+    )
+
+
+def _outcome(
+    rows: Sequence[LeafReport], same: Consistency, audited: Sequence[AuditRow]
+) -> tuple[Outcome, list[str]]:
+    """passed, failed or inconclusive, and why, each reason with what to do."""
+    failed, open_ = [], []
+    if not same.deterministic:
+        failed.append(
+            f"f is not deterministic: f(θ) evaluated by different programs differs by "
+            f"{same.spread:.1e} (relative), so its finite differences measure that noise. "
+            f"{same.cause}."
+        )
+    for row in rows:
+        ad = f" ({row.ad} mode)" if row.ad != "reverse" else ""
+        if row.status == "wrong":
+            why = row.note or f"relative error {row.relative_error:.2e} ({row.verdict})"
+            failed.append(f"the gradient of {row.path}{ad} is wrong: {why}.")
+        elif row.status == "unresolved":
+            open_.append(f"{row.path}{ad} was not verified: {row.note}.")
+    for a in audited:
+        if not a.ok:
+            failed.append(
+                f"jax.grad at {a.path}'s own dtype ({a.dtype}) differs from the float64 gradient "
+                f"by {a.relative_error:.1e} (relative), more than {a.dtype} rounding explains "
+                f"({a.tolerance:.1e}): a rule that is wrong on the {a.dtype} path."
+            )
+    if failed:
+        return "failed", failed + open_
+    if open_:
+        return "inconclusive", open_
+    return "passed", []
 
 
 def _notes(n_unstable: int, compute: str, out_dtype: str, problem: Problem, mode: str) -> list[str]:
@@ -497,6 +578,7 @@ def assert_check(f: Callable[..., Any], params: Any, *args: Any, **options: Any)
         ...     print(e.report.verdict, e.report.leaves[0].status)
         wrong wrong
     """
+    __tracebackhide__ = True  # pytest shows the report, not this helper's source
     report = check(f, params, *args, **options)
     if not report.ok:
         raise GradCheckError(report)

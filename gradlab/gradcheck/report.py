@@ -15,9 +15,10 @@ from rich.table import Table
 
 from gradlab.gradcheck.bands import Verdict
 
-__all__ = ["CheckReport", "EntryMismatch", "LeafReport", "LeafStatus"]
+__all__ = ["CheckReport", "EntryMismatch", "LeafReport", "LeafStatus", "Outcome"]
 
 LeafStatus = Literal["verified", "wrong", "unresolved"]
+Outcome = Literal["passed", "failed", "inconclusive"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,8 @@ class EntryMismatch:
         analytical: ``jax.grad``'s value (``jax.jvp``'s in forward mode; ``H·e_i``'s entry at
             order 2).
         abs_error: ``|numerical − analytical|``.
-        kink: True when the two one-sided differences disagree (a kink, excluded).
+        kink: True at a confirmed kink: the one-sided slopes disagree and stay put when the
+            step shrinks; such an entry is checked against ``one_sided`` instead.
         part: ``"real"`` or ``"imag"`` for complex leaves, ``"direction"`` in directional
             mode, ``"v{j}"`` for the cotangent of a vector-valued ``f``, ``"row {component}"``
             at order 2 (which gradient component); else ``""``.
@@ -43,6 +45,19 @@ class EntryMismatch:
     abs_error: float
     kink: bool = False
     part: str = ""
+    one_sided: tuple[float, float] | None = None
+
+    def describe(self) -> str:
+        """One line: index, both values, and at a kink the one-sided slopes."""
+        part = f" {self.part}" if self.part else ""
+        text = (
+            f"{self.index}{part}: numerical {self.numerical:+.10e}  "
+            f"analytical {self.analytical:+.10e}  |diff| {self.abs_error:.2e}"
+        )
+        if self.one_sided is not None:
+            lo, hi = self.one_sided
+            text += f"  [kink: one-sided slopes {lo:+.4e} (θ−h), {hi:+.4e} (θ+h)]"
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,24 +68,30 @@ class LeafReport:
         path: The leaf's pytree path, ``/``-separated (e.g. ``"layers/0/kernel"``).
         shape: The leaf's shape.
         dtype: The leaf's dtype as given (the check itself runs in float64).
-        relative_error: ``||num − ana|| / (||num|| + ||ana||)`` over the entries not at kinks.
+        relative_error: ``||num − ana|| / (||num|| + ||ana||)`` over the entries not at
+            confirmed kinks (those are checked one by one against their one-sided slopes).
         verdict: The lecture's band for ``relative_error``.
-        status: ``"verified"`` (within tolerance), ``"wrong"`` (outside tolerance and beyond
-            what rounding can explain) or ``"unresolved"`` (the gradient is too small next to
-            ``|f|`` for finite differences at this eps to say).
-        n_kinks: Entries whose one-sided differences disagree (kept out of the verdict).
-        n_nonfinite: Entries where ``f(θ ± h)`` was NaN or Inf (kept out of the verdict).
+        status: ``"verified"`` (agreement established for every entry: within tolerance,
+            confirmed kinks within their one-sided slopes), ``"wrong"`` (outside tolerance
+            beyond what rounding explains, or a kink outside its one-sided slopes) or
+            ``"unresolved"`` (rounding, or entries where ``f`` is not finite, leave it open;
+            the check is then inconclusive).
+        n_kinks: Confirmed kinks: entries whose one-sided slopes disagree at two steps; each
+            was checked against its one-sided slopes (a subgradient check).
+        n_nonfinite: Entries where ``f(θ ± h)`` was NaN or Inf at both steps (unverified).
         noise_floor: The relative error that rounding in ``f`` alone can cause at this eps.
         grad_norm: ``||ana||``, the analytical gradient's norm over the leaf.
         worst: The entries with the largest ``|num − ana|``, largest first.
         resolving_eps: For unresolved leaves, the step that would bring the noise floor under
             the tolerance, when that step is still small (at most 1e-3); else None.
-        note: Why a leaf is unresolved, in words; empty otherwise.
+        note: Why a leaf is unresolved or wrong, or which step verified it, in words.
         ad: Which derivative the row checks: ``"reverse"`` (``jax.grad``/``jax.vjp``) or
             ``"forward"`` (``jax.jvp``); at order 2, the outer derivative of the gradient.
         eps: The finite-difference step used for this leaf.
         estimated_error: With ``eps="auto"``: the relative error of the finite differences
             themselves estimated from steps ``h`` and ``2h`` (truncation plus rounding).
+        n_restepped: Entries judged by their difference at the second step ``eps/10`` (not
+            finite at ``eps``, or a kink within ``eps`` of θ).
     """
 
     path: str
@@ -89,6 +110,7 @@ class LeafReport:
     ad: str = "reverse"
     eps: float | None = None
     estimated_error: float | None = None
+    n_restepped: int = 0
 
     @property
     def size(self) -> int:
@@ -126,9 +148,11 @@ class CheckReport:
     ``str(report)`` is a readable table; ``report.to_dict()`` is JSON-serialisable.
 
     Attributes:
-        ok: True when no leaf is wrong: every leaf agrees to ``tolerance`` after kinks, or
-            disagrees by no more than rounding explains (then it is ``"unresolved"``). With
-            ``require_resolved=True``, unresolved leaves make it False too.
+        outcome: ``"passed"``: agreement was established for every leaf (and ``f`` is
+            deterministic, and the gradient at the parameters' own dtype agrees with the
+            float64 one); ``"failed"``: a gradient is wrong, or ``f`` is not deterministic;
+            ``"inconclusive"``: nothing is wrong, but some leaf could not be verified
+            (``reasons`` says why and what to do). :attr:`ok` is ``outcome == "passed"``.
         relative_error: The lecture's relative error over every checked entry not at a kink.
         verdict: The lecture's band for ``relative_error``.
         leaves: One :class:`LeafReport` per checked leaf, in pytree order.
@@ -152,9 +176,12 @@ class CheckReport:
             random cotangents it was projected on.
         cotangents: For a vector-valued ``f``, the cotangents ``v_j`` (pytrees of NumPy
             arrays shaped like ``f``'s output); each leaf is checked on ``<v_j, f(θ)>``.
+        reasons: Why the check failed or is inconclusive, each with what to do.
+        promoted: What ran in reduced precision inside ``f`` and was promoted to float64 for
+            the check (or could not be, and is said so).
     """
 
-    ok: bool
+    outcome: Outcome
     relative_error: float
     verdict: Verdict
     leaves: tuple[LeafReport, ...]
@@ -171,6 +198,13 @@ class CheckReport:
     ad: str = "reverse"
     output: str = "scalar"
     cotangents: tuple[Any, ...] = ()
+    reasons: tuple[str, ...] = ()
+    promoted: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True only when the check passed: agreement established for every leaf."""
+        return self.outcome == "passed"
 
     @property
     def wrong(self) -> tuple[LeafReport, ...]:
@@ -215,8 +249,11 @@ class CheckReport:
         d = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("leaves", "skipped", "notes", "cotangents")
+            if f.name not in ("leaves", "skipped", "notes", "cotangents", "reasons", "promoted")
         }
+        d["ok"] = self.ok
+        d["reasons"] = list(self.reasons)
+        d["promoted"] = list(self.promoted)
         d["leaves"] = [leaf.to_dict() for leaf in self.leaves]
         d["skipped"] = list(self.skipped)
         d["notes"] = list(self.notes)
@@ -229,7 +266,7 @@ class CheckReport:
 
     def summary(self) -> str:
         """One line: the outcome, the overall relative error and its band."""
-        head = "OK" if self.ok else "FAILED"
+        head = {"passed": "OK", "failed": "FAILED", "inconclusive": "INCONCLUSIVE"}[self.outcome]
         n_leaves = len({leaf.path for leaf in self.leaves})
         parts = [
             f"gradlab.check {head}: {self.n_entries:,} entries in {n_leaves} "
@@ -243,9 +280,9 @@ class CheckReport:
                 + ", ".join(leaf.path + (f" ({leaf.ad})" if both else "") for leaf in self.wrong)
             )
         if self.unresolved:
-            parts.append(f"{len(self.unresolved)} unresolved at eps={self.eps_text}")
+            parts.append(f"unresolved: {', '.join(leaf.path for leaf in self.unresolved)}")
         if self.n_kinks:
-            parts.append(f"{self.n_kinks} kinks excluded")
+            parts.append(f"{self.n_kinks} kinks checked against their one-sided slopes")
         return "; ".join(parts)
 
     def table(self) -> Table:
@@ -305,20 +342,17 @@ class CheckReport:
 
     def _details(self) -> list[str]:
         lines: list[str] = []
+        lines.extend(f"{self.outcome}: {r}" for r in self.reasons)
         for leaf in self.leaves:
-            if leaf.status == "verified" or not leaf.worst:
+            if leaf.status == "verified":
+                if leaf.note:
+                    lines.append(f"{leaf.path}: {leaf.note}")
                 continue
             ad = f", {leaf.ad} mode" if self.ad == "both" else ""
-            lines.append(f"worst entries of {leaf.path} ({leaf.status}{ad}):")
-            if leaf.note:
-                lines.append(f"  {leaf.note}")
-            for w in leaf.worst:
-                part = f" {w.part}" if w.part else ""
-                kink = "  [kink]" if w.kink else ""
-                lines.append(
-                    f"  {w.index}{part}: numerical {w.numerical:+.10e}  "
-                    f"analytical {w.analytical:+.10e}  |diff| {w.abs_error:.2e}{kink}"
-                )
+            lines.append(f"{leaf.path} ({leaf.status}{ad}): {leaf.note}".rstrip(": "))
+            if leaf.worst:
+                lines.append("  worst entries:")
+            lines.extend(f"  {w.describe()}" for w in leaf.worst)
         if self.skipped:
             lines.append("not checked (not floating point): " + ", ".join(self.skipped))
         if self.cotangents:
@@ -326,6 +360,8 @@ class CheckReport:
                 f"output checked through {len(self.cotangents)} random cotangents v_j: "
                 "each leaf compares the gradient of <v_j, f(θ)>; see report.cotangents"
             )
+        if self.promoted:
+            lines.append("promoted to float64 inside f for the check: " + "; ".join(self.promoted))
         lines.extend(f"note: {n}" for n in self.notes)
         return lines
 
@@ -336,7 +372,8 @@ class CheckReport:
 
     def __str__(self) -> str:
         buf = io.StringIO()
-        console = Console(file=buf, width=120, color_system=None, force_terminal=False)
+        # wide enough that no column is cut, whatever the terminal (pytest, logs, files)
+        console = Console(file=buf, width=250, color_system=None, force_terminal=False)
         console.print(self.summary(), markup=False, highlight=False, soft_wrap=True)
         console.print(self.table())
         for line in self._details():

@@ -34,9 +34,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradlab.gradcheck import _kernels
-from gradlab.gradcheck._analysis import Thresholds
+from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import default_budget, plan_chunk
-from gradlab.gradcheck._sweep import Base, Context, LeafPlan, calls
+from gradlab.gradcheck._sweep import Base, Context, LeafPlan, calls, leaf_scale
 
 __all__ = ["AutoStep", "auto_steps", "cube_root_step", "default_eps", "leaf_scale"]
 
@@ -77,17 +77,6 @@ def cube_root_step(u: float, c: float = 8.0) -> float:
         ('1.7e-05', '1.4e-02')
     """
     return float(np.cbrt(3 * c * u))
-
-
-def leaf_scale(x: np.ndarray) -> float:
-    """``max(1, rms|x|)``: the size of a leaf's entries, for steps relative to it.
-
-    Example:
-        >>> leaf_scale(np.array([3.0, -4.0])), leaf_scale(np.zeros(2))
-        (3.5355339059327378, 1.0)
-    """
-    x = np.asarray(x)
-    return max(1.0, float(np.sqrt(np.mean(np.abs(x) ** 2)))) if x.size else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +208,7 @@ def auto_steps(
         spans: dict[int, list[np.ndarray]] = {k: [] for k in range(len(plans))}
         for call in calls(problem, plans):
             static = (call.k, call.kind, ctx.sparse)
-            v, taken = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)
+            v, taken, _ = ctx.run(_kernels.fd_chunk, static, call.batch, call.steps)
             n_evals += 2 * len(call.steps)
             for seg in call.segments:
                 moves = call.moves(taken, seg).real  # (2, m, n_k)

@@ -1,0 +1,436 @@
+"""Judging a leaf from its finite differences: agreement established, or not.
+
+Per entry ``i`` of a leaf (one real part, one cotangent), with ``f0 = f(θ)`` and ``f± =
+f(θ ± h·e_i)`` from ONE compiled program and the steps actually taken ``h+ > 0 > h−``:
+
+* centered difference ``num = (f+ − f−) / (h+ − h−)``; one-sided ``fwd = (f+ − f0) / h+``,
+  ``bwd = (f0 − f−) / (−h−)``; their disagreement ``jump = fwd − bwd``;
+* rounding: each evaluation is off by about ``e = c·u·scale`` (``u`` the unit roundoff of the
+  precision ``f`` computes in, ``c = noise_factor``), so ``num`` carries ``e·2/(h+ − h−)``
+  and each one-sided slope ``2e/h``.
+
+A leaf is **verified** only when agreement is *established* for every entry: the lecture's
+relative error ``||num − ana|| / (||num|| + ||ana||)`` over the entries is within tolerance,
+and every entry left out of that sum was checked another way. Nothing is excluded because it
+looks odd. The one-sided slopes disagree for four reasons, and only one is a kink:
+
+1. **curvature**: ``jump ≈ f''·h`` shrinks with the step;
+2. **a kink** (relu at 0, ties in a max, abs at 0, a clip bound): ``jump`` stays as the
+   step shrinks, and the one-sided slopes themselves do not move;
+3. **rounding**: ``jump`` grows like ``1/h`` as the step shrinks, at random;
+4. an ``f(θ)`` from another program, or a non-deterministic ``f`` (ruled out before: the
+   sweep evaluates ``f(θ)`` in the same program, and the check compares programs).
+
+So entries whose slopes disagree at the first step ("suspects", with entries where ``f``
+was not finite) are evaluated again at ``h/10`` (:data:`SECOND_STEP`). An entry is a
+**confirmed kink** when both one-sided slopes stay put (within :data:`KINK_STABILITY` of the
+jump; curvature moves each by ``0.45·jump``) and the jump stands above rounding at both
+steps. A confirmed kink is still checked: the analytical value must lie between the
+one-sided slopes (a subgradient check), else the entry is wrong. Other suspects stay in the
+relative error: with the first step's difference, or the second's when the two disagree
+beyond rounding (a kink closer than ``h`` but farther than ``h/10``).
+
+The noise floor (the relative error rounding alone can cause) is the model's ``e``, or,
+when larger, what a few random entries ("probes") measured: ``|num(h) − num(h/10)| / 10``
+estimates the rounding of ``num(h)`` from the computation itself, which the model misses
+when intermediates are far larger than ``f`` or pieces of ``f`` compute in low precision.
+A leaf outside tolerance is **wrong** when the error stands ``NOISE_MARGIN`` floors clear of
+rounding (or a kink fails its subgradient check), else **unresolved**: the check retries it
+at the step its floor asks for, and stays inconclusive if that does not settle it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gradlab.gradcheck.bands import relative_error, verdict
+from gradlab.gradcheck.report import EntryMismatch, LeafReport, LeafStatus
+
+__all__ = [
+    "KINK_STABILITY",
+    "NOISE_MARGIN",
+    "SECOND_STEP",
+    "Measured",
+    "PartResult",
+    "Slopes",
+    "Thresholds",
+    "judge_leaf",
+    "judge_part",
+    "probes",
+    "slopes",
+    "suspects",
+]
+
+#: A wrong leaf must disagree by more than this many noise floors.
+NOISE_MARGIN = 3.0
+#: Suspects are evaluated again at ``h / SECOND_STEP``.
+SECOND_STEP = 10.0
+#: At a kink each one-sided slope moves by less than this fraction of the jump between the
+#: two steps (curvature moves each by ``(1 − 1/SECOND_STEP)/2 = 0.45`` of it).
+KINK_STABILITY = 0.2
+#: A jump must exceed this many one-sided rounding noises to count as a kink.
+KINK_NOISE = 4.0
+#: Random entries per leaf (and part) also evaluated at the second step, to measure noise.
+N_PROBES = 16
+#: The step ``kink_tolerance`` is stated for; it scales with ``h`` beyond it, up to
+#: ``MAX_KINK_TOLERANCE``.
+KINK_REFERENCE_STEP = 1e-7
+MAX_KINK_TOLERANCE = 0.5
+#: Largest step the check retries an unresolved leaf at (relative to the leaf's scale):
+#: beyond it the truncation error O(h²) of centered differences is no longer negligible.
+MAX_RETRY_EPS = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The numbers a check is judged by."""
+
+    tolerance: float
+    kink_tolerance: float
+    noise_factor: float
+    unit_roundoff: float
+    max_worst: int
+    compute_dtype: str = "float64"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """Evaluations of one part of a leaf at one step, per entry (one cotangent).
+
+    Attributes:
+        f0: ``F(θ)`` from the same program as ``fp``/``fm``, per entry ``(m,)``.
+        fp: ``F(θ + h+·e_i)``.
+        fm: ``F(θ + h−·e_i)``.
+        hp: Steps actually taken upwards (positive).
+        hm: Steps actually taken downwards (negative).
+        scale: The size rounding in ``F`` scales with; None: ``max(|f0|, |f+|, |f−|)``.
+    """
+
+    f0: np.ndarray
+    fp: np.ndarray
+    fm: np.ndarray
+    hp: np.ndarray
+    hm: np.ndarray
+    scale: float | np.ndarray | None = None
+
+    def take(self, at: np.ndarray) -> Measured:
+        """The entries at positions ``at``."""
+        scale = self.scale
+        if isinstance(scale, np.ndarray) and scale.ndim:
+            scale = scale[at]
+        return Measured(self.f0[at], self.fp[at], self.fm[at], self.hp[at], self.hm[at], scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slopes:
+    """Per entry: the differences at one step and their rounding noise."""
+
+    num: np.ndarray
+    fwd: np.ndarray
+    bwd: np.ndarray
+    noise: np.ndarray  # of num
+    noise_one_sided: np.ndarray  # of fwd and of bwd
+    finite: np.ndarray
+    h: np.ndarray
+
+    @property
+    def jump(self) -> np.ndarray:
+        """``fwd − bwd``."""
+        return self.fwd - self.bwd
+
+
+def slopes(m: Measured, th: Thresholds) -> Slopes:
+    """Centered and one-sided differences of ``m`` with their rounding noise.
+
+    Example:
+        >>> th = Thresholds(1e-6, 1e-4, 8.0, 2.2e-16, 5)
+        >>> x, h = np.array([0.0, 1.0]), np.full(2, 1e-7)
+        >>> s = slopes(Measured(np.abs(x), np.abs(x + h), np.abs(x - h), h, -h), th)
+        >>> s.num.round(6).tolist(), s.jump.round(6).tolist()
+        ([0.0, 1.0], [2.0, 0.0])
+    """
+    span = m.hp - m.hm
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        num = (m.fp - m.fm) / span
+        fwd = (m.fp - m.f0) / m.hp
+        bwd = (m.f0 - m.fm) / (-m.hm)
+        finite = np.isfinite(m.fp) & np.isfinite(m.fm) & np.isfinite(num) & np.isfinite(m.f0)
+        scale = m.scale
+        if scale is None:
+            scale = np.maximum(np.maximum(np.abs(m.f0), np.abs(m.fp)), np.abs(m.fm))
+        err_f = th.noise_factor * th.unit_roundoff * np.where(finite, scale, 0.0)
+        h = np.minimum(m.hp, -m.hm)
+        return Slopes(
+            num=num,
+            fwd=fwd,
+            bwd=bwd,
+            noise=2.0 * err_f / span,
+            noise_one_sided=2.0 * err_f / h,
+            finite=finite,
+            h=h,
+        )
+
+
+def suspects(s: Slopes, th: Thresholds) -> np.ndarray:
+    """Entries to evaluate again at a second step: not finite, or one-sided slopes that
+    disagree beyond ``kink_tolerance`` of their size and beyond rounding."""
+    with np.errstate(invalid="ignore"):
+        rms = np.sqrt(np.mean(np.where(s.finite, s.num, 0.0) ** 2)) if s.num.size else 0.0
+        jump = np.abs(s.jump)
+        size = np.maximum(np.abs(s.fwd) + np.abs(s.bwd), rms)
+        tol = np.minimum(
+            th.kink_tolerance * np.maximum(1.0, s.h / KINK_REFERENCE_STEP), MAX_KINK_TOLERANCE
+        )
+        odd = (jump > tol * size) & (jump > KINK_NOISE * s.noise_one_sided)
+    return ~s.finite | (s.finite & odd)
+
+
+def probes(m: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the random entries also evaluated at the second step."""
+    return np.sort(rng.choice(m, size=min(m, N_PROBES), replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class PartResult:
+    """One part of a leaf (real/imaginary part, one cotangent), judged.
+
+    ``num_sq``, ``ana_sq``, ``diff_sq``, ``noise_sq`` are sums over the entries in the
+    relative error (all but confirmed kinks and entries never finite); ``probe_noise`` the
+    per-probe rounding estimates ``|num(h) − num(h/10)| / 10``.
+    """
+
+    num_sq: float
+    ana_sq: float
+    diff_sq: float
+    noise_sq: float
+    n_used: int
+    n_kinks: int
+    n_bad_kinks: int
+    n_nonfinite: int
+    n_restepped: int
+    probe_noise: np.ndarray
+    worst: tuple[EntryMismatch, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Second:
+    """The second-step evaluations of a part: positions (into the first step's entries)
+    and what was measured there."""
+
+    at: np.ndarray
+    measured: Measured
+    probes: np.ndarray  # positions (into the first step's entries) of the probes
+
+
+def _kinks(s1: Slopes, s2: Slopes) -> np.ndarray:
+    """Confirmed kinks among entries measured at both steps (see the module docstring)."""
+    jump1, jump2 = np.abs(s1.jump), np.abs(s2.jump)
+    moved = np.maximum(np.abs(s1.fwd - s2.fwd), np.abs(s1.bwd - s2.bwd))
+    with np.errstate(invalid="ignore"):
+        return (
+            s1.finite
+            & s2.finite
+            & (jump1 > KINK_NOISE * s1.noise_one_sided)
+            & (jump2 > KINK_NOISE * s2.noise_one_sided)
+            & (moved <= KINK_STABILITY * jump1)
+        )
+
+
+def _subgradient_ok(s1: Slopes, s2: Slopes, ana: np.ndarray, th: Thresholds) -> np.ndarray:
+    """At a kink: ``ana`` lies between the one-sided slopes at the second step, allowing for
+    tolerance, rounding and how far the slopes still moved between the steps."""
+    lo, hi = np.minimum(s2.fwd, s2.bwd), np.maximum(s2.fwd, s2.bwd)
+    moved = np.maximum(np.abs(s1.fwd - s2.fwd), np.abs(s1.bwd - s2.bwd))
+    slack = th.tolerance * (np.abs(s2.fwd) + np.abs(s2.bwd)) + 2 * s2.noise_one_sided + moved
+    return (ana >= lo - slack) & (ana <= hi + slack)
+
+
+def judge_part(
+    shape: tuple[int, ...],
+    indices: np.ndarray,
+    ana: np.ndarray,
+    first: Measured,
+    th: Thresholds,
+    second: Second | None = None,
+    part: str = "",
+) -> PartResult:
+    """Judges the entries of one part of a leaf.
+
+    Args:
+        shape: The leaf's shape (for reporting indices).
+        indices: Flat indices of the entries ``(m,)`` (positions for directions).
+        ana: The analytical value per entry ``(m,)``.
+        first: The evaluations at the check's step.
+        th: The thresholds.
+        second: Evaluations of some entries at ``h / SECOND_STEP``; None before (then no
+            entry is a confirmed kink and entries never finite count as unverified).
+        part: Label of worst entries (``"real"``, ``"v0"``, ...).
+
+    Returns:
+        The part's sums, counts and worst entries.
+    """
+    s1 = slopes(first, th)
+    num, noise = s1.num.copy(), s1.noise.copy()
+    finite = s1.finite.copy()
+    kink = np.zeros(num.shape, bool)
+    bad = np.zeros(num.shape, bool)
+    restepped = np.zeros(num.shape, bool)
+    probe_noise = np.zeros(0)
+    if second is not None and second.at.size:
+        at = second.at
+        a1 = dataclasses.replace(
+            s1, **{f.name: getattr(s1, f.name)[at] for f in dataclasses.fields(s1)}
+        )
+        s2 = slopes(second.measured, th)
+        kink[at] = _kinks(a1, s2)
+        bad[at] = kink[at] & ~_subgradient_ok(a1, s2, ana[at], th)
+        with np.errstate(invalid="ignore"):
+            apart = np.abs(a1.num - s2.num) > NOISE_MARGIN * (a1.noise + s2.noise)
+        # entries not finite at h but finite at h/10, or whose difference moved with the step
+        # (a kink between h/10 and h): judged by the second step's difference
+        use2 = s2.finite & ~kink[at] & (~a1.finite | apart)
+        num[at[use2]], noise[at[use2]] = s2.num[use2], s2.noise[use2]
+        finite[at[use2]] = True
+        restepped[at[use2]] = True
+        on_probe = np.isin(at, second.probes) & a1.finite & s2.finite & ~kink[at]
+        probe_noise = np.abs(a1.num[on_probe] - s2.num[on_probe]) / SECOND_STEP
+    used = finite & ~kink
+    diff = np.where(used, num - ana, 0.0)
+    err = np.where(finite | kink, np.abs(num - ana), np.inf)
+    err = np.where(kink & ~bad, 0.0, err)  # a verified kink is not a mismatch
+    worst = []
+    for j in np.argsort(-err, kind="stable")[: th.max_worst]:
+        if err[j] == 0.0:
+            break
+        worst.append(
+            EntryMismatch(
+                index=tuple(int(i) for i in np.unravel_index(int(indices[j]), shape)),
+                numerical=float(num[j]),
+                analytical=float(ana[j]),
+                abs_error=float(abs(num[j] - ana[j])),
+                kink=bool(kink[j]),
+                part=part,
+                one_sided=(float(s1.bwd[j]), float(s1.fwd[j])) if kink[j] else None,
+            )
+        )
+    return PartResult(
+        num_sq=float(np.sum(np.where(used, num, 0.0) ** 2)),
+        ana_sq=float(np.sum(np.where(used, ana, 0.0) ** 2)),
+        diff_sq=float(np.sum(diff**2)),
+        noise_sq=float(np.sum(np.where(used, noise, 0.0) ** 2)),
+        n_used=int(np.sum(used)),
+        n_kinks=int(np.sum(kink)),
+        n_bad_kinks=int(np.sum(bad)),
+        n_nonfinite=int(np.sum(~finite & ~kink)),
+        n_restepped=int(np.sum(restepped)),
+        probe_noise=probe_noise,
+        worst=tuple(worst),
+    )
+
+
+def squares(parts: list[PartResult]) -> np.ndarray:
+    """``(||num||², ||ana||², ||num − ana||²)`` summed over parts (for overall errors)."""
+    return np.array(
+        [sum(p.num_sq for p in parts), sum(p.ana_sq for p in parts), sum(p.diff_sq for p in parts)]
+    )
+
+
+def _floor(parts: list[PartResult], denom: float) -> float:
+    """The relative error rounding alone can cause: the model's, or the probes' if larger."""
+    noise_sq = sum(p.noise_sq for p in parts)
+    measured = np.concatenate([p.probe_noise for p in parts])
+    if measured.size:
+        n_used = sum(p.n_used for p in parts)
+        noise_sq = max(noise_sq, n_used * float(np.median(measured)) ** 2)
+    if denom > 0:
+        return float(np.sqrt(noise_sq) / denom)
+    return 0.0 if noise_sq == 0 else float("inf")
+
+
+def judge_leaf(
+    path: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    parts: list[PartResult],
+    eps: float,
+    th: Thresholds,
+    scale: float = 1.0,
+    order: int = 1,
+) -> LeafReport:
+    """The verdict on one leaf from its judged parts.
+
+    Args:
+        path: The leaf's pytree path.
+        shape: Its shape.
+        dtype: Its dtype as given.
+        parts: :func:`judge_part` of each (real/imaginary part, cotangent).
+        eps: The step the parts were evaluated at.
+        th: The thresholds.
+        scale: The size of the leaf's entries (``max(1, rms|θ|)``): retry steps scale with it.
+        order: 1 for gradients, 2 for Hessian-vector products (wording of notes).
+
+    Returns:
+        The leaf's row: ``"verified"`` only when agreement was established for every entry.
+    """
+    num_sq, ana_sq, diff_sq = squares(parts)
+    n_kinks = sum(p.n_kinks for p in parts)
+    n_bad = sum(p.n_bad_kinks for p in parts)
+    n_nonfinite = sum(p.n_nonfinite for p in parts)
+    worst = sorted((w for p in parts for w in p.worst), key=lambda w: -w.abs_error)
+    rel = relative_error(num_sq, ana_sq, diff_sq)
+    floor = _floor(parts, float(np.sqrt(num_sq) + np.sqrt(ana_sq)))
+
+    status: LeafStatus
+    retry_eps, note = None, ""
+    if n_bad:
+        status = "wrong"
+        note = (
+            f"{n_bad} entries sit at kinks where the analytical value lies outside the "
+            "one-sided slopes (not a subgradient)"
+        )
+    elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
+        status = "wrong"
+    elif rel > th.tolerance:
+        status = "unresolved"
+        needed = 2 * eps * NOISE_MARGIN * floor / th.tolerance
+        what, size = ("gradient", "|f|") if order == 1 else ("Hessian", "|∇f|")
+        if np.isfinite(needed) and needed <= MAX_RETRY_EPS * scale:
+            retry_eps = float(needed)
+            note = (
+                f"rounding noise dominates at eps={eps:g} (noise floor {floor:.1e}); "
+                f"eps={needed:.0e} would resolve it"
+            )
+        else:
+            note = (
+                f"the {what} is too small next to {size}, or f too noisy, for finite "
+                f"differences in {th.compute_dtype} (noise floor {floor:.1e} at eps={eps:g}; "
+                f"a step of {needed:.0e} would be needed); check this leaf on a loss without "
+                f"the large terms, or where its {what} is larger"
+            )
+    elif n_nonfinite:
+        status = "unresolved"
+        note = (
+            f"{n_nonfinite} entries leave f's domain (f(θ ± h) not finite at eps={eps:g} "
+            f"and eps={eps / SECOND_STEP:g}): their gradient was not verified"
+        )
+    else:
+        status = "verified"
+    return LeafReport(
+        path=path,
+        shape=shape,
+        dtype=dtype,
+        relative_error=rel,
+        verdict=verdict(rel),
+        status=status,
+        n_kinks=n_kinks,
+        n_nonfinite=n_nonfinite,
+        noise_floor=floor,
+        grad_norm=float(np.sqrt(ana_sq)),
+        worst=tuple(worst[: th.max_worst]),
+        resolving_eps=retry_eps,
+        note=note,
+        eps=eps,
+        n_restepped=sum(p.n_restepped for p in parts),
+    )
