@@ -69,7 +69,7 @@ def test_relu_at_exactly_zero_is_a_kink_not_a_failure():
     report = gradlab.check(lambda t: jnp.sum(jax.nn.relu(t) * jnp.arange(1.0, 6.0)), theta)
     assert report.ok, report
     assert report.n_kinks == 2
-    kinks = {w.index for w in report.leaves[0].worst if w.kink}
+    kinks = {w.index for w in report.leaves[0].kinks}
     assert kinks == {(1,), (3,)}
 
 
@@ -77,7 +77,9 @@ def test_ties_in_max_are_kinks():
     theta = jnp.array([1.0, 3.0, 3.0, -2.0])
     report = gradlab.check(lambda t: jnp.max(t) * 2.0 + jnp.sum(t**2), theta)
     assert report.ok, report
-    assert report.n_kinks == 2
+    # JAX splits max's gradient between tied entries: the centered difference agrees with
+    # that subgradient exactly, so the tied entries verify without being excluded.
+    assert report.leaves[0].relative_error < 1e-8
 
 
 def test_unused_leaf_has_zero_error_not_nan():

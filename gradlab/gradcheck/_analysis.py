@@ -234,8 +234,14 @@ def combine(
     elif rel <= th.tolerance and n_nonfinite:
         status = "unresolved"
         note = f"{n_nonfinite} entries leave f's domain (not finite): they were not verified"
-    elif rel <= th.tolerance:
+    elif rel <= th.tolerance and floor <= th.tolerance:
         status = "verified"
+    elif rel <= th.tolerance:
+        status = "unresolved"
+        note = (
+            f"agreement within rounding only: the noise floor {floor:.1e} exceeds the "
+            f"tolerance at eps={eps:g}, so the match establishes nothing"
+        )
     elif n_kinks:
         status = "unresolved"
         note = (

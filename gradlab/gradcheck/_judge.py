@@ -34,9 +34,12 @@ The noise floor (the relative error rounding alone can cause) is the model's ``e
 when larger, what a few random entries ("probes") measured: ``|num(h) − num(h/10)| / 10``
 estimates the rounding of ``num(h)`` from the computation itself, which the model misses
 when intermediates are far larger than ``f`` or pieces of ``f`` compute in low precision.
-A leaf outside tolerance is **wrong** when the error stands ``NOISE_MARGIN`` floors clear of
-rounding (or a kink fails its subgradient check), else **unresolved**: the check retries it
-at the step its floor asks for, and stays inconclusive if that does not settle it.
+A leaf is **verified** when its relative error AND its noise floor are within tolerance (an
+agreement that rounding could fake, such as ``0 = 0`` when ``f``'s change is below its last
+bit, establishes nothing). It is **wrong** when the error stands ``NOISE_MARGIN`` floors
+clear of rounding (or a kink fails its subgradient check), else **unresolved**: the check
+retries it at the step its floor asks for, and stays inconclusive if that does not settle
+it.
 """
 
 from __future__ import annotations
@@ -212,6 +215,7 @@ class PartResult:
     n_restepped: int
     probe_noise: np.ndarray
     worst: tuple[EntryMismatch, ...]
+    kinks: tuple[EntryMismatch, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,21 +304,21 @@ def judge_part(
     diff = np.where(used, num - ana, 0.0)
     err = np.where(finite | kink, np.abs(num - ana), np.inf)
     err = np.where(kink & ~bad, 0.0, err)  # a verified kink is not a mismatch
-    worst = []
-    for j in np.argsort(-err, kind="stable")[: th.max_worst]:
-        if err[j] == 0.0:
-            break
-        worst.append(
-            EntryMismatch(
-                index=tuple(int(i) for i in np.unravel_index(int(indices[j]), shape)),
-                numerical=float(num[j]),
-                analytical=float(ana[j]),
-                abs_error=float(abs(num[j] - ana[j])),
-                kink=bool(kink[j]),
-                part=part,
-                one_sided=(float(s1.bwd[j]), float(s1.fwd[j])) if kink[j] else None,
-            )
+
+    def entry(j: int) -> EntryMismatch:
+        return EntryMismatch(
+            index=tuple(int(i) for i in np.unravel_index(int(indices[j]), shape)),
+            numerical=float(num[j]),
+            analytical=float(ana[j]),
+            abs_error=float(abs(num[j] - ana[j])),
+            kink=bool(kink[j]),
+            part=part,
+            one_sided=(float(s1.bwd[j]), float(s1.fwd[j])) if kink[j] else None,
         )
+
+    order = np.argsort(-err, kind="stable")[: th.max_worst]
+    worst = [entry(j) for j in order if err[j] != 0.0]
+    kinks = [entry(j) for j in np.flatnonzero(kink)[: th.max_worst]]
     return PartResult(
         num_sq=float(np.sum(np.where(used, num, 0.0) ** 2)),
         ana_sq=float(np.sum(np.where(used, ana, 0.0) ** 2)),
@@ -327,6 +331,7 @@ def judge_part(
         n_restepped=int(np.sum(restepped)),
         probe_noise=probe_noise,
         worst=tuple(worst),
+        kinks=tuple(kinks),
     )
 
 
@@ -392,7 +397,10 @@ def judge_leaf(
         )
     elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
         status = "wrong"
-    elif rel > th.tolerance:
+    elif rel > th.tolerance or floor > th.tolerance:
+        # not within tolerance, or within it but at a resolution that could not tell: an
+        # agreement rounding could fake (0/0 when f's change is below its last bit) is no
+        # agreement
         status = "unresolved"
         needed = 2 * eps * NOISE_MARGIN * floor / th.tolerance
         what, size = ("gradient", "|f|") if order == 1 else ("Hessian", "|∇f|")
@@ -433,4 +441,5 @@ def judge_leaf(
         note=note,
         eps=eps,
         n_restepped=sum(p.n_restepped for p in parts),
+        kinks=tuple(k for p in parts for k in p.kinks)[: th.max_worst],
     )

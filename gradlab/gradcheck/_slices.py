@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex
 
-__all__ = ["Slice", "call_at_entry"]
+__all__ = ["Slice", "call_at_entry", "call_at_group_entry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,54 +295,98 @@ def _spread(s: Slice, narrow: Sequence[int]) -> Any:
     return put(jnp.zeros(shape, s.base.dtype), s.dims, at, s.delta())
 
 
-def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]]:
-    """The change of the output when the input ``s`` moves, and where the output is fixed.
+#: Largest patch array (entries) the kernel rule builds; above it, a convolution per row.
+PATCH_LIMIT = 1 << 23
 
-    Only a fixed batch dimension and a fixed feature dimension are exploited: the first keeps
-    the output fixed in its batch dimension, the second needs only the weights of that input
-    channel (a one-channel convolution into its group's output channels).
+
+def _canonical(x: Any, spec: Sequence[int]) -> Any:
+    """``x`` with its dimensions ordered as ``spec`` lists them (batch, feature, spatial…)."""
+    return lax.transpose(x, tuple(spec))
+
+
+def _from_canonical(x: Any, spec: Sequence[int]) -> Any:
+    """Undoes :func:`_canonical` for an array in the layout ``spec`` describes."""
+    return lax.transpose(x, tuple(spec.index(d) for d in range(len(spec))))
+
+
+def _precision(eqn: Any) -> Any:
+    """The convolution's precision, for the products that stand in for it."""
+    return eqn.params.get("precision")
+
+
+def _patches(eqn: Any, lhs: Any, window: Sequence[int]) -> Any:
+    """The convolution's input patches, canonical: ``(N, C·prod(window), *out_spatial)``."""
+    spec = eqn.params["dimension_numbers"][0]
+    ident = lax.ConvDimensionNumbers(*[tuple(range(len(spec)))] * 3)
+    return lax.conv_general_dilated_patches(
+        _canonical(lhs, spec),
+        tuple(window),
+        eqn.params["window_strides"],
+        eqn.params["padding"],
+        eqn.params["lhs_dilation"],
+        eqn.params["rhs_dilation"],
+        ident,
+        precision=lax.Precision.HIGHEST,  # an exact copy: never through TF32 or bfloat16
+    )
+
+
+def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]]:
+    """The change of the output (canonical layout) when the input ``s`` moves, and where the
+    output is fixed (out layout).
+
+    A fixed batch dimension keeps the output fixed in its batch dimension; a fixed feature
+    (channel) needs only that channel's weights: the patches of the one changed channel times
+    them, into its group's output channels.
     """
-    (lb, lf, *_), (ro, ri, *_), (ob, of, *_) = eqn.params["dimension_numbers"]
+    (lb, lf, *_), rspec, (ob, *_) = eqn.params["dimension_numbers"]
     groups = eqn.params["feature_group_count"]
-    narrow = [d for d in (lb, lf) if d in s.dims]
-    delta = _spread(s, narrow)
+    delta = _spread(s, [d for d in (lb, lf) if d in s.dims])
     fixed = {ob: s.idx[s.dims.index(lb)]} if lb in s.dims else {}
     if lf not in s.dims:
-        return _bind(eqn, [delta, rhs])[0], fixed
+        change = _bind(eqn, [delta, rhs])[0]
+        return _canonical(change, eqn.params["dimension_numbers"][2]), fixed
+    w = _canonical(rhs, rspec)  # (O, I, *window)
+    n_out, per_group = w.shape[0], w.shape[1]
+    out_per_group = n_out // groups
     c = jnp.asarray(s.idx[s.dims.index(lf)], jnp.int32)
-    per_group, out_per_group = rhs.shape[ri], rhs.shape[ro] // groups
     g = c // per_group
-    weights = _along(_along(rhs, ri, c % per_group, 1), ro, g * out_per_group, out_per_group)
-    change = _bind(eqn, [delta, weights], feature_group_count=1)[0]
+    w = _along(take(w, (1,), (c % per_group,)), 0, g * out_per_group, out_per_group)
+    patches = _patches(eqn, delta, w.shape[1:])  # (N', prod(window), *out_spatial)
+    change = jnp.einsum(
+        "nk...,ok->no...", patches, w.reshape(out_per_group, -1), precision=_precision(eqn)
+    )
     if groups > 1:  # the group's output channels, zero elsewhere
-        full = [n if d != of else rhs.shape[ro] for d, n in enumerate(change.shape)]
-        at = [
-            g * out_per_group if d == of else jnp.asarray(0, jnp.int32) for d in range(change.ndim)
-        ]
+        full = (change.shape[0], n_out, *change.shape[2:])
+        at = [jnp.asarray(0, jnp.int32)] * change.ndim
+        at[1] = g * out_per_group
         change = lax.dynamic_update_slice(jnp.zeros(full, change.dtype), change, at)
     return change, fixed
 
 
 def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any]] | None:
-    """The change of the output when the kernel ``s`` moves: one output channel needs the
-    input channels of its group only (one channel if the input feature is fixed too)."""
-    (_, lf, *_), (ro, ri, *_), (_, of, *_) = eqn.params["dimension_numbers"]
+    """The change of the output when the kernel ``s`` moves, canonical ``(N, 1, *spatial)``:
+    one output channel, the input patches of its group times the kernel's change (a moved
+    single entry: one column of the patches times its change)."""
+    _, rspec, (_, of, *_) = eqn.params["dimension_numbers"]
+    ro, ri, *rsp = rspec
     groups = eqn.params["feature_group_count"]
-    if ro not in s.dims:
-        if groups > 1 or ri not in s.dims:
-            return None  # rare (no kernel entry moves like this): evaluate densely
-        ci = s.idx[s.dims.index(ri)]
-        return _bind(eqn, [_along(lhs, lf, ci, 1), _spread(s, [ri])])[0], {}
+    window = [s.base.shape[d] for d in rsp]
+    n_out, per_group = s.base.shape[ro], s.base.shape[ri]
+    size = lhs.size // lhs.shape[eqn.params["dimension_numbers"][0][1]] * math.prod(window)
+    if ro not in s.dims or size * per_group * groups > PATCH_LIMIT:
+        return None  # (no single kernel entry moves like this) evaluate densely
+    patches = _patches(eqn, lhs, window)  # computed once per batch: lhs does not move
     o = jnp.asarray(s.idx[s.dims.index(ro)], jnp.int32)
-    per_group = s.base.shape[ri]
-    start = (o // (s.base.shape[ro] // groups)) * per_group
-    narrow = [d for d in (ro, ri) if d in s.dims]
-    if ri in s.dims:
-        inputs = _along(lhs, lf, start + jnp.asarray(s.idx[s.dims.index(ri)], jnp.int32), 1)
+    start = (o // (n_out // groups)) * per_group * math.prod(window)
+    if len(s.dims) == s.base.ndim:  # one entry: one column of the patches
+        pos = [jnp.asarray(s.idx[s.dims.index(d)], jnp.int32) for d in (ri, *rsp)]
+        col = start + jnp.ravel_multi_index(tuple(pos), (per_group, *window), mode="clip")
+        change = take(patches, (1,), (col,)) * s.delta()
     else:
-        inputs = _along(lhs, lf, start, per_group)
-    change = _bind(eqn, [inputs, _spread(s, narrow)], feature_group_count=1)[0]
-    return change, {of: o}
+        delta = _canonical(_spread(s, [ro]), rspec).reshape(-1)  # (I·prod(window),)
+        group = _along(patches, 1, start, delta.size)
+        change = jnp.einsum("nk...,k->n...", group, delta, precision=_precision(eqn))
+    return change[:, None], {of: o}
 
 
 def _conv_general_dilated(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
@@ -372,7 +416,7 @@ def _conv_general_dilated(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
         if found is None:
             return None
         change, fixed = found
-    change = change.astype(base.dtype)
+    change = _from_canonical(change, eqn.params["dimension_numbers"][2]).astype(base.dtype)
     if not fixed:
         return [base + change]
     out_dims = tuple(sorted(fixed))
@@ -446,3 +490,54 @@ def call_at_entry(fn: Callable[[Any], Any], leaf: Any, index: Any, moved: Any) -
     start = Slice(leaf, tuple(range(leaf.ndim)), idx, jnp.asarray(moved, leaf.dtype))
     outs = [_dense(x) for x in _run(closed.jaxpr, closed.consts, [start])]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
+
+
+def call_at_group_entry(
+    fn: Callable[[tuple[Any, ...]], Any],
+    leaves: Sequence[Any],
+    owner: Any,
+    index: Any,
+    step: Any,
+) -> tuple[Any, Any]:
+    """``fn`` with entry ``index`` of ``leaves[owner]`` moved by ``step``, carried as a slice.
+
+    The kernel that small leaves share moves an entry of a leaf chosen at run time: each leaf
+    gets its own sliced evaluation (a branch of ``lax.switch``). Vmapped over rows whose
+    ``owner`` varies, XLA runs every branch for every row and selects, so a row costs the sum
+    of the leaves' sliced evaluations — less than one dense evaluation when the slices are
+    small (a convnet's biases and first kernel), more compile time for more leaves.
+
+    Args:
+        fn: A function of the tuple of leaves (closing over everything else).
+        leaves: The leaves of the group.
+        owner: Which leaf moves (an integer scalar, traced under vmap).
+        index: Flat index of the entry in it (clipped to that leaf's size, as the group
+            kernel pads shorter leaves).
+        step: The nominal move ``h``.
+
+    Returns:
+        ``(fn at the moved leaves, the move actually made)``: the move is ``(x + h) − x``
+        in floating point.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a, b = jnp.arange(3.0), jnp.ones((2, 2))
+        >>> fn = lambda t: jnp.sum(jnp.tanh(t[0][:2] @ t[1]))
+        >>> out, taken = call_at_group_entry(fn, (a, b), 1, 2, 0.5)  # b[1, 0] moves
+        >>> bool(jnp.allclose(out, fn((a, b.at[1, 0].add(0.5)))))
+        True
+    """
+    leaves = tuple(jnp.asarray(x) for x in leaves)
+
+    def branch(j: int) -> Callable[[Any, Any], tuple[Any, Any]]:
+        def moved(i: Any, h: Any) -> tuple[Any, Any]:
+            i = jnp.minimum(i, leaves[j].size - 1)
+            x = leaves[j].reshape(-1)[i]
+            new = x + jnp.asarray(h, x.dtype)
+            at = lambda leaf: fn((*leaves[:j], leaf, *leaves[j + 1 :]))
+            return call_at_entry(at, leaves[j], i, new), new - x
+
+        return moved
+
+    branches = [branch(j) for j in range(len(leaves))]
+    return lax.switch(jnp.asarray(owner, jnp.int32), branches, index, step)

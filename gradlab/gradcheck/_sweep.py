@@ -57,6 +57,13 @@ __all__ = [
     "verify_first_order",
 ]
 
+#: A leaf whose gradient is this small next to the largest gradient entry of the check is
+#: zero to autodiff's rounding; it may be verified as flat (see ``_flat_leaves``).
+ZERO_GRADIENT = 1e-12
+#: The step, relative to the leaf's scale, over which f must not move to be called flat.
+FLAT_STEP = 4.0
+#: ``f(θ ± H·e_i)`` may differ from ``f(θ)`` by this many ``u·|f|`` and still be flat.
+FLAT_ROUNDING = 64.0
 #: Upper bound on the perturbations per chunk: larger vmaps stop paying off.
 MAX_CHUNK = 4096
 #: Real leaves with at most this many entries (biases, scales, a narrow output layer) share
@@ -659,7 +666,7 @@ def verify_first_order(
     raw, n_evals, n_unstable = sweep_first_order(ctx, plans, forward, repeat, bar)
     stages = {"first step": n_evals}
     measured = {plan.k: _parts(ctx, plan, raw, base, ads) for plan in plans}
-    f0 = {k: parts[0].measured.f0[:1] for k, parts in measured.items() if parts}
+    f0 = {p.k: raw[(p.k, p.parts[0])].cat("f0")[0] for p in plans}
     rows = {
         (plan.k, ad): _row(plan, measured[plan.k], ad, None, th, ctx.problem) for plan in plans
         for ad in ads
@@ -694,7 +701,66 @@ def verify_first_order(
         stages["retry at larger steps"] = redo.n_evaluations
         better = {(r.path, r.ad): r for r in redo.rows}
         out = [_retried(r, better[r.path, r.ad]) if (r.path, r.ad) in better else r for r in out]
+    if retry:
+        out, n_flat = _flat_leaves(ctx, plans, out, base, th)
+        if n_flat:
+            n_evals += n_flat
+            stages["flatness probe"] = n_flat
     return Verified(out, totals, n_evals, n_unstable, f0, stages)
+
+
+def _flat_leaves(
+    ctx: Context, plans: Sequence[LeafPlan], rows: list[LeafReport], base: Base, th: Thresholds
+) -> tuple[list[LeafReport], int]:
+    """Unresolved leaves on which ``f`` does not depend (see :data:`FLAT_STEP`).
+
+    A gradient that is zero by symmetry (the key bias of softmax attention, anything before
+    a normalisation it is invariant to) is computed as rounding, ~1e-17, and its centered
+    differences are rounding too: no relative error can be established between two noises.
+    What can be established is that ``f`` does not change along each entry over a large
+    interval: ``f(θ ± H·e_i) = f(θ)`` to rounding at ``H = FLAT_STEP·max(1, rms|θ|)``, which a
+    gradient larger than ``64·u·|f|/H`` (3.5e-15·|f| in float64) could not hide; with ``jax.grad`` zero to rounding
+    there too, the leaf is verified as flat. Anything else stays unresolved.
+    """
+    scale_g = max((float(np.max(np.abs(g))) for g in base.grads if g.size), default=0.0)
+    todo = []
+    for plan in plans:
+        mine = [r for r in rows if r.path == plan.leaf.path]
+        if not mine or any(r.status != "unresolved" or r.n_nonfinite for r in mine):
+            continue
+        if float(np.max(np.abs(base.grads[plan.k]))) > ZERO_GRADIENT * max(scale_g, 1e-300):
+            continue
+        h = FLAT_STEP * leaf_scale(np.asarray(ctx.problem.checked_leaves[plan.k]))
+        todo.append(dataclasses.replace(plan, eps=h))
+    if not todo:
+        return rows, 0
+    raw, n_evals, _ = sweep_first_order(ctx, todo, False, False, None)
+    flat = {}
+    for plan in todo:
+        parts = _parts(ctx, plan, raw, base, ["reverse"])
+        ok = True
+        for pt in parts:
+            m = pt.measured
+            size = np.maximum(np.abs(m.f0), np.maximum(np.abs(m.fp), np.abs(m.fm)))
+            if m.scale is not None:
+                size = np.maximum(size, m.scale)
+            moved = np.maximum(np.abs(m.fp - m.f0), np.abs(m.fm - m.f0))
+            ok &= bool(
+                np.all(np.isfinite(moved) & (moved <= FLAT_ROUNDING * th.unit_roundoff * size))
+            )
+        if ok:
+            flat[plan.leaf.path] = plan.eps
+    out = []
+    for r in rows:
+        if r.path in flat:
+            note = (
+                f"f does not depend on this leaf at θ: f(θ ± {flat[r.path]:g}·e_i) equals f(θ) "
+                f"to rounding for every entry, and jax.grad is zero to rounding (max "
+                f"{r.grad_norm:.0e}); verified as flat"
+            )
+            r = dataclasses.replace(r, status="verified", flat=True, note=note)
+        out.append(r)
+    return out, n_evals
 
 
 def _retried(first: LeafReport, again: LeafReport) -> LeafReport:

@@ -92,6 +92,10 @@ class LeafReport:
             themselves estimated from steps ``h`` and ``2h`` (truncation plus rounding).
         n_restepped: Entries judged by their difference at the second step ``eps/10`` (not
             finite at ``eps``, or a kink within ``eps`` of θ).
+        kinks: The first confirmed kinks (up to ``max_worst``), with their one-sided slopes.
+        flat: Verified as flat: ``f`` does not move along any entry over a large step and
+            ``jax.grad`` is zero to rounding (a gradient zero by symmetry, where no relative
+            error between two roundings means anything).
     """
 
     path: str
@@ -111,6 +115,8 @@ class LeafReport:
     eps: float | None = None
     estimated_error: float | None = None
     n_restepped: int = 0
+    kinks: tuple[EntryMismatch, ...] = ()
+    flat: bool = False
 
     @property
     def size(self) -> int:
@@ -123,6 +129,7 @@ class LeafReport:
         d["shape"] = list(self.shape)
         d["size"] = self.size
         d["worst"] = [{**dataclasses.asdict(w), "index": list(w.index)} for w in self.worst]
+        d["kinks"] = [{**dataclasses.asdict(w), "index": list(w.index)} for w in self.kinks]
         return d
 
 
@@ -329,7 +336,7 @@ class CheckReport:
                 leaf.ad,
                 _shape(leaf.shape),
                 _fmt(leaf.relative_error),
-                "—" if leaf.status == "unresolved" else leaf.verdict,
+                "flat" if leaf.flat else "—" if leaf.status == "unresolved" else leaf.verdict,
                 f"[{_STATUS_STYLE[leaf.status]}]{status}[/]",
                 str(leaf.n_kinks),
                 _fmt(leaf.noise_floor),
