@@ -502,8 +502,8 @@ def call_at_group_entry(
     """``fn`` with entry ``index`` of ``leaves[owner]`` moved by ``step``, carried as a slice.
 
     The kernel that small leaves share moves an entry of a leaf chosen at run time: each leaf
-    gets its own sliced evaluation (a branch of ``lax.switch``). Vmapped over rows whose
-    ``owner`` varies, XLA runs every branch for every row and selects, so a row costs the sum
+    gets its own sliced evaluation, and the one of ``owner`` is selected. Vmapped over rows whose
+    ``owner`` varies, XLA runs every leaf's evaluation for every row, so a row costs the sum
     of the leaves' sliced evaluations — less than one dense evaluation when the slices are
     small (a convnet's biases and first kernel), more compile time for more leaves.
 
@@ -539,5 +539,9 @@ def call_at_group_entry(
 
         return moved
 
-    branches = [branch(j) for j in range(len(leaves))]
-    return lax.switch(jnp.asarray(owner, jnp.int32), branches, index, step)
+    # every branch, then a select (what lax.switch becomes under vmap, without broadcasting
+    # the branches' unbatched operands, so the bases stay computed once per batch)
+    outs = [branch(j)(index, step) for j in range(len(leaves))]
+    owner = jnp.asarray(owner, jnp.int32)
+    pick = lambda *xs: lax.select_n(jnp.clip(owner, 0, len(xs) - 1), *xs)
+    return jax.tree_util.tree_map(pick, *outs)

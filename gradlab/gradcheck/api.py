@@ -289,83 +289,121 @@ def check(
     return run_check(f, (params, *args), kwargs, opts)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """Everything known about a check before its sweep: f at θ and the plan."""
+
+    problem: Problem
+    dyn: tuple[Any, ...]
+    output: Output
+    cots: Any
+    base: Base
+    promotion: Promotion
+    th: Thresholds
+    ctx: Context
+    steps: list[float]
+    auto: list[step.AutoStep]
+    plans: list[LeafPlan]
+
+
 def run_check(
     f: Callable[..., Any], primals: tuple[Any, ...], kwargs: dict[str, Any], opts: CheckOptions
 ) -> CheckReport:
-    """The pipeline of :func:`check`: problem → f at θ → plan → sweep and judge → report."""
+    """The pipeline of :func:`check`: prepare (f at θ, plan) → sweep and judge → report."""
     __tracebackhide__ = True
     ad_name, ads = resolve_ad(opts.ad, opts.order)
     compute, device, precision_note = _precision(opts.dtype, opts.host, opts.devices)
-    devices = opts.devices or ([device] if device is not None else None)
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
     with precise(x64=compute == "float64"), on_device:
-        problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
-        dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
-        output = _output(problem, dyn)
-        cots = None
-        if not output.scalar:
-            cots = jax.tree_util.tree_map(
-                jnp.asarray, make_cotangents(output, opts.cotangents, opts.seed)
-            )
-        base = evaluate(problem, cots, dyn)
-        promotion = _promotion(problem, dyn)
-        th = _thresholds(opts, compute, base, promotion)
-        runner = Runner(devices)
-        budget = opts.memory_budget or default_budget(runner.devices[0])
-        ctx = Context(
-            problem,
-            runner,
-            runner.replicate((*dyn, cots)),
-            output.scalar,
-            opts.sparse,
-            budget=None if opts.chunk_size else budget,
-        )
-        steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
-        plans = make_plans(
-            problem,
-            base,
-            runner,
-            steps,
-            opts.mode,
-            opts.samples,
-            opts.directions,
-            opts.seed,
-            opts.order,
-            opts.chunk_size,
-            budget,
-            opts.sparse,
-        )
-        total = sum(p.m * len(p.parts) for p in plans) * (2 if opts.repeat else 1)
-        text = _plan_text(plans, opts.order, ads, runner.n_devices)
-        bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(plans))
+        prep = _prepare(f, primals, kwargs, opts, compute, device)
+        n_devices = prep.ctx.runner.n_devices
+        total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)
+        text = _plan_text(prep.plans, opts.order, ads, n_devices)
+        bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans))
         try:
-            if opts.order == 1:
-                found = verify_first_order(ctx, plans, base, th, ads, opts.repeat, bar, opts.seed)
-            else:
-                rows, totals, n_evals = sweep_second_order(ctx, plans, base, th, ads, bar)
-                found = Verified(rows, totals, n_evals, 0, {}, {"second order": n_evals})
+            found = _sweep_and_judge(prep, opts, ads, bar)
         except BaseException:
             bar.close()
             raise
         same = consistency(
-            base.plain,
-            list(found.f0.values()),
-            base.values,
-            base.scales,
-            th.unit_roundoff,
-            lambda: jax.make_jaxpr(problem.spec.value)(*problem.spec.rebuild(*dyn)),
+            prep.base.plain, list(found.f0.values()), prep.base.values, prep.base.scales,
+            prep.th.unit_roundoff,
+            lambda: jax.make_jaxpr(prep.problem.spec.value)(*prep.problem.spec.rebuild(*prep.dyn)),
+        )  # fmt: skip
+    audited = _audit(prep.problem, primals, opts, prep.cots, prep.base)
+    report = _report(prep, found, same, audited, opts, ad_name, compute, precision_note, start)
+    bar.close(report.summary())
+    return report
+
+
+def _prepare(
+    f: Callable[..., Any],
+    primals: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    opts: CheckOptions,
+    compute: str,
+    device: jax.Device | None,
+) -> _Prepared:
+    """The problem, f and its gradient at θ, the thresholds, the steps and the plan."""
+    problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
+    promotion = _promotion(
+        problem, (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
+    )
+    if not (promotion.promoted or promotion.kept):  # nothing to widen: f as written
+        problem = dataclasses.replace(
+            problem, spec=dataclasses.replace(problem.spec, promote=False)
         )
-    audited = _audit(problem, primals, opts, cots, base)
+    dyn = (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
+    output = _output(problem, dyn)
+    cots = None
+    if not output.scalar:
+        made = make_cotangents(output, opts.cotangents, opts.seed)
+        cots = jax.tree_util.tree_map(jnp.asarray, made)
+    base = evaluate(problem, cots, dyn)
+    th = _thresholds(opts, compute, base, promotion)
+    runner = Runner(opts.devices or ([device] if device is not None else None))
+    budget = opts.memory_budget or default_budget(runner.devices[0])
+    ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
+                  budget=None if opts.chunk_size else budget)  # fmt: skip
+    steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
+    plans = make_plans(problem, base, runner, steps, opts.mode, opts.samples, opts.directions,
+                       opts.seed, opts.order, opts.chunk_size, budget, opts.sparse)  # fmt: skip
+    return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
+
+
+def _sweep_and_judge(
+    prep: _Prepared, opts: CheckOptions, ads: Sequence[str], bar: Progress
+) -> Verified:
+    """The finite differences of every plan, judged leaf by leaf."""
+    if opts.order == 1:
+        return verify_first_order(
+            prep.ctx, prep.plans, prep.base, prep.th, ads, opts.repeat, bar, opts.seed
+        )
+    rows, totals, n_evals = sweep_second_order(prep.ctx, prep.plans, prep.base, prep.th, ads, bar)
+    return Verified(rows, totals, n_evals, 0, {}, {"second order": n_evals})
+
+
+def _report(
+    prep: _Prepared,
+    found: Verified,
+    same: Consistency,
+    audited: Sequence[AuditRow],
+    opts: CheckOptions,
+    ad_name: str,
+    compute: str,
+    precision_note: str,
+    start: float,
+) -> CheckReport:
+    """The report: rows, the outcome and why, and what the reader should know."""
     rows = found.rows
-    if auto:
-        est = {x.path: a.estimated_error for x, a in zip(problem.checked, auto, strict=True)}
+    if prep.auto:
+        paths = [x.path for x in prep.problem.checked]
+        est = {p: a.estimated_error for p, a in zip(paths, prep.auto, strict=True)}
         rows = [dataclasses.replace(r, estimated_error=est[r.path]) for r in rows]
     notes = [precision_note] if precision_note else []
-    notes += _notes(found.n_unstable, compute, base.out_dtype, problem, opts.mode)
-    if opts.repeat and found.n_unstable == 0 and not same.deterministic:
-        notes.append("f or jax.grad(f) is not reproducible between programs.")
-    if same.primal_differs is not None:
+    notes += _notes(found.n_unstable, compute, prep.base.out_dtype, prep.problem, opts.mode)
+    if same.primal_differs is not None and same.deterministic:
         notes.append(
             f"the autodiff program's f(θ) differs from f's own evaluation by "
             f"{same.primal_differs:.1e} (relative): a custom rule whose forward pass computes "
@@ -377,17 +415,19 @@ def run_check(
             + ", ".join(f"{n:,} at the {stage}" for stage, n in found.stages.items())
         )
     outcome, reasons = _outcome(rows, same, audited)
-    report = CheckReport(
+    output, cots = prep.output, prep.cots
+    rel = relative_error(*found.totals)
+    return CheckReport(
         outcome=outcome,
-        relative_error=relative_error(*found.totals),
-        verdict=verdict(relative_error(*found.totals)),
+        relative_error=rel,
+        verdict=verdict(rel),
         leaves=tuple(rows),
-        skipped=tuple(f"{leaf.path} ({leaf.dtype})" for leaf in problem.skipped),
-        eps=_report_eps(opts.eps, steps),
-        tolerance=th.tolerance,
+        skipped=tuple(f"{leaf.path} ({leaf.dtype})" for leaf in prep.problem.skipped),
+        eps=_report_eps(opts.eps, prep.steps),
+        tolerance=prep.th.tolerance,
         dtype=compute,
-        value=float(base.plain[0]),
-        n_evaluations=found.n_evaluations + sum(a.n_evaluations for a in auto),
+        value=float(prep.base.plain[0]),
+        n_evaluations=found.n_evaluations + sum(a.n_evaluations for a in prep.auto),
         seconds=time.perf_counter() - start,
         mode=_mode_text(opts),
         notes=tuple(notes),
@@ -398,10 +438,10 @@ def run_check(
         else describe_projection(output, opts.cotangents, opts.seed),
         cotangents=() if cots is None else split_cotangents(cots, opts.cotangents),
         reasons=tuple(reasons),
-        promoted=tuple(promotion.lines() + [f"kept as written: {w}" for w in promotion.kept]),
+        promoted=tuple(
+            prep.promotion.lines() + [f"kept as written: {w}" for w in prep.promotion.kept]
+        ),
     )
-    bar.close(report.summary())
-    return report
 
 
 def _report_eps(eps: float | str | None, steps: Sequence[float]) -> float | str:

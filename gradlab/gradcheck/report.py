@@ -355,11 +355,10 @@ class CheckReport:
                 if leaf.note:
                     lines.append(f"{leaf.path}: {leaf.note}")
                 continue
-            ad = f", {leaf.ad} mode" if self.ad == "both" else ""
-            lines.append(f"{leaf.path} ({leaf.status}{ad}): {leaf.note}".rstrip(": "))
-            if leaf.worst:
-                lines.append("  worst entries:")
-            lines.extend(f"  {w.describe()}" for w in leaf.worst)
+            if leaf.worst:  # why is in the reasons above; here: where
+                ad = f", {leaf.ad} mode" if self.ad == "both" else ""
+                lines.append(f"worst entries of {leaf.path} ({leaf.status}{ad}):")
+                lines.extend(f"  {w.describe()}" for w in leaf.worst)
         if self.skipped:
             lines.append("not checked (not floating point): " + ", ".join(self.skipped))
         if self.cotangents:
