@@ -28,13 +28,12 @@ from gradlab.gradcheck._sweep import (
     Base,
     Context,
     LeafPlan,
-    Verified,
     evaluate,
     make_plans,
     n_calls,
     trace_error_hint,
-    verify_first_order,
 )
+from gradlab.gradcheck._verify import Verified, verify_first_order
 from gradlab.gradcheck.bands import relative_error, verdict
 from gradlab.gradcheck.errors import CheckInputError, GradCheckError
 from gradlab.gradcheck.forward import resolve_ad
@@ -438,6 +437,7 @@ def _report(
         else describe_projection(output, opts.cotangents, opts.seed),
         cotangents=() if cots is None else split_cotangents(cots, opts.cotangents),
         reasons=tuple(reasons),
+        stages=tuple(found.stages.items()),
         promoted=tuple(
             prep.promotion.lines() + [f"kept as written: {w}" for w in prep.promotion.kept]
         ),

@@ -186,6 +186,9 @@ class CheckReport:
         reasons: Why the check failed or is inconclusive, each with what to do.
         promoted: What ran in reduced precision inside ``f`` and was promoted to float64 for
             the check (or could not be, and is said so).
+        stages: Evaluations of ``f`` per stage of the judging: ``"first step"``, and where
+            needed ``"second step"`` (kinks, rounding), ``"retry at larger steps"``,
+            ``"flatness probe"``.
     """
 
     outcome: Outcome
@@ -207,6 +210,7 @@ class CheckReport:
     cotangents: tuple[Any, ...] = ()
     reasons: tuple[str, ...] = ()
     promoted: tuple[str, ...] = ()
+    stages: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -256,11 +260,13 @@ class CheckReport:
         d = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("leaves", "skipped", "notes", "cotangents", "reasons", "promoted")
+            if f.name
+            not in ("leaves", "skipped", "notes", "cotangents", "reasons", "promoted", "stages")
         }
         d["ok"] = self.ok
         d["reasons"] = list(self.reasons)
         d["promoted"] = list(self.promoted)
+        d["stages"] = dict(self.stages)
         d["leaves"] = [leaf.to_dict() for leaf in self.leaves]
         d["skipped"] = list(self.skipped)
         d["notes"] = list(self.notes)
