@@ -3,15 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Adds this module's subcommands to ``sub`` (``argparse`` subparsers)."""
-    del sub
+    """Adds ``gradlab diagnose MODULE:FUNCTION`` to ``sub`` (``argparse`` subparsers)."""
+    p = sub.add_parser(
+        "diagnose",
+        help="where gradients vanish or explode in your model, why, and what to change",
+        description=(
+            "Diagnose gradient flow in your own model. FUNCTION() returns (f, params, args) "
+            "like `gradlab check`: f(params, *args) is the scalar loss."
+        ),
+    )
+    p.add_argument(
+        "target",
+        metavar="MODULE:FUNCTION",
+        help="e.g. mypkg.model:make or path/to/file.py:make",
+    )
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the diagnosis as JSON")
+    p.add_argument(
+        "--out", metavar="DIR", default=None, help="write the figure as DIR/diagnose.png and .svg"
+    )
+    p.add_argument(
+        "--decades", type=float, default=None, help="flag a growth or decay beyond 10**DECADES"
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not re-run the diagnosis with the suggested fixes applied",
+    )
+    p.set_defaults(handler=_cmd_diagnose)
 
 
-def _unused(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:  # pragma: no cover
-    return 0
+def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+
+    from gradlab.cli import _load_target
+    from gradlab.flow import diagnose
+
+    fn = _load_target(args.target, parser)
+    try:
+        problem = fn()
+    except Exception as e:
+        parser.error(f"diagnose: {args.target}() raised {type(e).__name__}: {e}")
+    if not (isinstance(problem, tuple | list) and len(problem) == 3 and callable(problem[0])):
+        parser.error(f"diagnose: {args.target}() must return (f, params, args) with f callable")
+    f, params, f_args = problem
+    if not isinstance(f_args, tuple | list):
+        f_args = (f_args,)
+    options: dict[str, Any] = {}
+    if args.decades is not None:
+        options["decades"] = args.decades
+    console = Console()
+    try:
+        d = diagnose(f, params, *f_args, **options)
+    except ValueError as e:
+        console.print(f"[bold red]gradlab diagnose: bad input:[/] {e}")
+        return 2
+    console.print(d)
+    console.print(f"({d.seconds:.2f} s)")
+    out: dict[str, Any] = d.to_dict()
+    if d.fixes and not args.no_verify:
+        after = d.verify()
+        console.rule("after the suggested fixes")
+        console.print(after.summary())
+        out["after_fixes"] = after.to_dict()
+    if args.out:
+        from gradlab import plots
+
+        paths = plots.save(d.figure(), Path(args.out) / "diagnose")
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1, default=str))
+        console.print(f"wrote {path}")
+    return 0 if d.ok else 1

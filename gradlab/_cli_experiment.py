@@ -1,4 +1,9 @@
-"""The command line's ``gradlab experiment`` (the learning experiments)."""
+"""The command line's ``gradlab experiment`` (the learning experiments).
+
+``gradlab experiment list`` lists them; ``gradlab experiment NAME [--size tiny|default|large]
+[--seeds N] [--first-seed K] [--out DIR]`` runs one and writes ``DIR/NAME/result.json`` and its
+figures. The exit status is 0 when it ran (whether or not its claims held), 2 for bad usage.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,81 @@ from typing import Any
 __all__ = ["register"]
 
 
+def _seeds(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (claims are measured over seeds), got {n}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
 def register(sub: Any) -> None:
-    """Adds this module's subcommands to ``sub`` (``argparse`` subparsers)."""
-    del sub
+    """Adds ``experiment`` to ``sub`` (``argparse`` subparsers)."""
+    from gradlab import experiments
+
+    p = sub.add_parser(
+        "experiment",
+        help="training experiments: which initialisers and architectures train",
+        description="Runs one learning experiment (or lists them with 'list'), prints its "
+        "claims with the measured evidence, and writes DIR/NAME/result.json and figures.",
+        epilog="Experiments: " + ", ".join(experiments.names()),
+    )
+    p.add_argument("name", metavar="NAME|list", help="an experiment's name, or 'list'")
+    p.add_argument(
+        "--size",
+        choices=experiments.SIZES,
+        default="default",
+        help="tiny: seconds; default: minutes on 2 CPU cores; large: for a GPU",
+    )
+    p.add_argument("--seeds", type=_seeds, default=None, help="seeds (default: the size's)")
+    p.add_argument(
+        "--first-seed", type=_non_negative, default=0, help="first seed (another seed set)"
+    )
+    p.add_argument(
+        "--out",
+        default="gradlab-out/experiments",
+        help="output folder; results go to OUT/NAME/ (default: %(default)s)",
+    )
+    p.set_defaults(handler=_cmd_experiment, experiment_parser=p)
 
 
-def _unused(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:  # pragma: no cover
+def _cmd_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gradlab import experiments
+
+    console = Console()
+    if args.name == "list":
+        table = Table("experiment", "what it shows")
+        for name in experiments.names():
+            table.add_row(name, experiments.describe(name))
+        console.print(table)
+        return 0
+    if args.name not in experiments.names():
+        args.experiment_parser.error(
+            f"unknown experiment {args.name!r}; choose one of "
+            f"{', '.join(experiments.names())} (or 'list')"
+        )
+    result = experiments.run(
+        args.name, size=args.size, seeds=args.seeds, out=args.out, first_seed=args.first_seed
+    )
+    table = Table("holds", "claim", title=f"{args.name} ({args.size}, {result['seeds']} seeds)")
+    for c in result["claims"]:
+        mark = "[green]yes[/green]" if c["holds"] else "[red]no[/red]"
+        table.add_row(mark, c["text"])
+    console.print(table)
+    console.print(f"wrote {args.out}/{args.name}/result.json in {result['seconds']} s")
     return 0

@@ -55,9 +55,12 @@ from flax import nnx
 from gradlab import init as _init
 from gradlab import nn as _nn
 from gradlab import theory as _theory
+from gradlab._diagnose import DiagnoseOptions, Diagnosis, diagnose
 
 __all__ = [
     "INIT_NAMES",
+    "DiagnoseOptions",
+    "Diagnosis",
     "FlowProfile",
     "InitSpec",
     "Series",
@@ -65,6 +68,7 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "depth_profile",
+    "diagnose",
     "resolve_init",
     "time_profile",
 ]

@@ -20,7 +20,7 @@ from jax import lax
 
 import gradlab
 from gradlab.gradcheck._scope import precise
-from gradlab.gradcheck._slices import Slice, call_at_entry
+from gradlab.gradcheck._slices import Slice, call_at_entry, call_at_group_entry
 
 RTOL = 1e-12
 
@@ -349,3 +349,30 @@ CONV_CASES = {
 def test_conv_cases_equal_dense(name):
     fn, leaf = CONV_CASES[name]
     _assert_same(fn, leaf)
+
+
+def test_group_entry_equals_dense_for_every_owner():
+    """The shared kernel of small leaves: each row moves an entry of the leaf ``owner``."""
+    b1, b2 = _rng(40).normal(size=6), _rng(41).normal(size=3)
+    fn = lambda t: jnp.sum(jnp.sin(_conv2d(jnp.tanh(_conv2d(IMG, t[0]) + t[1]), K2) + t[2]))
+    leaves = (K1, b1, b2)
+    owner = jnp.repeat(jnp.arange(3), K1.size)
+    index = jnp.tile(jnp.arange(K1.size), 3)  # past a leaf's end: its last entry (clipped)
+    step = 0.37
+
+    def dense(o, i):
+        moved = []
+        for pos, leaf in enumerate(leaves):
+            flat = jnp.asarray(leaf).reshape(-1)
+            j = jnp.minimum(i, flat.size - 1)
+            moved.append(flat.at[j].add(jnp.where(o == pos, step, 0.0)).reshape(leaf.shape))
+        return fn(tuple(moved))
+
+    with precise():
+        sliced = lambda o, i: call_at_group_entry(fn, leaves, o, i, step)
+        got, taken = jax.jit(jax.vmap(sliced))(owner, index)
+        want = jax.jit(jax.vmap(dense))(owner, index)
+        scale = max(1.0, float(jnp.max(jnp.abs(want))))
+        np.testing.assert_allclose(got, want, rtol=0, atol=RTOL * scale)
+        np.testing.assert_allclose(taken, step, rtol=1e-14)
+        assert float(jnp.std(want)) > 0, "the moves must change f"
