@@ -501,6 +501,7 @@ def _check_section(s: DemoSettings, r: _Runner) -> dict[str, Any]:
             {
                 "model": label,
                 "ok": bool(rep.ok),
+                "outcome": str(rep.outcome),
                 "relative_error": float(rep.relative_error),
                 "verdict": str(rep.verdict),
                 "entries": int(rep.n_entries),
@@ -512,7 +513,7 @@ def _check_section(s: DemoSettings, r: _Runner) -> dict[str, Any]:
     table = Table(
         title="5. gradlab.check on the built-in models (float64, eps=1e-7)", title_justify="left"
     )
-    for col in ("model", "entries", "relative error", "verdict", "ok", "wrong leaves", "time"):
+    for col in ("model", "entries", "relative error", "verdict", "outcome", "wrong leaves", "time"):
         table.add_column(col, justify="right" if col in ("entries", "time") else "left")
     for row in rows:
         table.add_row(
@@ -520,7 +521,9 @@ def _check_section(s: DemoSettings, r: _Runner) -> dict[str, Any]:
             f"{row['entries']:,}",
             f"{row['relative_error']:.2e}",
             row["verdict"],
-            "[green]yes[/]" if row["ok"] else "[bold red]no[/]",
+            {"passed": "[green]passed[/]", "failed": "[bold red]failed[/]"}.get(
+                row["outcome"], "[yellow]inconclusive[/]"
+            ),
             ", ".join(row["wrong_leaves"]) or "—",
             f"{row['seconds']:.1f}s",
         )
@@ -795,6 +798,7 @@ def run(
         residual, residual_p = _residual_section(settings, runner, inits_p["relu_he_normal"])
         times, times_p = _time_section(settings, runner)
         checks = _check_section(settings, runner)
+    diagnosis = _diagnose_section(console, settings)
     fig_paths: list[str] = []
     if figures:
         with console.status("writing figures"):
@@ -811,6 +815,7 @@ def run(
         "residual": residual,
         "time": times,
         "checks": checks,
+        "diagnosis": diagnosis,
         "figures": fig_paths,
         "profiles": {k: p.to_dict() for k, p in profiles.items() if k != "plain"},
     }
@@ -821,6 +826,15 @@ def run(
         f"{out / 'summary.json'}; figures: {out / 'figures'}/"
     )
     return summary
+
+
+def _diagnose_section(console: Console, s: DemoSettings) -> dict[str, Any]:
+    """6. A deliberately broken Flax model diagnosed, fixed, and diagnosed again."""
+    from gradlab._diagnose import demo_broken_model
+
+    console.rule("6. gradlab.flow.diagnose on a broken Flax model (std 2/√n_prev, tanh)")
+    before, after = demo_broken_model(console, depth=20 if s.quick else 50)
+    return {"before": before.to_dict(), "after": after.to_dict()}
 
 
 def _finite(x: Any) -> Any:

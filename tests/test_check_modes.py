@@ -297,7 +297,9 @@ def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check(f, params, x, y, mode="sample", samples=3, ad="both")
     assert report.ok and len(report.leaves) == 12
-    assert report.n_evaluations == 2 * sum(min(3, leaf.size) for leaf in report.leaves[::2])
+    first = dict(report.stages)["first step"]
+    assert first == 2 * sum(min(3, leaf.size) for leaf in report.leaves[::2])
+    assert report.n_evaluations == sum(n for _, n in report.stages)
     assert np.isfinite(report.relative_error)
 
 

@@ -311,10 +311,12 @@ def _columns(
     labels: list[tuple[tuple[int, ...], str]] = []
     index = [tuple(int(i) for i in np.unravel_index(int(e), plan.leaf.shape)) for e in plan.batch]
     for part in plan.parts:
-        values, (hp, hm) = raw[(plan.k, part)].cat("values"), raw[(plan.k, part)].cat("taken")
+        r = raw[(plan.k, part)]
+        values, (hp, hm), f0 = r.cat("values"), r.cat("taken"), r.cat("f0")
         for j in range(base.n_cotangents):
             scale = None if scalar else base.scales[j]
-            d = differences(base.values[j], values[0, :, j], values[1, :, j], hp, hm, th, scale)
+            # f(θ) from the sweep's own program, never from autodiff's primal
+            d = differences(f0[:, j], values[0, :, j], values[1, :, j], hp, hm, th, scale)
             cols["num"].append(np.where(d.finite, d.num, 0.0))
             cols["noise"].append(d.noise)
             cols["used"].append(d.finite & ~d.kink)
