@@ -34,9 +34,10 @@ The noise floor (the relative error rounding alone can cause) is the model's ``e
 when larger, what a few random entries ("probes") measured: ``|num(h) − num(h/10)| / 10``
 estimates the rounding of ``num(h)`` from the computation itself, which the model misses
 when intermediates are far larger than ``f`` or pieces of ``f`` compute in low precision.
-A leaf is **verified** when its relative error AND its noise floor are within tolerance (an
-agreement that rounding could fake, such as ``0 = 0`` when ``f``'s change is below its last
-bit, establishes nothing). It is **wrong** when the error stands ``NOISE_MARGIN`` floors
+A leaf is **verified** when its relative error AND its resolution (the noise floor for the
+typical rounding ``u·|f|``, or what the probes measured) are within tolerance: an agreement
+that rounding could fake, such as ``0 = 0`` when ``f``'s change is below its last bit,
+establishes nothing. It is **wrong** when the error stands ``NOISE_MARGIN`` floors
 clear of rounding (or a kink fails its subgradient check), else **unresolved**: the check
 retries it at the step its floor asks for, and stays inconclusive if that does not settle
 it.
@@ -75,6 +76,9 @@ SECOND_STEP = 10.0
 KINK_STABILITY = 0.2
 #: A jump must exceed this many one-sided rounding noises to count as a kink.
 KINK_NOISE = 4.0
+#: ``c`` of the typical rounding ``c·u·|f|`` of one evaluation: the resolution a verified
+#: leaf needs (the bound ``noise_factor`` decides between wrong and unresolved).
+TYPICAL_ROUNDING = 1.0
 #: Random entries per leaf (and part) also evaluated at the second step, to measure noise.
 N_PROBES = 16
 #: The step ``kink_tolerance`` is stated for; it scales with ``h`` beyond it, up to
@@ -84,6 +88,9 @@ MAX_KINK_TOLERANCE = 0.5
 #: Largest step the check retries an unresolved leaf at (relative to the leaf's scale):
 #: beyond it the truncation error O(h²) of centered differences is no longer negligible.
 MAX_RETRY_EPS = 1e-3
+#: The same in the float32 fallback, whose steps start at ~1.4e-2 (truncation, measured by
+#: the probes, then enters the noise floor).
+MAX_RETRY_EPS_FLOAT32 = 1e-1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +308,11 @@ def judge_part(
         finite[at[use2]] = True
         restepped[at[use2]] = True
         on_probe = np.isin(at, second.probes) & a1.finite & s2.finite & ~kink[at] & ~use2
-        probe_noise = np.abs(a1.num[on_probe] - s2.num[on_probe]) / SECOND_STEP
+        # |num(h) − num(h/10)| is rounding at h/10 (10× that at h) when the model explains
+        # it, else truncation at h (or rounding the model misses): taken whole
+        d = np.abs(a1.num[on_probe] - s2.num[on_probe])
+        explained = d <= NOISE_MARGIN * s2.noise[on_probe]
+        probe_noise = np.where(explained, d / SECOND_STEP, d)
     used = finite & ~kink
     diff = np.where(used, num - ana, 0.0)
     err = np.where(finite | kink, np.abs(num - ana), np.inf)
@@ -344,9 +355,10 @@ def squares(parts: list[PartResult]) -> np.ndarray:
     )
 
 
-def _floor(parts: list[PartResult], denom: float) -> float:
-    """The relative error rounding alone can cause: the model's, or the probes' if larger."""
-    noise_sq = sum(p.noise_sq for p in parts)
+def _floor(parts: list[PartResult], denom: float, model: float = 1.0) -> float:
+    """The relative error rounding alone can cause: the model's (scaled by ``model``), or the
+    probes' if larger."""
+    noise_sq = sum(p.noise_sq for p in parts) * model**2
     measured = np.concatenate([p.probe_noise for p in parts])
     if measured.size:
         n_used = sum(p.n_used for p in parts)
@@ -387,7 +399,9 @@ def judge_leaf(
     n_nonfinite = sum(p.n_nonfinite for p in parts)
     worst = sorted((w for p in parts for w in p.worst), key=lambda w: -w.abs_error)
     rel = relative_error(num_sq, ana_sq, diff_sq)
-    floor = _floor(parts, float(np.sqrt(num_sq) + np.sqrt(ana_sq)))
+    denom = float(np.sqrt(num_sq) + np.sqrt(ana_sq))
+    floor = _floor(parts, denom)  # the bound: c = noise_factor, or the probes
+    typical = _floor(parts, denom, TYPICAL_ROUNDING / th.noise_factor)  # c = 1, or the probes
 
     status: LeafStatus
     retry_eps, note = None, ""
@@ -399,14 +413,15 @@ def judge_leaf(
         )
     elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
         status = "wrong"
-    elif rel > th.tolerance or floor > th.tolerance:
-        # not within tolerance, or within it but at a resolution that could not tell: an
-        # agreement rounding could fake (0/0 when f's change is below its last bit) is no
+    elif rel > th.tolerance or typical > th.tolerance:
+        # not within tolerance, or within it at a resolution that could not tell: an
+        # agreement rounding could fake (0 = 0 when f's change is below its last bit) is no
         # agreement
         status = "unresolved"
-        needed = 2 * eps * NOISE_MARGIN * floor / th.tolerance
+        needed = 2 * eps * NOISE_MARGIN * max(typical, rel * int(rel > th.tolerance)) / th.tolerance
         what, size = ("gradient", "|f|") if order == 1 else ("Hessian", "|∇f|")
-        if np.isfinite(needed) and needed <= MAX_RETRY_EPS * scale:
+        largest = MAX_RETRY_EPS if th.compute_dtype == "float64" else MAX_RETRY_EPS_FLOAT32
+        if np.isfinite(needed) and needed <= largest * scale:
             retry_eps = float(needed)
             note = (
                 f"rounding noise dominates at eps={eps:g} (noise floor {floor:.1e}); "

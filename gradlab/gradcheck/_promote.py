@@ -276,7 +276,7 @@ def promoted(
         >>> with jax.enable_x64():
         ...     log = Promotion()
         ...     y = promoted(f, rules=False, log=log)(jnp.full(3, 1 / 3))
-        ...     print(y.dtype, float(y) == 1.0, [w.split(" (")[0] for w in log.promoted])
+        ...     print(y.dtype, float(y) == 3.0, [w.split(" (")[0] for w in log.promoted])
         float64 True ['convert_element_type to float32']
     """
     log = Promotion() if log is None else log

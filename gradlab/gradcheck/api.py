@@ -408,11 +408,6 @@ def _report(
             f"{same.primal_differs:.1e} (relative): a custom rule whose forward pass computes "
             "something other than f. The one-sided differences use f's own evaluation."
         )
-    if len(found.stages) > 1:
-        notes.append(
-            "evaluations: "
-            + ", ".join(f"{n:,} at the {stage}" for stage, n in found.stages.items())
-        )
     outcome, reasons = _outcome(rows, same, audited)
     output, cots = prep.output, prep.cots
     rel = relative_error(*found.totals)
@@ -476,9 +471,14 @@ def _promotion(problem: Problem, dyn: tuple[Any, ...]) -> Promotion:
     flat = [*dyn[0], *dyn[1], *(x for group in dyn[2] for x in group)]
     avals = tuple((tuple(x.shape), x.dtype) for x in flat)
     try:
-        return _promotion_cached(problem.spec, avals)
-    except TypeError:  # an unhashable function: trace without the cache
-        return _promotion_cached.__wrapped__(problem.spec, avals)
+        try:
+            return _promotion_cached(problem.spec, avals)
+        except TypeError as e:  # an unhashable function: trace without the cache
+            if "unhashable" not in str(e):
+                raise
+            return _promotion_cached.__wrapped__(problem.spec, avals)
+    except TRACING_ERRORS as e:
+        raise trace_error_hint(e) from e
 
 
 def _regroup(spec: Any, leaves: Sequence[Any]) -> tuple[Any, Any, Any]:

@@ -298,6 +298,11 @@ class CheckReport:
             parts.append(f"{self.n_kinks} kinks checked against their one-sided slopes")
         return "; ".join(parts)
 
+    def _stages_text(self) -> str:
+        if len(self.stages) < 2:
+            return ""
+        return " (" + ", ".join(f"{stage} {n:,}" for stage, n in self.stages) + ")"
+
     def table(self) -> Table:
         """The per-leaf table as a :class:`rich.table.Table` (the summary line goes above)."""
         extra = ""
@@ -310,7 +315,7 @@ class CheckReport:
             caption=(
                 f"mode={self.mode}  eps={self.eps_text}  tolerance={self.tolerance:g}  "
                 f"dtype={self.dtype}  {extra}f(θ)={self.value:.6g}  "
-                f"evaluations={self.n_evaluations:,}  {self.seconds:.2f} s"
+                f"evaluations={self.n_evaluations:,}{self._stages_text()}  {self.seconds:.2f} s"
             ),
             caption_justify="left",
         )
