@@ -15,6 +15,7 @@ import numpy as np
 
 from gradlab.gradcheck import _kernels, directional, step
 from gradlab.gradcheck._audit import AuditRow, audit
+from gradlab.gradcheck._cache import compilation_cache
 from gradlab.gradcheck._consistency import Consistency, consistency
 from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import default_budget
@@ -164,6 +165,7 @@ def check(
     max_worst: int = 5,
     progress: bool | None = None,
     verbose: bool = False,
+    compilation_cache: bool | None = None,
     **kwargs: Any,
 ) -> CheckReport:
     """Checks ``jax.grad(f)`` against centered differences over every parameter entry.
@@ -237,6 +239,11 @@ def check(
             checks expected to take more than a few seconds.
         verbose: Print the plan (evaluations, chunk size) before the check, the time
             estimate from its first chunk, and the summary, to standard error.
+        compilation_cache: Keep the check's compiled programs on disk, so that the next
+            process (the next pytest run) loads them instead of compiling again; default on
+            (off with ``GRADLAB_COMPILATION_CACHE=0``), in the user's cache folder, or in the
+            cache you configured for JAX. JAX's settings are restored afterwards.
+        **kwargs: Any other keyword argument is passed to ``f`` (e.g. ``train=False``).
 
     Returns:
         A :class:`~gradlab.CheckReport`; ``report.ok`` says whether it passed and
@@ -284,6 +291,7 @@ def check(
         max_worst=max_worst,
         progress=progress,
         verbose=verbose,
+        compilation_cache=compilation_cache,
     )
     return run_check(f, (params, *args), kwargs, opts)
 
@@ -314,7 +322,7 @@ def run_check(
     compute, device, precision_note = _precision(opts.dtype, opts.host, opts.devices)
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
-    with precise(x64=compute == "float64"), on_device:
+    with compilation_cache(opts.compilation_cache), precise(x64=compute == "float64"), on_device:
         prep = _prepare(f, primals, kwargs, opts, compute, device)
         n_devices = prep.ctx.runner.n_devices
         total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 
+from gradlab.gradcheck._cache import resolve_enabled
 from gradlab.gradcheck.errors import CheckInputError
 
 __all__ = ["MODES", "CheckOptions"]
@@ -64,8 +65,13 @@ class CheckOptions:
     max_worst: int = 5
     progress: bool | None = None
     verbose: bool = False
+    compilation_cache: bool | None = None
 
     def __post_init__(self) -> None:
+        try:
+            resolve_enabled(self.compilation_cache)
+        except ValueError as e:
+            raise CheckInputError(str(e)) from e
         self._steps()
         self._numbers()
         self._modes()
