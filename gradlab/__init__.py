@@ -8,6 +8,7 @@ from gradlab import flow, init, losses, nn, theory
 from gradlab.gradcheck import (
     BANDS,
     CheckInputError,
+    CheckOptions,
     CheckReport,
     EntryMismatch,
     GradCheckError,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BANDS",
     "CheckInputError",
+    "CheckOptions",
     "CheckReport",
     "EntryMismatch",
     "GradCheckError",
