@@ -4,7 +4,7 @@ The centre is :func:`gradlab.check`, a centered-difference gradient checker that
 parameter entry in parallel and reports per leaf with the lecture's relative-error bands.
 """
 
-from gradlab import flow, init, losses, nn, theory
+from gradlab import experiments, flow, init, losses, nn, theory, train
 from gradlab.gradcheck import (
     BANDS,
     CheckInputError,
@@ -36,11 +36,13 @@ __all__ = [
     "assert_check",
     "check",
     "check_rule",
+    "experiments",
     "flow",
     "init",
     "losses",
     "nn",
     "relative_error",
     "theory",
+    "train",
     "verdict",
 ]

@@ -1,0 +1,98 @@
+"""The learning experiments: which initialisers and architectures train, measured over seeds.
+
+Each experiment is run by :func:`run` (or ``gradlab experiment NAME``) at a size ``tiny``
+(seconds, for tests), ``default`` (minutes on 2 CPU cores) or ``large`` (for a GPU), and
+writes ``OUT/NAME/result.json`` (see :mod:`gradlab.experiments.result`) and its figures.
+
+Example:
+    >>> from gradlab import experiments
+    >>> experiments.names()
+    ('init-depth', 'residual-depth', 'lstm-adding', 'clipping', 'lr-scale-grid')
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+
+from gradlab.experiments.result import SIZES, Claim, jsonable, validate_result, write_result
+
+__all__ = ["SIZES", "Claim", "describe", "names", "run", "validate_result"]
+
+_MODULES = {
+    "init-depth": "init_depth",
+    "residual-depth": "residual_depth",
+    "lstm-adding": "lstm_adding",
+    "clipping": "clipping",
+    "lr-scale-grid": "lr_scale_grid",
+}
+
+
+def names() -> tuple[str, ...]:
+    """The experiments' names, in the order of the issue."""
+    return tuple(_MODULES)
+
+
+def _module(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise ValueError(f"Unknown experiment {name!r}; choose one of {', '.join(_MODULES)}.")
+    return importlib.import_module(f"gradlab.experiments.{_MODULES[name]}")
+
+
+def describe(name: str) -> str:
+    """A one-line summary of the experiment."""
+    return _module(name).SUMMARY
+
+
+def run(
+    name: str,
+    *,
+    size: str = "default",
+    seeds: int | None = None,
+    out: str | Path = "gradlab-out/experiments",
+    first_seed: int = 0,
+) -> dict[str, Any]:
+    """Runs experiment ``name`` and writes ``out/name/result.json`` and its figures.
+
+    Args:
+        name: one of :func:`names`.
+        size: ``"tiny"``, ``"default"`` or ``"large"``.
+        seeds: seeds per configuration (default: the size's own).
+        out: output folder.
+        first_seed: the seeds are ``first_seed .. first_seed + seeds - 1`` (another value gives
+            an independent seed set, to check that the claims are robust).
+
+    Returns:
+        The result, as written to ``result.json``.
+
+    Raises:
+        ValueError: for an unknown name or size, or seeds < 2.
+    """
+    module = _module(name)
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
+    cfg = module.CONFIGS[size]
+    seeds = cfg.seeds if seeds is None else seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"seeds must be an integer >= 2 (claims hold over seeds), got {seeds!r}.")
+    out_dir = Path(out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    body = module.run(cfg, seeds, out_dir, first_seed)
+    result = {
+        "experiment": name,
+        "size": size,
+        "seeds": seeds,
+        "first_seed": first_seed,
+        **body,
+        "claims": [c.to_dict() for c in body["claims"]],
+        "seconds": round(time.perf_counter() - start, 1),
+        "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
+    }
+    write_result(result, out_dir)
+    return jsonable(result)
