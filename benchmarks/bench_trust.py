@@ -47,7 +47,7 @@ def mlp(sizes, key, act, dtype=jnp.float64):
         for layer in params[:-1]:
             h = act(h @ layer["w"] + layer["b"])
         logits = (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
-        return binary_cross_entropy(logits, y, from_logits=True)
+        return binary_cross_entropy(logits, y)
 
     return loss, params
 

@@ -325,3 +325,17 @@ def test_flatness_does_not_excuse_a_dropped_gradient():
     report = gradlab.check(f, {"a": jnp.linspace(0.1, 1.0, 4), "b": jnp.ones(2)})
     assert report["a"].status == "unresolved" and not report["a"].flat
     assert report.outcome == "inconclusive"
+
+
+def test_relu_units_at_exactly_zero_for_every_example_pass():
+    # zero biases and weights: a unit's pre-activation is 0 for every example, so moving one
+    # weight puts some examples on each side of the kink. Autodiff's relu'(0) = 0 gives 0,
+    # which lies between 0 and the sum of the one-sided slopes, not between the slopes.
+    key = jax.random.key(0)
+    w1 = jax.random.normal(key, (6, 5)).at[:, :2].set(0.0)
+    params = {"w1": w1, "b1": jnp.zeros(5), "w2": jnp.ones((5,)) * 0.7}
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    f = lambda p, x: jnp.mean(jnp.tanh(jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"]))
+    report = gradlab.check(f, params, x)
+    assert report.ok, report
+    assert report["w1"].n_kinks > 0

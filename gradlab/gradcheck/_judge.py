@@ -87,7 +87,7 @@ KINK_REFERENCE_STEP = 1e-7
 MAX_KINK_TOLERANCE = 0.5
 #: Largest step the check retries an unresolved leaf at (relative to the leaf's scale):
 #: beyond it the truncation error O(h²) of centered differences is no longer negligible.
-MAX_RETRY_EPS = 1e-3
+MAX_RETRY_EPS = 1e-2
 #: The same in the float32 fallback, whose steps start at ~1.4e-2 (truncation, measured by
 #: the probes, then enters the noise floor).
 MAX_RETRY_EPS_FLOAT32 = 1e-1
@@ -250,9 +250,13 @@ def _kinks(s1: Slopes, s2: Slopes) -> np.ndarray:
 
 
 def _subgradient_ok(s1: Slopes, s2: Slopes, ana: np.ndarray, th: Thresholds) -> np.ndarray:
-    """At a kink: ``ana`` lies between the one-sided slopes at the second step, allowing for
-    tolerance, rounding and how far the slopes still moved between the steps."""
-    lo, hi = np.minimum(s2.fwd, s2.bwd), np.maximum(s2.fwd, s2.bwd)
+    """At a kink: ``ana`` lies between the one-sided slopes at the second step — or between
+    ``0`` and their sum, where autodiff's conventions land when several kinks of a
+    composition coincide (``relu'(0) = 0`` or ``1`` applied to every example whose
+    pre-activation is exactly 0) — allowing for tolerance, rounding and how far the slopes
+    still moved between the steps."""
+    ends = np.stack([s2.fwd, s2.bwd, np.zeros_like(s2.fwd), s2.fwd + s2.bwd])
+    lo, hi = ends.min(axis=0), ends.max(axis=0)
     moved = np.maximum(np.abs(s1.fwd - s2.fwd), np.abs(s1.bwd - s2.bwd))
     slack = th.tolerance * (np.abs(s2.fwd) + np.abs(s2.bwd)) + 2 * s2.noise_one_sided + moved
     return (ana >= lo - slack) & (ana <= hi + slack)
@@ -418,7 +422,7 @@ def judge_leaf(
         # agreement rounding could fake (0 = 0 when f's change is below its last bit) is no
         # agreement
         status = "unresolved"
-        needed = 2 * eps * NOISE_MARGIN * max(typical, rel * int(rel > th.tolerance)) / th.tolerance
+        needed = eps * NOISE_MARGIN * typical / th.tolerance
         what, size = ("gradient", "|f|") if order == 1 else ("Hessian", "|∇f|")
         largest = MAX_RETRY_EPS if th.compute_dtype == "float64" else MAX_RETRY_EPS_FLOAT32
         if np.isfinite(needed) and needed <= largest * scale:

@@ -117,7 +117,7 @@ def verify_first_order(
     repeat: bool,
     bar: Progress,
     seed: int,
-    retry: bool = True,
+    retry: int = 2,
 ) -> Verified:
     """Sweeps every plan and judges each leaf (see :mod:`~gradlab.gradcheck._judge`).
 
@@ -127,7 +127,7 @@ def verify_first_order(
        kinks are confirmed and checked against their one-sided slopes, curvature and
        rounding told apart, rounding measured.
     3. Leaves still unresolved by rounding are retried at the step their noise floor asks
-       for (``retry``), and the report says which step verified them.
+       for (``retry`` times at most), and the report says which step verified them.
     """
     forward = "forward" in ads
     raw, n_evals, n_unstable = sweep_first_order(ctx, plans, forward, repeat, bar)
@@ -160,15 +160,15 @@ def verify_first_order(
     totals = sum((rows[plan.k, ad][1] for plan in plans for ad in ads), np.zeros(3))
     out = [rows[plan.k, ad][0] for plan in plans for ad in ads]
     retried = [p for p in plans if any(rows[p.k, ad][0].resolving_eps for ad in ads)]
-    if retry and retried:
+    if retry and retried:  # a retry may itself ask for a larger step once more
         steps = {p.k: max(rows[p.k, ad][0].resolving_eps or 0.0 for ad in ads) for p in retried}
         again_plans = [dataclasses.replace(p, eps=steps[p.k]) for p in retried]
-        redo = verify_first_order(ctx, again_plans, base, th, ads, False, None, seed, False)
+        redo = verify_first_order(ctx, again_plans, base, th, ads, False, None, seed, retry - 1)
         n_evals += redo.n_evaluations
         stages["retry at larger steps"] = redo.n_evaluations
         better = {(r.path, r.ad): r for r in redo.rows}
         out = [_retried(r, better[r.path, r.ad]) if (r.path, r.ad) in better else r for r in out]
-    if retry:
+    if retry == 2:  # once, at the top level
         out, n_flat = _flat_leaves(ctx, plans, out, base, th)
         if n_flat:
             n_evals += n_flat
