@@ -127,3 +127,10 @@ def test_a_plain_function_needs_a_primal():
         gradlab.check_rule(lambda x: x**2, X)
     report = gradlab.check_rule(lambda x: x**2, X, primal=lambda x: x * x)
     assert report.ok and report.kind == "function"
+
+
+def test_check_rule_validates_its_options_like_check():
+    with pytest.raises(gradlab.CheckInputError, match="not a small step"):
+        gradlab.check_rule(jnp.sin, X, eps=2.0, primal=jnp.sin)
+    with pytest.raises(gradlab.CheckInputError, match="cotangents must be a positive int"):
+        gradlab.check_rule(jnp.sin, X, cotangents=0, primal=jnp.sin)

@@ -26,6 +26,7 @@ from gradlab.gradcheck._problem import Leaf, Problem
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import Runner, compile_concurrently
 from gradlab.gradcheck.errors import CheckInputError
+from gradlab.gradcheck.options import CheckOptions
 
 __all__ = [
     "Base",
@@ -289,19 +290,21 @@ def make_plans(
     base: Base,
     runner: Runner,
     steps: Sequence[float],
-    mode: str,
-    samples: int,
-    directions: int,
-    seed: int,
-    order: int,
-    chunk_size: int | None,
-    memory_budget: int | None,
-    sparse: bool = True,
+    *,
+    options: CheckOptions,
 ) -> list[LeafPlan]:
     """Per checked leaf: the perturbations to run, their parts, chunk size and step.
 
+    ``options`` says what to perturb (``mode``, ``samples``, ``directions``, ``seed``), at
+    which ``order``, and how to batch it (``chunk_size``, ``memory_budget``, ``sparse``).
     Directional plans share one chunk size: their rows run together (see :func:`calls`).
     """
+    mode, samples, directions, seed = (
+        options.mode, options.samples, options.directions, options.seed,
+    )  # fmt: skip
+    order, chunk_size, memory_budget, sparse = (
+        options.order, options.chunk_size, options.memory_budget, options.sparse,
+    )  # fmt: skip
     budget = (memory_budget or default_budget(runner.devices[0])) * runner.n_devices
     n_dev = runner.n_devices
     rng = np.random.default_rng(seed)

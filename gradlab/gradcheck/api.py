@@ -374,8 +374,7 @@ def _prepare(
     ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
                   budget=None if opts.chunk_size else budget)  # fmt: skip
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
-    plans = make_plans(problem, base, runner, steps, opts.mode, opts.samples, opts.directions,
-                       opts.seed, opts.order, opts.chunk_size, budget, opts.sparse)  # fmt: skip
+    plans = make_plans(problem, base, runner, steps, options=opts)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ from gradlab.gradcheck._sweep import (
 )
 from gradlab.gradcheck.bands import relative_error
 from gradlab.gradcheck.errors import CheckInputError
+from gradlab.gradcheck.options import CheckOptions
 from gradlab.gradcheck.step import LECTURE_EPS
 from gradlab.gradcheck.vjp import (
     describe_projection,
@@ -430,10 +430,11 @@ def check_rule(
         (False, 'rule')
     """
     primal_fn, kind = _primal(fn, primal)
-    if not isinstance(cotangents, int) or cotangents < 1:
-        raise CheckInputError(f"cotangents must be a positive int, got {cotangents!r}.")
-    if not (isinstance(eps, int | float) and 0 < eps < 1 and math.isfinite(eps)):
-        raise CheckInputError(f"eps must be a small positive number, got {eps!r}.")
+    # the checker's own options object validates check_rule's options, with the same rules
+    opts = CheckOptions(
+        eps=eps, tolerance=tolerance, cotangents=cotangents, seed=seed,
+        kink_tolerance=kink_tolerance, noise_factor=noise_factor, max_worst=max_worst,
+    )  # fmt: skip
     if argnums is None:
         skip = set(getattr(fn, "nondiff_argnums", ()))
         argnums = tuple(
@@ -468,7 +469,7 @@ def check_rule(
         runner = Runner(None)
         ctx = Context(problem, runner, (*dyn, cots), output.scalar)
         steps = [float(eps)] * len(problem.checked)
-        plans = make_plans(problem, base, runner, steps, "full", 1, 1, seed, 1, None, None)
+        plans = make_plans(problem, base, runner, steps, options=opts)
         raw, _, _ = sweep_first_order(ctx, plans, False, False, Progress(False, False, 1, ""))
 
     rows = []
