@@ -10,26 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gradlab.cli import _non_negative, _positive
+
 __all__ = ["register"]
 
 
 def _seeds(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    n = _positive(value)
     if n < 2:
         raise argparse.ArgumentTypeError(f"must be >= 2 (claims are measured over seeds), got {n}")
-    return n
-
-
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
     return n
 
 
