@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.gradcheck._problem import _Static
 from gradlab.gradcheck._promote import narrow_dtype
 from gradlab.gradcheck.bands import relative_error
 
@@ -91,23 +93,14 @@ def audit(
     if not todo:
         return []
 
-    def fn(*args: Any) -> Any:
-        full = list(primals)
-        for a, arg in zip(argnums, args, strict=True):
-            full[a] = arg
-        return value(*full)
-
-    def gradient(args: Sequence[Any]) -> list[np.ndarray]:
-        out, pull = jax.vjp(fn, *args)
-        if cotangent is None:
-            cot = jnp.ones_like(out)
-        else:
-            cot = jax.tree_util.tree_map(lambda v, o: jnp.asarray(v, o.dtype), cotangent, out)
-        return list(jax.tree_util.tree_leaves(pull(cot)))
-
+    flat, tree = jax.tree_util.tree_flatten(list(primals))
+    is_array = tuple(isinstance(x, jax.Array | np.ndarray | np.generic) for x in flat)
+    arrays = tuple(x for x, a in zip(flat, is_array, strict=True) if a)
+    static = _Static(tuple(None if a else x for x, a in zip(flat, is_array, strict=True)))
+    spec = _AuditSpec(value, tuple(argnums), tree, is_array, static)
     with jax.default_matmul_precision("highest"):
-        grads = gradient(diff)
-        moved = gradient(_one_ulp(diff))
+        cot = None if cotangent is None else jax.tree_util.tree_map(jnp.asarray, cotangent)
+        grads, moved = _gradients(spec, arrays, cot)
     k_of = np.cumsum(checked) - 1
     rows = []
     for i in todo:
@@ -118,6 +111,48 @@ def audit(
             AuditRow(paths[i], str(dtypes[i]), rel, max(audit_tolerance(dtypes[i]), spread))
         )
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _AuditSpec:
+    """What is static about the audit's gradient: ``f`` and where its arrays go."""
+
+    value: Any
+    argnums: tuple[int, ...]
+    tree: Any
+    is_array: tuple[bool, ...]
+    static: _Static
+
+    def primals(self, arrays: Sequence[Any]) -> list[Any]:
+        it = iter(arrays)
+        flat = [next(it) if a else s for a, s in zip(self.is_array, self.static.value, strict=True)]
+        return jax.tree_util.tree_unflatten(self.tree, flat)
+
+
+@partial(jax.jit, static_argnums=0)
+def _gradients(
+    spec: _AuditSpec, arrays: tuple[Any, ...], cotangent: Any
+) -> tuple[list[Any], list[Any]]:
+    """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp (one
+    compiled program per function and shapes)."""
+
+    def gradient(arrays: Sequence[Any]) -> list[Any]:
+        primals = spec.primals(arrays)
+
+        def fn(*args: Any) -> Any:
+            full = list(primals)
+            for a, arg in zip(spec.argnums, args, strict=True):
+                full[a] = arg
+            return spec.value(*full)
+
+        out, pull = jax.vjp(fn, *[primals[a] for a in spec.argnums])
+        if cotangent is None:
+            cot = jnp.ones_like(out)
+        else:
+            cot = jax.tree_util.tree_map(lambda v, o: v.astype(o.dtype), cotangent, out)
+        return list(jax.tree_util.tree_leaves(pull(cot)))
+
+    return gradient(arrays), gradient(tuple(_one_ulp(x) for x in arrays))
 
 
 def _wide(g: Any) -> np.ndarray:
@@ -132,14 +167,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     )
 
 
-def _one_ulp(tree: Any) -> Any:
-    """Every narrow floating-point entry moved by one unit in the last place, up or down."""
-    rng = np.random.default_rng(0)
-
-    def move(x: Any) -> Any:
-        if not hasattr(x, "dtype") or not narrow_dtype(x.dtype) or jnp.iscomplexobj(x):
-            return x
-        up = jnp.asarray(rng.random(jnp.shape(x)) < 0.5)
-        return jnp.where(up, jnp.nextafter(x, jnp.inf), jnp.nextafter(x, -jnp.inf)).astype(x.dtype)
-
-    return jax.tree_util.tree_map(move, tree)
+def _one_ulp(x: Any) -> Any:
+    """A narrow floating-point array with every entry moved by one unit in the last place,
+    up and down alternately (traced: part of the audit's program)."""
+    if not narrow_dtype(x.dtype) or jnp.iscomplexobj(x):
+        return x
+    up = (jnp.arange(x.size) % 2 == 0).reshape(x.shape)
+    return jnp.where(up, jnp.nextafter(x, jnp.inf), jnp.nextafter(x, -jnp.inf)).astype(x.dtype)
