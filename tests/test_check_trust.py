@@ -339,3 +339,19 @@ def test_relu_units_at_exactly_zero_for_every_example_pass():
     report = gradlab.check(f, params, x)
     assert report.ok, report
     assert report["w1"].n_kinks > 0
+
+
+def test_a_wrong_rule_at_coincident_kinks_still_fails():
+    # the same units at exactly 0 for every example, through a relu whose derivative at 0 is
+    # 3: the value 3·(sum of the slopes) lies outside both the slopes and [0, their sum]
+    @jax.custom_jvp
+    def relu(x):
+        return jnp.maximum(x, 0.0)
+
+    relu.defjvps(lambda t, ans, x: t * jnp.where(x > 0, 1.0, jnp.where(x == 0, 3.0, 0.0)))
+    w1 = jax.random.normal(jax.random.key(0), (6, 5)).at[:, :2].set(0.0)
+    params = {"w1": w1, "b1": jnp.zeros(5), "w2": jnp.ones((5,)) * 0.7}
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    f = lambda p, x: jnp.mean(jnp.tanh(relu(x @ p["w1"] + p["b1"]) @ p["w2"]))
+    report = gradlab.check(f, params, x)
+    assert report.outcome == "failed" and report["w1"].status == "wrong", report
