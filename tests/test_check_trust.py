@@ -355,3 +355,30 @@ def test_a_wrong_rule_at_coincident_kinks_still_fails():
     f = lambda p, x: jnp.mean(jnp.tanh(relu(x @ p["w1"] + p["b1"]) @ p["w2"]))
     report = gradlab.check(f, params, x)
     assert report.outcome == "failed" and report["w1"].status == "wrong", report
+
+
+def _float32_bitcast(scale):
+    """A piece no promotion can widen (a bit cast of float32), with a straight-through rule."""
+
+    @jax.custom_vjp
+    def roundtrip(x):
+        x32 = jax.lax.bitcast_convert_type(
+            jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32), jnp.float32
+        )
+        return x32.astype(x.dtype)
+
+    roundtrip.defvjp(lambda x: (roundtrip(x), None), lambda _, ct: (ct,))
+    tanh = _scaled_rule(jnp.tanh, scale)
+    return lambda p: jnp.sum(jnp.sin(roundtrip(p)) * tanh(p))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_a_piece_kept_in_float32_sets_the_floor_and_a_bug_still_fails(scale):
+    report = gradlab.check(_float32_bitcast(scale), jnp.linspace(0.1, 1.0, 6))
+    assert any(line.startswith("kept as written: bitcast") for line in report.promoted)
+    if scale == 1.0:
+        # float32 rounding inside f cannot be resolved to 1e-6 at any admissible step
+        assert report.outcome == "inconclusive", report
+    else:
+        # retried at the largest admissible step, the 1.5x error stands clear of that rounding
+        assert report.outcome == "failed", report

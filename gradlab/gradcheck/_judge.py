@@ -432,6 +432,10 @@ def judge_leaf(
                 f"eps={needed:.0e} would resolve it"
             )
         else:
+            if np.isfinite(needed) and largest * scale > eps:
+                # no admissible step resolves it to the tolerance, but the largest one can
+                # still tell a gross error from rounding: retried there
+                retry_eps = float(largest * scale)
             note = (
                 f"the {what} is too small next to {size}, or f too noisy, for finite "
                 f"differences in {th.compute_dtype} (noise floor {floor:.1e} at eps={eps:g}; "

@@ -409,6 +409,11 @@ def _report(
         rows = [dataclasses.replace(r, estimated_error=est[r.path]) for r in rows]
     notes = [precision_note] if precision_note else []
     notes += _notes(found.n_unstable, compute, prep.base.out_dtype, prep.problem, opts.mode)
+    if prep.promotion.lowest is not None:
+        notes.append(
+            f"f still computes in {prep.promotion.lowest} where it could not be promoted (see "
+            "'kept as written'): that rounding, not float64's, sets the noise floors."
+        )
     if same.primal_differs is not None and same.deterministic:
         notes.append(
             f"the autodiff program's f(θ) differs from f's own evaluation by "
