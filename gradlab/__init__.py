@@ -4,7 +4,9 @@ The centre is :func:`gradlab.check`, a centered-difference gradient checker that
 parameter entry in parallel and reports per leaf with the lecture's relative-error bands.
 """
 
-from gradlab import experiments, flow, init, losses, nn, theory, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from gradlab.gradcheck import (
     BANDS,
     CheckInputError,
@@ -21,7 +23,25 @@ from gradlab.gradcheck import (
     verdict,
 )
 
+if TYPE_CHECKING:
+    from gradlab import experiments, flow, init, losses, nn, theory, train
+
 __version__ = "0.1.0"
+
+#: Submodules imported on first use: a test that only checks gradients does not pay for Flax,
+#: optax or matplotlib at import time.
+_SUBMODULES = ("experiments", "flow", "init", "losses", "nn", "theory", "train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"gradlab.{name}")
+    raise AttributeError(f"module 'gradlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BANDS",
