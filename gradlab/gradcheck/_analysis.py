@@ -1,4 +1,10 @@
-"""From raw evaluations to a verdict: differences, kinks, the rounding noise floor.
+"""Second-order and ``check_rule`` judging: differences, kink flags, the rounding noise floor.
+
+The first-order check judges in :mod:`~gradlab.gradcheck._judge` (kinks confirmed at a second
+step and checked as subgradients). In second-order checks kink-like entries are flagged but
+never left out of a leaf's relative error: a leaf with them is ``"unresolved"`` unless it
+verifies with them in. ``check_rule`` leaves them out of its finite-difference columns only;
+its verdict on the rule compares it with autodiff over every entry.
 
 Conventions, per entry ``i`` of a leaf, with ``f0 = f(θ)``, ``f± = f(θ ± h·e_i)`` and the
 steps actually taken ``h+ > 0 > h−``:

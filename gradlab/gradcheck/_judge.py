@@ -437,10 +437,17 @@ def judge_leaf(
                 # still tell a gross error from rounding: retried there
                 retry_eps = float(largest * scale)
             note = (
-                f"the {what} is too small next to {size}, or f too noisy, for finite "
-                f"differences in {th.compute_dtype} (noise floor {floor:.1e} at eps={eps:g}; "
-                f"a step of {needed:.0e} would be needed); check this leaf on a loss without "
-                f"the large terms, or where its {what} is larger"
+                (
+                    f"f does not change measurably along this leaf's entries at eps={eps:g}: its "
+                    f"{what} is zero on both sides only up to rounding, which establishes nothing"
+                )
+                if not np.isfinite(floor)
+                else (
+                    f"the {what} is too small next to {size}, or f too noisy, for finite "
+                    f"differences in {th.compute_dtype} (noise floor {floor:.1e} at eps={eps:g}; "
+                    f"a step of {needed:.0e} would be needed); check this leaf on a loss without "
+                    f"the large terms, or where its {what} is larger"
+                )
             )
     elif n_nonfinite:
         status = "unresolved"
