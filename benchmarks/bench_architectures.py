@@ -304,10 +304,19 @@ WORKLOADS: dict[str, Callable[[], list[Check]]] = {
 # --------------------------------------------------------------------------------------------
 
 
+_JAX_FNS: dict[int, Callable[..., Any]] = {}
+
+
 def _jax_fn(check: Check) -> Callable[..., Any]:
+    """The JAX loss of ``check``: one function object per check, so that the warm phase calls
+    the same function again, as a second check of a layer in one process does."""
     import jax.numpy as jnp
 
-    return check.jax_loss or (lambda p, *a: check.loss(jnp, p, *a))
+    if check.jax_loss is not None:
+        return check.jax_loss
+    if id(check) not in _JAX_FNS:
+        _JAX_FNS[id(check)] = lambda p, *a: check.loss(jnp, p, *a)
+    return _JAX_FNS[id(check)]
 
 
 def _subsample(n: int, max_entries: int, seed: int) -> np.ndarray | None:

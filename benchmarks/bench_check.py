@@ -52,7 +52,8 @@ from _common import (
 from jax.flatten_util import ravel_pytree
 
 import gradlab
-from gradlab.gradcheck._sweep import SMALL_LEAF
+from gradlab.gradcheck._memory import program_cost
+from gradlab.gradcheck._sweep import shares_kernel
 from gradlab.losses import binary_cross_entropy
 
 jax.config.update("jax_enable_x64", True)
@@ -144,9 +145,22 @@ def layer_flops(model: Model, layer: int) -> int:
 
 
 def _grouped_leaves(model: Model) -> list[str]:
-    """The leaves gradlab groups into one kernel (small ones, when there are several)."""
-    small = [name for name in model.leaf_names if model.params[name].size <= SMALL_LEAF]
-    return small if len(small) > 1 else []
+    """The leaves gradlab groups into one kernel, as its planner decides.
+
+    The planner (``gradlab.gradcheck._sweep.shares_kernel``) is asked with the inputs it gets
+    in a check: each leaf's rows, FLOPs of ``f`` at ``+h`` and ``−h`` and the size of ``f``'s
+    program, both estimated from ``f``'s jaxpr (``program_cost``), on this platform. A group
+    needs two leaves at least.
+    """
+    with jax.enable_x64(True):
+        cost = program_cost(jax.make_jaxpr(jax_loss)(model.params, model.x, model.y))
+    platform = jax.devices()[0].platform
+    shared = [
+        name
+        for name in model.leaf_names
+        if shares_kernel(model.params[name].size, 2 * cost.flops, platform, cost.eqns)
+    ]
+    return shared if len(shared) > 1 else []
 
 
 def eval_flops(model: Model, leaf: str, sparse: bool = True) -> int:
@@ -207,7 +221,7 @@ def forward_flops(model: Model) -> int:
 
 
 def run_gradlab(model: Model, **options: Any) -> dict[str, Any]:
-    """One ``gradlab.check`` call on the model."""
+    """One ``gradlab.check`` call on the model (``options``: fields of ``gradlab.Execution``)."""
     t = timed(
         lambda: gradlab.check(
             jax_loss,
@@ -216,8 +230,7 @@ def run_gradlab(model: Model, **options: Any) -> dict[str, Any]:
             model.jax_y,
             eps=EPS,
             tolerance=TOLERANCE,
-            progress=False,
-            **options,
+            execution=gradlab.Execution(progress=False, **options),
         )
     )
     report = t.value

@@ -139,7 +139,8 @@ def main() -> None:
         )
     )
     t0 = time.perf_counter()
-    report = gradlab.check(loss, params, x, y, progress=True, verbose=True, sparse=not args.dense)
+    execution = gradlab.Execution(progress=True, verbose=True, slices=not args.dense)
+    report = gradlab.check(loss, params, x, y, execution=execution)
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(report.summary())

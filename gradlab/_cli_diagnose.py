@@ -1,4 +1,9 @@
-"""The command line's ``gradlab diagnose`` (gradient flow in your own model)."""
+"""The command line's ``gradlab diagnose`` (gradient flow in your own model).
+
+``gradlab diagnose MODULE:FUNCTION [--json PATH] [--out DIR] [--decades D] [--no-verify]``
+calls ``FUNCTION()`` for ``(f, params, args)`` and prints the diagnosis. The exit status is 0
+when no layer is flagged, 1 when some are, 2 for bad usage or bad input.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    """Adds ``gradlab diagnose MODULE:FUNCTION`` to ``sub`` (``argparse`` subparsers)."""
+    """Adds ``gradlab diagnose MODULE:FUNCTION`` to ``sub`` (``argparse`` subparsers).
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="gradlab")
+        >>> register(parser.add_subparsers())
+        >>> parser.parse_args(["diagnose", "pkg.model:make", "--decades", "3"]).decades
+        3.0
+    """
     p = sub.add_parser(
         "diagnose",
         help="where gradients vanish or explode in your model, why, and what to change",
@@ -43,6 +56,7 @@ def register(sub: Any) -> None:
 def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.console import Console
 
+    from gradlab._errors import InputError
     from gradlab.cli import _load_target
     from gradlab.flow import diagnose
 
@@ -62,7 +76,7 @@ def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     console = Console()
     try:
         d = diagnose(f, params, *f_args, **options)
-    except ValueError as e:
+    except InputError as e:
         console.print(f"[bold red]gradlab diagnose: bad input:[/] {e}")
         return 2
     console.print(d)

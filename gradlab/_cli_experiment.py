@@ -2,7 +2,8 @@
 
 ``gradlab experiment list`` lists them; ``gradlab experiment NAME [--size tiny|default|large]
 [--seeds N] [--first-seed K] [--out DIR]`` runs one and writes ``DIR/NAME/result.json`` and its
-figures. The exit status is 0 when it ran (whether or not its claims held), 2 for bad usage.
+figures. The exit status is 0 when it ran (whether or not its claims held), 2 for bad usage
+(an unknown name or size, fewer than 2 seeds).
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ def _seeds(value: str) -> int:
 
 
 def register(sub: Any) -> None:
-    """Adds ``experiment`` to ``sub`` (``argparse`` subparsers)."""
+    """Adds ``experiment`` to ``sub`` (``argparse`` subparsers).
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="gradlab")
+        >>> register(parser.add_subparsers())
+        >>> parser.parse_args(["experiment", "clipping", "--size", "tiny"]).size
+        'tiny'
+    """
     from gradlab import experiments
 
     p = sub.add_parser(
@@ -57,6 +66,7 @@ def _cmd_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     from rich.table import Table
 
     from gradlab import experiments
+    from gradlab._errors import InputError
 
     console = Console()
     if args.name == "list":
@@ -70,9 +80,12 @@ def _cmd_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             f"unknown experiment {args.name!r}; choose one of "
             f"{', '.join(experiments.names())} (or 'list')"
         )
-    result = experiments.run(
-        args.name, size=args.size, seeds=args.seeds, out=args.out, first_seed=args.first_seed
-    )
+    try:
+        result = experiments.run(
+            args.name, size=args.size, seeds=args.seeds, out=args.out, first_seed=args.first_seed
+        )
+    except InputError as e:
+        args.experiment_parser.error(str(e))
     table = Table("holds", "claim", title=f"{args.name} ({args.size}, {result['seeds']} seeds)")
     for c in result["claims"]:
         mark = "[green]yes[/green]" if c["holds"] else "[red]no[/red]"

@@ -2,7 +2,7 @@
 
 Run ``gradlab --help`` or ``gradlab COMMAND --help``; ``python -m gradlab`` is the same.
 :func:`main` returns the exit status: 0 on success, 1 when ``gradlab check`` finds a wrong
-gradient, 2 for bad usage (argparse's convention).
+gradient, 2 for bad usage (argparse's convention), 3 when a check is inconclusive.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ _ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "gelu")
 
 
 def _init_name(value: str) -> str:
-    from gradlab import flow
+    from gradlab import init
 
     try:
-        flow.resolve_init(value)
+        init.get(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return value
@@ -69,12 +69,6 @@ def _positive_float(value: str) -> float:
     return x
 
 
-def _eps(value: str) -> float | str:
-    if value == "auto":
-        return value
-    return _positive_float(value)
-
-
 def _branch_scale(value: str) -> float | str | None:
     if value in ("none", "None"):
         return None
@@ -90,7 +84,7 @@ def _branch_scale(value: str) -> float | str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    from gradlab import flow
+    from gradlab import init
 
     parser = argparse.ArgumentParser(
         prog="gradlab",
@@ -120,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measures per-layer (mlp, residual) or per-time-step (lstm, rnn) gradient "
         "norms over many seeds, prints a table and writes JSON and a figure.",
         epilog="Initialisers: "
-        + ", ".join(flow.INIT_NAMES)
-        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, scaled:0.9).",
+        + ", ".join(init.NAMES)
+        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, normal:0.9).",
     )
     fl.add_argument("--arch", choices=("mlp", "residual", "lstm", "rnn"), default="mlp")
     fl.add_argument("--depth", type=_non_negative, default=150, help="layers (mlp, residual)")
@@ -159,31 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fl.add_argument("--no-figure", action="store_true", help="do not write the figure")
 
-    ck = sub.add_parser(
-        "check",
-        help="gradient-check your function: MODULE:FUNCTION returning (f, params, args)",
-        description="Imports FUNCTION from MODULE (a dotted module path, or a .py file path), "
-        "calls it with no arguments to get (f, params, args), runs gradlab.check(f, params, "
-        "*args) and prints the report. Exit status 0 when the check passes, 1 when it fails.",
-    )
-    ck.add_argument(
-        "target",
-        metavar="MODULE:FUNCTION",
-        help="e.g. mypkg.layers:problem or path/to/file.py:problem",
-    )
-    ck.add_argument(
-        "--eps",
-        type=_eps,
-        default=None,
-        help="finite-difference step (default: the lecture's 1e-7), or 'auto'",
-    )
-    ck.add_argument(
-        "--tolerance",
-        type=_positive_float,
-        default=None,
-        help="relative-error tolerance per leaf (default: gradlab.check's)",
-    )
-    ck.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
     for name in _EXTENSIONS:
         importlib.import_module(name).register(sub)
     return parser
@@ -191,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that add subcommands: each has ``register(sub)``, which adds its parsers with
 #: ``set_defaults(handler=fn)``, ``fn(args, parser) -> int`` being the exit status.
-_EXTENSIONS: tuple[str, ...] = ("gradlab._cli_experiment", "gradlab._cli_diagnose")
+_EXTENSIONS: tuple[str, ...] = (
+    "gradlab._cli_check",
+    "gradlab._cli_experiment",
+    "gradlab._cli_diagnose",
+)
 
 
 # --------------------------------------------------------------------------- commands
@@ -308,43 +281,27 @@ def _load_target(target: str, parser: argparse.ArgumentParser) -> Any:
     return fn
 
 
-def _cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import gradlab
-
-    fn = _load_target(args.target, parser)
+def _load_problem(
+    target: str, parser: argparse.ArgumentParser, command: str
+) -> tuple[Any, Any, tuple[Any, ...]]:
+    """``MODULE:FUNCTION`` loaded and called: the ``(f, params, args)`` it returns."""
+    fn = _load_target(target, parser)
     try:
         problem = fn()
     except Exception as e:
-        parser.error(f"check: {args.target}() raised {type(e).__name__}: {e}")
+        parser.error(f"{command}: {target}() raised {type(e).__name__}: {e}")
     if not (isinstance(problem, tuple | list) and len(problem) == 3):
         parser.error(
-            f"check: {args.target}() must return (f, params, args) with args a tuple, got "
+            f"{command}: {target}() must return (f, params, args) with args a tuple, got "
             f"{type(problem).__name__}"
             + (f" of length {len(problem)}" if isinstance(problem, tuple | list) else "")
         )
     f, params, f_args = problem
     if not callable(f):
-        parser.error(f"check: the first element returned by {args.target}() is not callable")
+        parser.error(f"{command}: the first element returned by {target}() is not callable")
     if not isinstance(f_args, tuple | list):
         f_args = (f_args,)
-    options: dict[str, Any] = {}
-    if args.eps is not None:
-        options["eps"] = args.eps
-    if args.tolerance is not None:
-        options["tolerance"] = args.tolerance
-    console = _console()
-    try:
-        report = gradlab.check(f, params, *f_args, **options)
-    except gradlab.CheckInputError as e:
-        console.print(f"[bold red]gradlab check: bad input:[/] {e}")
-        return 2
-    console.print(report if hasattr(report, "__rich__") else str(report))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=1, default=str))
-        console.print(f"wrote {path}")
-    return 0 if report.ok else 1
+    return f, params, tuple(f_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 when ``gradlab check`` fails, 2 for bad usage.
+        0 on success, 1 when ``gradlab check`` fails, 2 for bad usage, 3 when a check is
+        inconclusive.
     """
+    from gradlab._errors import InputError
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -363,12 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "flow":
             return _cmd_flow(args, parser)
-        if args.command == "check":
-            return _cmd_check(args, parser)
         return int(args.handler(args, parser))
     except SystemExit as e:  # argparse errors and --help
         code = e.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    except InputError as e:  # bad input found past parsing: the message says the fix
+        print(f"gradlab {_argv_command(argv)}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _argv_command(argv: Sequence[str] | None) -> str:
+    """The subcommand named in ``argv`` (for messages), or ``""``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return next((a for a in args if not a.startswith("-")), "")
 
 
 if __name__ == "__main__":  # pragma: no cover

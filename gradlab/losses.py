@@ -2,6 +2,13 @@
 
 Each loss returns the mean over every entry, a scalar, so ``f(params, x, y) = loss(model(x), y)``
 can go straight to :func:`jax.grad` and :func:`gradlab.check`.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> z, y = jnp.array([0.0, 2.0]), jnp.array([1.0, 0.0])
+    >>> jax.grad(losses.binary_cross_entropy)(z, y)  # (sigmoid(z) - y) / m
+    Array([-0.25     ,  0.4403985], dtype=float32)
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from gradlab._errors import InputError
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_from_probs", "mse"]
 
@@ -20,13 +29,16 @@ def _pair(
 ) -> tuple[Array, Array]:
     a, b = jnp.asarray(a), jnp.asarray(b)
     if a.shape != b.shape:
-        raise ValueError(
+        raise InputError(
             f"{name}: {a_name} and {b_name} must have the same shape, got {a.shape} and "
             f"{b.shape}. Reshape one of them (e.g. {b_name}.reshape({a_name}.shape)): "
             "broadcasting (m, 1) against (m,) would silently average m * m wrong terms."
         )
     if a.size == 0:
-        raise ValueError(f"{name}: {a_name} is empty; the mean over zero entries is undefined.")
+        raise InputError(
+            f"{name}: {a_name} is empty; the mean over zero entries is undefined. Pass at "
+            "least one entry."
+        )
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
     return a, b.astype(a.dtype)
@@ -49,10 +61,11 @@ def binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
         The scalar mean loss.
 
     Raises:
-        ValueError: if the shapes differ or the input is empty.
+        InputError: if the shapes differ or the input is empty.
 
     Example:
         >>> import jax.numpy as jnp
+        >>> from gradlab.losses import binary_cross_entropy
         >>> binary_cross_entropy(jnp.array([0.0, 100.0]), jnp.array([1.0, 0.0]))
         Array(50.34657, dtype=float32)
     """
@@ -83,8 +96,12 @@ def binary_cross_entropy_from_probs(
     Returns:
         The scalar mean loss.
 
+    Raises:
+        InputError: if the shapes differ, the input is empty or ``eps`` is not in (0, 0.5).
+
     Example:
         >>> import jax.numpy as jnp
+        >>> from gradlab.losses import binary_cross_entropy_from_probs
         >>> binary_cross_entropy_from_probs(jnp.array([0.5, 0.5]), jnp.array([1.0, 0.0]))
         Array(0.6931472, dtype=float32)
     """
@@ -92,7 +109,10 @@ def binary_cross_entropy_from_probs(
     if eps is None:
         eps = float(jnp.finfo(p.dtype).eps)
     if not 0 < eps < 0.5:
-        raise ValueError(f"binary_cross_entropy_from_probs: eps must be in (0, 0.5), got {eps}.")
+        raise InputError(
+            f"binary_cross_entropy_from_probs: eps must be in (0, 0.5), got {eps}. Pass a small "
+            "margin such as 1e-7, or None for the dtype's machine epsilon."
+        )
     p = jnp.clip(p, eps, 1 - eps)
     return -jnp.mean(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
 
@@ -100,8 +120,19 @@ def binary_cross_entropy_from_probs(
 def mse(predictions: ArrayLike, targets: ArrayLike) -> Array:
     """Mean squared error ``1/m sum_i (p_i - t_i)^2`` over every entry (no factor 1/2).
 
+    Args:
+        predictions: ``p``, any shape.
+        targets: ``t``, the same shape as ``predictions``.
+
+    Returns:
+        The scalar mean loss; its gradient with respect to ``p`` is ``2 (p - t) / m``.
+
+    Raises:
+        InputError: if the shapes differ or the input is empty.
+
     Example:
         >>> import jax.numpy as jnp
+        >>> from gradlab.losses import mse
         >>> mse(jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))
         Array(2.5, dtype=float32)
     """

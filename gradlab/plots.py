@@ -26,6 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gradlab import theory as _theory
+from gradlab._errors import InputError
 from gradlab.flow import FlowProfile
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "save",
 ]
 
-#: The colours :func:`plot_profiles` uses in order.
 PALETTE: tuple[str, ...] = (
     "#1f77b4",
     "#d62728",
@@ -49,6 +49,13 @@ PALETTE: tuple[str, ...] = (
     "#7f7f7f",
     "#bcbd22",
 )
+"""The colours :func:`plot_profiles` uses in order (matplotlib's tab10, reordered).
+
+Example:
+    >>> from gradlab import plots
+    >>> plots.PALETTE[:2]
+    ('#1f77b4', '#d62728')
+"""
 _COLORS = PALETTE
 
 _YLABELS = {
@@ -76,6 +83,14 @@ def save(
 
     Returns:
         The paths written.
+
+    Example:
+        >>> import tempfile
+        >>> from matplotlib.figure import Figure
+        >>> from gradlab import plots
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     [p.name for p in plots.save(Figure(), f"{d}/empty.png", ("png",))]
+        ['empty.png']
     """
     base = Path(path)
     if base.suffix.lower() in (".png", ".svg", ".pdf"):
@@ -133,19 +148,39 @@ def plot_profiles(
 
     Returns:
         The figure.
+
+    Raises:
+        InputError: for no profiles, depth and time profiles mixed, or as many labels or
+            colors as profiles.
+
+    Example:
+        >>> from gradlab import flow, plots
+        >>> p = flow.depth_profile("mlp", depth=10, width=8, activation="linear",
+        ...                        init="orthogonal:0.9", seeds=2, batch=2)
+        >>> fig = plots.plot_profiles([p], ["orthogonal x 0.9"], quantity="h", theory=False)
+        >>> fig.axes[0].get_xlabel()
+        'layer $l$'
     """
     if not profiles:
-        raise ValueError("plot_profiles needs at least one FlowProfile.")
+        raise InputError(
+            "plot_profiles needs at least one FlowProfile; pass e.g. [flow.depth_profile(...)]."
+        )
     kinds = {p.kind for p in profiles}
     if len(kinds) != 1:
-        raise ValueError("plot_profiles: mix of depth and time profiles; plot them separately.")
+        raise InputError(
+            "plot_profiles: a mix of depth and time profiles; plot them in separate calls."
+        )
     kind = kinds.pop()
     if labels is None:
         labels = [str(p.config.get("init")) for p in profiles]
     if len(labels) != len(profiles):
-        raise ValueError(f"{len(labels)} labels for {len(profiles)} profiles.")
+        raise InputError(
+            f"{len(labels)} labels for {len(profiles)} profiles; pass one label per profile."
+        )
     if colors is not None and len(colors) != len(profiles):
-        raise ValueError(f"{len(colors)} colors for {len(profiles)} profiles.")
+        raise InputError(
+            f"{len(colors)} colors for {len(profiles)} profiles; pass one color per profile."
+        )
     fig, ax = _new_axes(ax, (7.5, 4.6))
     theory_drawn = False
     for i, (p, label) in enumerate(zip(profiles, labels, strict=True)):
@@ -204,10 +239,22 @@ def plot_cell_path(
 
     Returns:
         The figure.
+
+    Raises:
+        InputError: if a profile has no ``cell_path`` series (not an LSTM time profile).
+
+    Example:
+        >>> from gradlab import flow, plots
+        >>> p = flow.time_profile("lstm", steps=20, hidden=8, forget_bias=1.0, seeds=2, batch=2)
+        >>> len(plots.plot_cell_path([p]).axes)
+        1
     """
     lstms = [p for p in profiles if p.kind == "time" and "cell_path" in p.series]
     if not lstms:
-        raise ValueError("plot_cell_path needs LSTM time profiles (with a 'cell_path' series).")
+        raise InputError(
+            "plot_cell_path needs LSTM time profiles (with a 'cell_path' series); pass "
+            "flow.time_profile('lstm', ...) results."
+        )
     if labels is None:
         labels = [f"LSTM, $b_f$ = {p.config['forget_bias']:g}" for p in lstms]
     fig, ax = _new_axes(ax, (7.5, 4.6))
@@ -268,6 +315,14 @@ def plot_phase_diagram(
 
     Returns:
         The figure.
+
+    Example:
+        >>> import numpy as np
+        >>> from gradlab import plots
+        >>> fig = plots.plot_phase_diagram("tanh", weight_variances=np.linspace(0.5, 3, 12),
+        ...                                bias_variances=np.linspace(0, 0.3, 8))
+        >>> len(fig.axes) >= 1
+        True
     """
     sw = np.linspace(0.25, 4.5, 120) if weight_variances is None else np.asarray(weight_variances)
     sb = np.linspace(0.0, 0.5, 90) if bias_variances is None else np.asarray(bias_variances)

@@ -47,11 +47,11 @@ def mlp_logits(params, x):
 #: sums are taken per call segment, and 3 directions per leaf keep the segments the same.
 CASES = [
     ("full", mlp_bce, 2, {}),
-    ("sample", mlp_bce, 2, {"mode": "sample", "samples": 5, "seed": 1}),
-    ("directional", mlp_bce, 2, {"mode": "directional", "directions": 3}),
-    ("both", mlp_bce, 2, {"ad": "both"}),
-    ("order2", mlp_bce, 2, {"order": 2, "mode": "directional", "directions": 3, "ad": "both"}),
-    ("vector", mlp_logits, 1, {"cotangents": 2}),
+    ("sample", mlp_bce, 2, {"entries": gradlab.Sample(5), "seed": 1}),
+    ("directional", mlp_bce, 2, {"entries": gradlab.Directional(3)}),
+    ("both", mlp_bce, 2, {"autodiff": "both"}),
+    ("order2", mlp_bce, 2, {"order": 2, "entries": gradlab.Directional(3), "autodiff": "both"}),
+    ("vector", mlp_logits, 1, {"projections": 2}),
 ]
 
 
@@ -64,16 +64,18 @@ def main() -> None:
     # Same per-device batch (PER_DEVICE entries) on one device and on all: XLA then runs the
     # same computation per entry, so the numbers must be identical, not merely close.
     n = len(jax.devices())
-    runs = [("one", {"devices": jax.local_devices()[:1], "chunk_size": PER_DEVICE})]
-    runs.append(("all", {"chunk_size": PER_DEVICE * n}))
-    if jax.process_count() == 1:
-        runs[1][1]["devices"] = jax.devices()
+    runs = [("one", gradlab.Execution(devices=jax.local_devices()[:1], chunk_size=PER_DEVICE))]
+    everywhere = jax.devices() if jax.process_count() == 1 else None
+    runs.append(("all", gradlab.Execution(devices=everywhere, chunk_size=PER_DEVICE * n)))
+    worst = gradlab.Criteria(worst_entries=1000)
     for case, f, n_args, options in CASES:
+        options = dict(options)
+        check = gradlab.check_second_order if options.pop("order", 1) == 2 else gradlab.check
         out["cases"][case] = {
-            name: gradlab.check(
-                f, params, *(x, y)[:n_args], max_worst=1000, **options, **kwargs
+            name: check(
+                f, params, *(x, y)[:n_args], criteria=worst, execution=execution, **options
             ).to_dict()
-            for name, kwargs in runs
+            for name, execution in runs
         }
     with open(sys.argv[1], "w") as fh:
         json.dump(out, fh)

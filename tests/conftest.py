@@ -63,3 +63,19 @@ def mlp_problem():
         x = jax.random.normal(jax.random.PRNGKey(1), (16, 5), dtype=jnp.float64)
         y = (jax.random.uniform(jax.random.PRNGKey(2), (16,)) > 0.5).astype(jnp.float64)
     return mlp_bce, params, x, y
+
+
+#: Global JAX settings no test (and nothing gradlab does) may leave changed.
+_GLOBAL_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_compilation_cache_dir")
+
+
+@pytest.fixture(autouse=True)
+def _jax_settings_unchanged():
+    """Fails the test after which JAX's global settings differ from before it."""
+    before = {name: getattr(jax.config, name) for name in _GLOBAL_SETTINGS}
+    yield
+    after = {name: getattr(jax.config, name) for name in _GLOBAL_SETTINGS}
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    for name, (value, _) in changed.items():  # restore, so that one leak fails one test
+        jax.config.update(name, value)
+    assert not changed, f"JAX settings left changed (before, after): {changed}"

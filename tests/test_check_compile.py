@@ -1,5 +1,6 @@
-"""What a check compiles: one kernel per large leaf, one per group of small leaves, and
-nothing at all when the same function is checked again on arrays of the same shapes."""
+"""What a check compiles: a kernel per leaf the plan gives its own, one per group of the
+others, and nothing at all when the same function is checked again on arrays of the same
+shapes."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradlab
-from gradlab.gradcheck import _kernels, _sweep
-from gradlab.gradcheck._sweep import SMALL_LEAF
+from gradlab.gradcheck import _kernels, _runner, _sweep
+
+# w_mid (BIG, BIG) has 32x the entries of w_in: on a batch of 16 its rows evaluated densely
+# cost ~6x the compile of another kernel (KERNEL_COST), w_in's ~0.2x: the plan gives w_mid
+# a kernel of its own, grouping the others, with a wide margin either way.
+BIG = 96
 
 
 def _model(width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     rng = np.random.default_rng(width)
-    big = int(np.sqrt(SMALL_LEAF)) + 8  # a (big, big) weight is over SMALL_LEAF entries
+    big = BIG
     params = {
         "w_in": rng.normal(size=(3, big)) / 2,
         "b_in": rng.normal(size=big) / 10,
@@ -23,7 +28,7 @@ def _model(width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         "w_out": rng.normal(size=(big, width)) / big,
         "scale": np.asarray(1.3),
     }
-    return params, rng.normal(size=(4, 3))
+    return params, rng.normal(size=(16, 3))
 
 
 def _loss(p, x, scale=lambda s, v: s * v):
@@ -32,17 +37,26 @@ def _loss(p, x, scale=lambda s, v: s * v):
     return scale(p["scale"], jnp.sum(jnp.sin(h @ p["w_out"])))
 
 
-def test_small_leaves_share_a_kernel_and_a_second_check_compiles_nothing():
+def _fd_kernels() -> list[tuple[object, ...]]:
+    """The static arguments ``(spec, which, kind, sparse)`` of every fd kernel compiled."""
+    return [key[1] for key in _runner._EXECUTABLES if key[0] is _kernels.fd_chunk]
+
+
+def test_small_leaves_share_a_kernel_and_a_second_check_compiles_nothing(monkeypatch):
+    monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
     params, x = _model(width=2)
-    before = _kernels.fd_chunk._cache_size()
     report = gradlab.check(_loss, params, x)
     assert report.ok
-    # w_mid is the one leaf above SMALL_LEAF; the five others share one group kernel
-    assert _kernels.fd_chunk._cache_size() - before == 2
+    # the planner gives w_mid (index 4 in key order) its own kernel; the five others share one
+    kernels = _fd_kernels()
+    assert sorted((kind, which) for _, which, kind, _ in kernels) == [
+        ("entry", 4),
+        ("group", (0, 1, 2, 3, 5)),
+    ], kernels
     params2 = jax.tree_util.tree_map(lambda a: a * 1.01, params)
     again = gradlab.check(_loss, params2, x)
     assert again.ok
-    assert _kernels.fd_chunk._cache_size() - before == 2
+    assert _fd_kernels() == kernels
 
 
 def test_each_small_leaf_is_judged_on_its_own():
@@ -69,7 +83,7 @@ def test_a_kernel_over_the_memory_budget_gets_a_smaller_chunk(monkeypatch, capsy
     params, x = _model(width=2)
     want = gradlab.check(_loss, params, x)
     monkeypatch.setattr(_sweep, "OVER_BUDGET", 1e-6)
-    got = gradlab.check(_loss, params, x, verbose=True)
+    got = gradlab.check(_loss, params, x, execution=gradlab.Execution(verbose=True))
     err = capsys.readouterr().err
     assert "over the memory budget" in err and "w_mid: chunk" in err, err
     for a, b in zip(got.leaves, want.leaves, strict=True):

@@ -146,7 +146,7 @@ def test_flax_linen_params_dict():
 def test_chunking_does_not_change_the_numbers(mlp_problem, chunk_size):
     f, params, x, y = mlp_problem
     base = gradlab.check(f, params, x, y)
-    chunked = gradlab.check(f, params, x, y, chunk_size=chunk_size)
+    chunked = gradlab.check(f, params, x, y, execution=gradlab.Execution(chunk_size=chunk_size))
     for a, b in zip(base.leaves, chunked.leaves, strict=True):
         assert a.path == b.path
         # Different batch shapes round differently inside f; the difference is rounding noise.

@@ -25,12 +25,17 @@ def _env(n_devices: int) -> dict[str, str]:
 #: What the check modes of the worker's cases must show in their reports (a check that
 #: silently fell back to another mode would compare equal too).
 EXPECTED = {
-    "full": {"order": 1, "ad": "reverse", "mode": "full", "output": "scalar"},
-    "sample": {"order": 1, "ad": "reverse", "mode": "sample", "output": "scalar"},
-    "directional": {"order": 1, "ad": "reverse", "mode": "directional", "output": "scalar"},
-    "both": {"order": 1, "ad": "both", "mode": "full", "output": "scalar"},
-    "order2": {"order": 2, "ad": "both", "mode": "directional", "output": "scalar"},
-    "vector": {"order": 1, "ad": "reverse", "mode": "full", "output": "float64[16]"},
+    "full": {"order": 1, "autodiff": "reverse", "entries": "full", "output": "scalar"},
+    "sample": {"order": 1, "autodiff": "reverse", "entries": "sample", "output": "scalar"},
+    "directional": {
+        "order": 1,
+        "autodiff": "reverse",
+        "entries": "directional",
+        "output": "scalar",
+    },
+    "both": {"order": 1, "autodiff": "both", "entries": "full", "output": "scalar"},
+    "order2": {"order": 2, "autodiff": "both", "entries": "directional", "output": "scalar"},
+    "vector": {"order": 1, "autodiff": "reverse", "entries": "full", "output": "float64[16]"},
 }
 #: Not a property of the check's result: wall time, and ``n_evaluations``, which counts the
 #: padded rows of the last chunk of each kernel (a chunk is a multiple of the device count).
@@ -62,10 +67,11 @@ def _same_reports(got: dict) -> None:
         one, every = runs["one"], runs["all"]
         want = EXPECTED[case]
         assert one["ok"], case
-        assert (one["order"], one["ad"]) == (want["order"], want["ad"]), case
-        assert one["mode"].startswith(want["mode"]) and one["output"].startswith(want["output"])
-        ads = {leaf["ad"] for leaf in one["leaves"]}
-        assert ads == ({"reverse", "forward"} if want["ad"] == "both" else {"reverse"}), case
+        assert (one["order"], one["autodiff"]) == (want["order"], want["autodiff"]), case
+        assert one["entries"].startswith(want["entries"])
+        assert one["output"].startswith(want["output"])
+        ads = {leaf["autodiff"] for leaf in one["leaves"]}
+        assert ads == ({"reverse", "forward"} if want["autodiff"] == "both" else {"reverse"}), case
         assert all(leaf["worst"] for leaf in one["leaves"]), case  # values to compare
         _same_report(one, every, case)
 

@@ -13,7 +13,7 @@ import gradlab
 def test_non_scalar_output_is_checked_through_cotangents():
     """A vector output is no longer an error: it is checked through random cotangents."""
     report = gradlab.check(lambda p: p * 2, jnp.ones(3))
-    assert report.ok and len(report.cotangents) == 3
+    assert report.ok and len(report.projections) == 3
     assert "float64[3]" in report.output and "cotangents" in report.output
 
 
@@ -96,8 +96,8 @@ def test_function_that_cannot_be_vmapped():
         ("eps", float("nan"), "eps must be a positive"),
         ("eps", 2.0, "not a small step"),
         ("tolerance", -1.0, "tolerance must be"),
-        ("chunk_size", 0, "chunk_size must be"),
-        ("max_worst", -1, "max_worst"),
+        ("projections", 0, "projections must be a positive int"),
+        ("check_determinism", "yes", "check_determinism must be True or False"),
         ("argnums", 3, "out of range"),
         ("argnums", (0, 0), "repeats"),
         ("argnums", "0", "argnums must be"),

@@ -51,9 +51,9 @@ def _(primals, tangents):
 
 def test_directional_passes_a_correct_model_at_a_fraction_of_the_cost(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, mode="directional")
+    report = gradlab.check(f, params, x, y, entries=gradlab.Directional())
     assert report.ok and report.verdict == "happy", report
-    assert report.mode == "directional (4 random unit directions per leaf, seed 0)"
+    assert report.entries == "directional (4 random unit directions per leaf, seed 0)"
     assert all(leaf.status == "verified" for leaf in report.leaves)
     assert report.n_evaluations == 2 * 4 * 6  # 4 directions × ± × 6 leaves
     assert report.n_evaluations < gradlab.check(f, params, x, y).n_evaluations / 4
@@ -62,7 +62,7 @@ def test_directional_passes_a_correct_model_at_a_fraction_of_the_cost(mlp_proble
 
 def test_directional_finds_a_wrong_rule_in_the_right_leaves(small):
     act = _act(jnp.tanh, lambda z, g: 0.5 * g * (1 - jnp.tanh(z) ** 2))
-    report = gradlab.check(_loss(act), *small, mode="directional", directions=3)
+    report = gradlab.check(_loss(act), *small, entries=gradlab.Directional(3))
     assert not report.ok
     assert report["1/w"].status == report["1/b"].status == "wrong"
     assert report["2/w"].status == report["2/b"].status == "verified"
@@ -82,16 +82,16 @@ def test_directional_small_leaf_is_not_drowned_by_a_big_one():
         params = {"w": jax.random.normal(jax.random.PRNGKey(3), (40, 30)) / 6, "b": jnp.zeros(30)}
         x = jax.random.normal(jax.random.PRNGKey(4), (8, 40))
     f = lambda p, x: jnp.sum(jnp.tanh(add_bias(x @ p["w"], p["b"])) ** 2)
-    report = gradlab.check(f, params, x, mode="directional", directions=2)
+    report = gradlab.check(f, params, x, entries=gradlab.Directional(2))
     assert [leaf.path for leaf in report.wrong] == ["b"]
     assert report["w"].status == "verified"
 
 
 def test_directional_is_seeded(small):
     act = _act(jnp.tanh, lambda z, g: 0.5 * g * (1 - jnp.tanh(z) ** 2))
-    a = gradlab.check(_loss(act), *small, mode="directional", seed=1)
-    b = gradlab.check(_loss(act), *small, mode="directional", seed=1)
-    c = gradlab.check(_loss(act), *small, mode="directional", seed=2)
+    a = gradlab.check(_loss(act), *small, entries=gradlab.Directional(), seed=1)
+    b = gradlab.check(_loss(act), *small, entries=gradlab.Directional(), seed=1)
+    c = gradlab.check(_loss(act), *small, entries=gradlab.Directional(), seed=2)
     assert a["1/w"].relative_error == b["1/w"].relative_error
     assert a["1/w"].worst[0].numerical == b["1/w"].worst[0].numerical
     assert a["1/w"].worst[0].numerical != c["1/w"].worst[0].numerical
@@ -100,10 +100,10 @@ def test_directional_is_seeded(small):
 def test_directional_complex_leaf_and_second_order():
     z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j, 0.3 - 1.0j])
     f = lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z) ** 2)
-    report = gradlab.check(f, z, mode="directional")
+    report = gradlab.check(f, z, entries=gradlab.Directional())
     assert report.ok and report.verdict == "happy", report
     assert any("real and imaginary parts moved together" in n for n in report.notes)
-    assert gradlab.check(f, z, mode="directional", order=2).ok
+    assert gradlab.check_second_order(f, z, entries=gradlab.Directional()).ok
 
 
 # ---------------------------------------------------------------- forward mode (jax.jvp)
@@ -111,45 +111,45 @@ def test_directional_complex_leaf_and_second_order():
 
 def test_forward_mode_passes_a_correct_custom_jvp():
     x = jnp.array([0.3, -1.0, 2.0, 0.5])
-    report = gradlab.check(_logsumexp, x, ad="forward")
-    assert report.ok and report.verdict == "happy" and report.ad == "forward"
-    assert [leaf.ad for leaf in report.leaves] == ["forward"]
+    report = gradlab.check(_logsumexp, x, autodiff="forward")
+    assert report.ok and report.verdict == "happy" and report.autodiff == "forward"
+    assert [leaf.autodiff for leaf in report.leaves] == ["forward"]
 
 
 def test_forward_mode_catches_a_wrong_custom_jvp_in_every_mode():
     f = lambda w: jnp.sum(_softplus_bad(w * 2.0))
     w = jnp.array([0.3, -1.2, 2.0])
-    for mode in ("full", "directional"):
-        report = gradlab.check(f, w, ad="forward", mode=mode)
+    for entries in (gradlab.Full(), gradlab.Directional()):
+        report = gradlab.check(f, w, autodiff="forward", entries=entries)
         assert not report.ok and report.leaves[0].status == "wrong", report
 
 
 def test_both_modes_give_a_row_each_and_share_the_differences(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, ad="both")
-    assert report.ok and report.ad == "both"
+    report = gradlab.check(f, params, x, y, autodiff="both")
+    assert report.ok and report.autodiff == "both"
     assert len(report.leaves) == 2 * 6 and report.n_entries == 109
     for path in ("0/w", "2/b"):
         rev, fwd = report[path], report[path, "forward"]
-        assert (rev.ad, fwd.ad) == ("reverse", "forward")
+        assert (rev.autodiff, fwd.autodiff) == ("reverse", "forward")
         assert fwd.grad_norm == pytest.approx(rev.grad_norm, rel=1e-12)
         assert abs(fwd.relative_error - rev.relative_error) <= rev.noise_floor
     assert report.n_evaluations == gradlab.check(f, params, x, y).n_evaluations
-    assert "forward" in str(report)  # the table gets an ad column
-    with pytest.raises(KeyError, match="ad: forward, reverse"):
+    assert "forward" in str(report)  # the table gets an autodiff column
+    with pytest.raises(KeyError, match="autodiff: forward, reverse"):
         report["0/w", "sideways"]
 
 
 def test_forward_mode_through_a_custom_vjp_is_a_clear_error(small):
     act = _act(jnp.tanh, lambda z, g: g * (1 - jnp.tanh(z) ** 2))
-    with pytest.raises(gradlab.CheckInputError, match=r"(?s)custom_vjp.*ad='reverse'"):
-        gradlab.check(_loss(act), *small, ad="forward")
+    with pytest.raises(gradlab.CheckInputError, match=r"(?s)custom_vjp.*autodiff='reverse'"):
+        gradlab.check(_loss(act), *small, autodiff="forward")
 
 
 def test_forward_mode_complex_leaf():
     z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j])
     f = lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z))
-    report = gradlab.check(f, z, ad="both")
+    report = gradlab.check(f, z, autodiff="both")
     assert report.ok and report.verdict == "happy", report
 
 
@@ -185,9 +185,9 @@ _sin_bad2.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * _cos_bad(x),))
 
 def test_second_order_passes_a_correct_model(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, order=2)
+    report = gradlab.check_second_order(f, params, x, y)
     assert report.ok and report.verdict == "happy", report
-    assert report.order == 2 and report.ad == "forward" and report.eps == 1e-5
+    assert report.order == 2 and report.autodiff == "forward" and report.eps == 1e-5
     assert report.n_evaluations == 2 * 109  # gradient evaluations: ± per entry
     assert all(leaf.status == "verified" for leaf in report.leaves)
 
@@ -198,7 +198,7 @@ def test_bwd_that_is_not_differentiable_fails_order_2_but_passes_order_1(fn, ad)
     x = jnp.linspace(-1.0, 1.0, 5)
     f = lambda x: jnp.sum(fn(x) * x)
     assert gradlab.check(f, x).ok
-    report = gradlab.check(f, x, order=2, ad=ad)
+    report = gradlab.check_second_order(f, x, autodiff=ad)
     assert not report.ok and report.leaves[0].status == "wrong", report
     assert report.leaves[0].worst[0].part.startswith("row θ[")
 
@@ -216,7 +216,7 @@ def test_second_order_names_the_block_of_the_hessian():
         lambda r, g: (g * jnp.cos(r[0]) * r[1], g * jnp.sin(jax.lax.stop_gradient(r[0]))),
     )
     params = {"a": jnp.array([0.1, 0.7]), "b": jnp.array([1.5, -0.5])}
-    report = gradlab.check(lambda p: mix(p["a"], p["b"]), params, order=2, ad="both")
+    report = gradlab.check_second_order(lambda p: mix(p["a"], p["b"]), params, autodiff="both")
     # forward-over-reverse differentiates the gradient along e_a: ∂(∂f/∂b)/∂a is lost
     assert report["a", "forward"].status == "wrong"
     assert "row b[" in report["a", "forward"].worst[0].part
@@ -230,7 +230,7 @@ def test_second_order_names_the_block_of_the_hessian():
 
 def test_second_order_relu_kinks_are_flagged_not_wrong_and_not_passed():
     theta = jnp.array([-1.0, 0.0, 0.5, 0.0, 2.0])
-    report = gradlab.check(lambda t: jnp.sum(jax.nn.relu(t) * t), theta, order=2)
+    report = gradlab.check_second_order(lambda t: jnp.sum(jax.nn.relu(t) * t), theta)
     # second order does not classify kinks: flagged, never wrong, never passed by absence
     assert report.outcome == "inconclusive" and report.n_kinks == 2 and not report.wrong, report
 
@@ -238,9 +238,9 @@ def test_second_order_relu_kinks_are_flagged_not_wrong_and_not_passed():
 def test_second_order_of_a_vector_valued_function():
     w = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
-    report = gradlab.check(lambda w, x: jnp.tanh(x @ w), w, x, order=2, cotangents=2)
+    report = gradlab.check_second_order(lambda w, x: jnp.tanh(x @ w), w, x, projections=2)
     assert report.ok and report.verdict == "happy", report
-    assert len(report.cotangents) == 2
+    assert len(report.projections) == 2
 
 
 # ---------------------------------------------------------------- options and plan
@@ -249,14 +249,16 @@ def test_second_order_of_a_vector_valued_function():
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"mode": "fast"}, "mode must be one of"),
-        ({"mode": "directional", "directions": 0}, "directions must be a positive int"),
-        ({"order": 3}, r"order must be 1 \(gradients\) or 2"),
-        ({"ad": "sideways"}, "ad must be 'reverse'"),
-        ({"order": 2, "eps": "auto"}, "eps='auto' is implemented for order=1"),
-        ({"order": 2, "repeat": True}, "repeat=True is implemented for order=1"),
-        ({"cotangents": 0}, "cotangents must be a positive int"),
+        ({"entries": "sample"}, r"entries must be gradlab.Full\(\), gradlab.Sample"),
+        ({"autodiff": "sideways"}, "must be 'reverse'"),
+        ({"projections": 0}, "projections must be a positive int"),
         ({"eps": "tiny"}, "eps must be a number, 'auto' or None"),
+        ({"criteria": {"kink_tolerance": 1e-3}}, r"criteria must be a gradlab.Criteria\(...\)"),
+        ({"seed": 1.5}, "seed must be an int"),
+        # the earlier API's keywords say what replaces them
+        ({"mode": "sample"}, r"mode= is not an option.*entries=gradlab.Sample\(n\)"),
+        ({"order": 2}, r"order= is not an option.*check_second_order"),
+        ({"sparse": False}, r"sparse= .*execution=gradlab.Execution\(slices=...\)"),
     ],
 )
 def test_bad_mode_options(options, match):
@@ -264,15 +266,52 @@ def test_bad_mode_options(options, match):
         gradlab.check(lambda p: jnp.sum(p**2), jnp.ones(2), **options)
 
 
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: gradlab.Sample(0), "Sample: per_leaf must be a positive int"),
+        (lambda: gradlab.Directional(-1), "Directional: directions must be a positive int"),
+        (lambda: gradlab.Criteria(noise_factor=0.0), "noise_factor must be a positive finite"),
+        (lambda: gradlab.Criteria(worst_entries=-1), "worst_entries must be a non-negative"),
+        (lambda: gradlab.Execution(chunk_size=4, memory_budget=2**20), "give one of the two"),
+        (lambda: gradlab.Execution(devices=[]), "devices must be a non-empty sequence"),
+        (lambda: gradlab.Execution(devices=["cpu"]), "devices must be a non-empty sequence"),
+        (lambda: gradlab.Execution(devices=0), "devices must be a non-empty sequence"),
+        (lambda: gradlab.Execution(slices="yes"), "slices must be True or False"),
+        (lambda: gradlab.Execution(compilation_cache="on"), "compilation_cache"),
+    ],
+)
+def test_bad_settings_fail_where_they_are_written(make, match):
+    with pytest.raises(gradlab.CheckInputError, match=match):
+        make()
+
+
+def test_one_device_is_taken_as_a_list_of_one():
+    assert gradlab.Execution(devices=jax.devices()[0]).devices == (jax.devices()[0],)
+
+
+def test_second_order_has_no_auto_step():
+    with pytest.raises(gradlab.CheckInputError, match=r"eps='auto' is for gradlab\.check"):
+        gradlab.check_second_order(lambda p: jnp.sum(p**3), jnp.ones(2), eps="auto")
+
+
+def test_a_keyword_of_f_is_passed_even_when_it_shares_an_old_option_name():
+    f = lambda p, *, mode: jnp.sum(p**2) * (2.0 if mode == "train" else 1.0)
+    report = gradlab.check(f, jnp.ones(3), mode="train")
+    assert report.ok and report.value == pytest.approx(6.0), report
+
+
 def test_verbose_prints_the_plan_and_the_estimate(capsys, mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, verbose=True, chunk_size=16)
+    report = gradlab.check(
+        f, params, x, y, execution=gradlab.Execution(verbose=True, chunk_size=16)
+    )
     err = capsys.readouterr().err
     assert "gradlab.check plan: 218 evaluations of f over 6 leaves" in err
     assert "chunks of up to 16 perturbations" in err
     assert "first chunk of" in err and "about" in err and "for all 109" in err
     assert report.summary() in err
-    gradlab.check(f, params, x, y, chunk_size=16)
+    gradlab.check(f, params, x, y, execution=gradlab.Execution(chunk_size=16))
     assert capsys.readouterr().err == ""  # quiet by default (not a terminal, short check)
 
 
@@ -295,7 +334,7 @@ def test_progress_with_a_console_prints_the_plan_with_its_estimate():
 
 def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, mode="sample", samples=3, ad="both")
+    report = gradlab.check(f, params, x, y, entries=gradlab.Sample(3), autodiff="both")
     assert report.ok and len(report.leaves) == 12
     first = dict(report.stages)["first step"]
     assert first == 2 * sum(min(3, leaf.size) for leaf in report.leaves[::2])
@@ -313,8 +352,10 @@ def test_repeat_flags_a_non_deterministic_f_in_every_order_1_mode():
 
     jitter.defjvp(lambda p, t: (jitter(p[0]), jnp.zeros((), p[0].dtype)))
     f = lambda p: jnp.sum(jnp.sin(p) ** 2) + jitter(p)
-    for mode in ("full", "directional"):
-        report = gradlab.check(f, jnp.linspace(0.0, 1.0, 5), repeat=True, mode=mode)
+    for entries in (gradlab.Full(), gradlab.Directional()):
+        report = gradlab.check(
+            f, jnp.linspace(0.0, 1.0, 5), check_determinism=True, entries=entries
+        )
         assert report.outcome == "failed", report
         assert "not deterministic" in report.reasons[0] and "callback" in report.reasons[0]
         assert any("not deterministic" in n for n in report.notes), report

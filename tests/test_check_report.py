@@ -11,12 +11,12 @@ import pytest
 from _reference import loop_check
 
 import gradlab
-from gradlab.gradcheck.bands import relative_error, verdict
+from gradlab.gradcheck._bands import relative_error, verdict
 
 
 def test_numbers_match_the_slow_reference_loop(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, max_worst=1000)
+    report = gradlab.check(f, params, x, y, criteria=gradlab.Criteria(worst_entries=1000))
     ref = loop_check(f, params, x, y)
     assert len(ref) == len(report.leaves)
     for (num, ana, rel), leaf in zip(ref, report.leaves, strict=True):

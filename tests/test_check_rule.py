@@ -41,7 +41,7 @@ def test_wrong_rule_is_named():
     assert row.rule_vs_autodiff == pytest.approx(0.2, rel=1e-6)  # |3 − 2| / (3 + 2)
     assert row.autodiff_vs_fd < 1e-6
     w = row.worst[0]  # x³ is vector-valued: values are projected on a random cotangent
-    assert w.index == (2,) and w.part == "v0"
+    assert w.index == (2,) and w.part in ("v0", "v1", "v2")  # three projections by default
     assert w.autodiff == pytest.approx(1.5 * w.rule) and w.numerical == pytest.approx(w.autodiff)
 
 
@@ -100,14 +100,14 @@ def test_several_arguments_and_a_vector_output():
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
         w = jax.random.normal(jax.random.PRNGKey(1), (3, 3))
-    report = gradlab.check_rule(dense, x, w, cotangents=2)
+    report = gradlab.check_rule(dense, x, w, projections=2)
     assert [r.path for r in report.rows] == ["arg0", "arg1"]
     assert report["arg0"].culprit == "none" and report["arg1"].culprit == "rule"
     assert report.culprit == "rule" and report.message.startswith("arg1: ")
     assert report.output == "float64[5, 3] projected on 2 random unit cotangents (seed 0)"
-    assert len(report.cotangents) == 2
+    assert len(report.projections) == 2
     d = json.loads(json.dumps(report.to_dict()))
-    assert d["rows"][1]["culprit"] == "rule" and np.shape(d["cotangents"]) == (2, 5, 3)
+    assert d["rows"][1]["culprit"] == "rule" and np.shape(d["projections"]) == (2, 5, 3)
     text = str(report)
     assert text.startswith("gradlab.check_rule FAILED") and "rule~autodiff" in text
 
@@ -132,5 +132,5 @@ def test_a_plain_function_needs_a_primal():
 def test_check_rule_validates_its_options_like_check():
     with pytest.raises(gradlab.CheckInputError, match="not a small step"):
         gradlab.check_rule(jnp.sin, X, eps=2.0, primal=jnp.sin)
-    with pytest.raises(gradlab.CheckInputError, match="cotangents must be a positive int"):
-        gradlab.check_rule(jnp.sin, X, cotangents=0, primal=jnp.sin)
+    with pytest.raises(gradlab.CheckInputError, match="projections must be a positive int"):
+        gradlab.check_rule(jnp.sin, X, projections=0, primal=jnp.sin)

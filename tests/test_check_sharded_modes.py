@@ -15,12 +15,12 @@ import gradlab
 f = lambda p: jnp.sin(p["a"]) * p["b"][:, None] + jnp.sum(p["b"] ** 3)
 params = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -2.0])}
 out = {}
-for name, opts in [
-    ("directional", dict(mode="directional", ad="both", directions=3)),
-    ("order2", dict(order=2, mode="directional", directions=2)),
+for name, check, opts in [
+    ("directional", gradlab.check, dict(entries=gradlab.Directional(3), autodiff="both")),
+    ("order2", gradlab.check_second_order, dict(entries=gradlab.Directional(2))),
 ]:
-    one = gradlab.check(f, params, devices=jax.devices()[:1], chunk_size=2, **opts)
-    all_ = gradlab.check(f, params, devices=jax.devices(), chunk_size=8, **opts)
+    one = check(f, params, execution=gradlab.Execution(jax.devices()[:1], chunk_size=2), **opts)
+    all_ = check(f, params, execution=gradlab.Execution(jax.devices(), chunk_size=8), **opts)
     out[name] = [
         len(jax.devices()),
         one.ok and all_.ok,

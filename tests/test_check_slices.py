@@ -230,7 +230,7 @@ def test_dot_general_any_dimension_numbers(
 def test_check_agrees_with_the_dense_evaluation():
     params, x, y = small_mlp_data()
     sparse = gradlab.check(mlp_bce, params, x, y)
-    dense = gradlab.check(mlp_bce, params, x, y, sparse=False)
+    dense = gradlab.check(mlp_bce, params, x, y, execution=gradlab.Execution(slices=False))
     assert sparse.ok and dense.ok
     for a, b in zip(sparse.leaves, dense.leaves, strict=True):
         assert a.path == b.path and a.status == b.status
@@ -238,9 +238,11 @@ def test_check_agrees_with_the_dense_evaluation():
         assert a.relative_error == pytest.approx(b.relative_error, rel=0.2, abs=1e-9)
 
 
-def test_sparse_option_is_validated():
-    with pytest.raises(gradlab.CheckInputError, match="sparse"):
-        gradlab.check(lambda p: jnp.sum(p**2), jnp.ones(3), sparse="yes")
+def test_slices_option_is_validated():
+    with pytest.raises(gradlab.InputError, match="slices"):
+        gradlab.check(
+            lambda p: jnp.sum(p**2), jnp.ones(3), execution=gradlab.Execution(slices="yes")
+        )
 
 
 # --- convolutions --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Step sizes: eps="auto" (Richardson), and the float32 fallback / host=True for no-float64."""
+"""Step sizes: eps="auto" (Richardson), and the float32 fallback / the host for no-float64."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import gradlab
-from gradlab.gradcheck.api import _precision
-from gradlab.gradcheck.step import cube_root_step, default_eps
+from gradlab.gradcheck._pipeline import _precision
+from gradlab.gradcheck._step import cube_root_step, default_eps
 
 
 def _scaled(scale):
@@ -118,30 +118,37 @@ def test_float32_fallback_says_what_it_cannot_resolve():
     theta = jnp.linspace(0.1, 1.0, 10)
     leaf = gradlab.check(f, theta, dtype="float32").leaves[0]
     assert leaf.status == "unresolved" and "float32" in leaf.note
-    assert gradlab.check(f, theta, host=True, eps="auto").leaves[0].status == "verified"
+    on_host = gradlab.Execution(devices=jax.devices("cpu"))
+    assert gradlab.check(f, theta, eps="auto", execution=on_host).leaves[0].status == "verified"
 
 
-def test_host_runs_in_float64_on_the_cpu(mlp_problem):
+def test_the_host_checks_in_float64(mlp_problem):
     f, params, x, y = mlp_problem
-    report = gradlab.check(f, params, x, y, host=True)
+    report = gradlab.check(f, params, x, y, execution=gradlab.Execution(devices=jax.devices("cpu")))
     assert report.ok and report.dtype == "float64"
-    assert any(n.startswith("host=True") for n in report.notes)
 
 
-def test_a_tpu_falls_back_to_float32_unless_host():
-    tpu = types.SimpleNamespace(platform="tpu")
-    dtype, device, note = _precision(None, False, [tpu])
-    assert (dtype, device) == ("float32", None) and "not available on tpu" in note
-    assert _precision(None, False, None)[0] == "float64"  # this CPU has float64
-    with pytest.raises(gradlab.CheckInputError, match="host=True runs on the CPU"):
-        _precision(None, True, [tpu])
+def test_a_tpu_falls_back_to_float32_and_says_how_to_use_the_host(monkeypatch):
+    tpu = types.SimpleNamespace(platform="tpu", process_index=0)
+    dtype, device, note = _precision(None, [tpu])
+    assert (dtype, device) == ("float32", tpu) and "not available on tpu" in note
+    assert "Execution(devices=jax.devices('cpu'))" in note
+    assert _precision(None, None)[0] == "float64"  # this CPU has float64
+    with pytest.raises(gradlab.CheckInputError, match="tpu has no float64"):
+        _precision("float64", [tpu])
+    # a TPU machine checking on its host: float64 there, and the note says where it ran
+    real = jax.devices
+    monkeypatch.setattr(jax, "devices", lambda backend=None: real(backend) if backend else [tpu])
+    cpu = real("cpu")[0]
+    dtype, device, note = _precision(None, [cpu])
+    assert (dtype, device) == ("float64", cpu) and "evaluated in float64 on cpu" in note
 
 
 @pytest.mark.parametrize(
     ("options", "match"),
     [
         ({"dtype": "float16"}, "dtype must be None, 'float64' or 'float32'"),
-        ({"dtype": "float32", "host": True}, "host=True evaluates in float64"),
+        ({"host": True}, r"host= is not an option.*Execution\(devices=jax.devices\('cpu'\)\)"),
     ],
 )
 def test_bad_precision_options(options, match):

@@ -37,15 +37,15 @@ def wx():
 
 
 def test_correct_vector_function_passes_and_states_its_cotangents(wx):
-    report = gradlab.check(_dense(False), *wx, argnums=(0, 1), cotangents=4, seed=3)
+    report = gradlab.check(_dense(False), *wx, argnums=(0, 1), projections=4, seed=3)
     assert report.ok and report.verdict == "happy", report
     assert report.output == "float64[5, 4] projected on 4 random unit cotangents (seed 3)"
-    assert len(report.cotangents) == 4
-    for v in report.cotangents:
+    assert len(report.projections) == 4
+    for v in report.projections:
         assert v.shape == (5, 4) and np.linalg.norm(v) == pytest.approx(1.0)
     assert "random cotangents" in str(report)
     d = json.loads(json.dumps(report.to_dict()))
-    assert np.asarray(d["cotangents"]).shape == (4, 5, 4)
+    assert np.asarray(d["projections"]).shape == (4, 5, 4)
 
 
 def test_a_bug_in_one_output_column_is_caught(wx):
@@ -57,18 +57,18 @@ def test_a_bug_in_one_output_column_is_caught(wx):
 
 
 def test_evaluations_are_shared_across_cotangents(wx):
-    one = gradlab.check(_dense(False), *wx, cotangents=1)
-    many = gradlab.check(_dense(False), *wx, cotangents=7)
+    one = gradlab.check(_dense(False), *wx, projections=1)
+    many = gradlab.check(_dense(False), *wx, projections=7)
     assert one.n_evaluations == many.n_evaluations == 2 * 12
-    assert len(many.cotangents) == 7
+    assert len(many.projections) == 7
 
 
 def test_cotangents_are_seeded(wx):
     a = gradlab.check(_dense(True), *wx, seed=5)
     b = gradlab.check(_dense(True), *wx, seed=5)
     c = gradlab.check(_dense(True), *wx, seed=6)
-    assert all(np.array_equal(u, v) for u, v in zip(a.cotangents, b.cotangents, strict=True))
-    assert not np.array_equal(a.cotangents[0], c.cotangents[0])
+    assert all(np.array_equal(u, v) for u, v in zip(a.projections, b.projections, strict=True))
+    assert not np.array_equal(a.projections[0], c.projections[0])
     assert a.relative_error == b.relative_error != c.relative_error
 
 
@@ -78,11 +78,11 @@ def test_pytree_output_and_every_mode():
         return {"h": h, "n": jnp.sum(h**2), "pair": [jnp.sin(p["w"]), p["b"] * 3.0]}
 
     params = {"w": jnp.array([[0.3, -0.2], [0.1, 0.5]]), "b": jnp.array([1.0, 2.0, 3.0])}
-    for options in ({}, {"mode": "directional"}, {"ad": "both"}, {"eps": "auto"}):
+    for options in ({}, {"entries": gradlab.Directional()}, {"autodiff": "both"}, {"eps": "auto"}):
         report = gradlab.check(f, params, **options)
         assert report.ok and report.verdict == "happy", (options, report)
     assert report.output.startswith("{h: float64[2, 2]; n: float64[]; pair/0: float64[2, 2]")
-    assert set(report.cotangents[0]) == {"h", "n", "pair"}
+    assert set(report.projections[0]) == {"h", "n", "pair"}
 
 
 def test_vector_output_with_has_aux_and_a_float32_output():

@@ -33,6 +33,10 @@ USER_MODULE = textwrap.dedent(
         return (lambda p: jnp.sum(square(p))), jnp.arange(1.0, 4.0), ()
 
 
+    def unresolvable():  # a gradient of 1e-12 next to |f| = 1e8: rounding hides it
+        return (lambda p: 1e8 + 1e-12 * jnp.sum(jnp.sin(p))), jnp.linspace(0.1, 1.0, 5), ()
+
+
     def not_a_problem():
         return 42
     """
@@ -88,6 +92,30 @@ def test_check_options(user_module):
     assert main(["check", "my_layers:correct", "--eps", "1e-6", "--tolerance", "1e-5"]) == 0
 
 
+def test_check_exposes_the_checkers_options(user_module, tmp_path):
+    path = tmp_path / "r.json"
+    argv = ["check", "my_layers:correct", "--entries", "sample:2", "--autodiff", "both"]
+    assert main([*argv, "--seed", "3", "--no-cache", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert (
+        report["entries"].startswith("sample (2 entries per leaf") and "seed 3" in report["entries"]
+    )
+    assert report["autodiff"] == "both"
+    argv = ["check", "my_layers:correct", "--second-order", "--entries", "directional:2"]
+    assert main([*argv, "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["order"] == 2
+    assert main(["check", "my_layers:correct", "--dtype", "float32", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["dtype"] == "float32"
+    # the bug is found whichever entries are moved
+    assert main(["check", "my_layers:buggy", "--entries", "directional:3"]) == 1
+
+
+def test_an_inconclusive_check_exits_3_unless_allowed(user_module, capsys):
+    assert main(["check", "my_layers:unresolvable"]) == 3
+    assert "INCONCLUSIVE" in capsys.readouterr().out
+    assert main(["check", "my_layers:unresolvable", "--allow-inconclusive"]) == 0
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -97,6 +125,9 @@ def test_check_options(user_module):
         (["check", "missing_file.py:f"], "no such file"),
         (["check", "my_layers:not_a_problem"], "must return (f, params, args)"),
         (["check", "my_layers:correct", "--eps", "-1"], "positive number"),
+        (["check", "my_layers:correct", "--entries", "some"], "sample:N"),
+        (["check", "my_layers:correct", "--entries", "sample:0"], "must be >= 1"),
+        (["check", "my_layers:correct", "--autodiff", "sideways"], "invalid choice"),
         (["flow", "--init", "xavier"], "Valid names: lecun_normal"),
         (["flow", "--arch", "transformer"], "invalid choice"),
         (["flow", "--seeds", "0"], "must be >= 1"),
@@ -146,3 +177,15 @@ def test_flow_command_writes_json_and_figure(tmp_path, capsys):
     assert data["headline"]["typical_ratio"] == pytest.approx(0.9**10, rel=1e-4)
     assert (out / "flow.png").is_file() and (out / "flow.svg").is_file()
     assert "theory" in capsys.readouterr().out
+
+
+def test_bad_input_found_after_parsing_exits_2_with_the_message(monkeypatch, capsys):
+    import gradlab
+    from gradlab import cli
+
+    def refuse(args, parser):
+        raise gradlab.InputError("depth must be >= 1; pass --depth 10")
+
+    monkeypatch.setattr(cli, "_cmd_flow", refuse)
+    assert main(["flow"]) == 2
+    assert "gradlab flow: error: depth must be >= 1; pass --depth 10" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gradlab import cli, flow, theory
+from gradlab import InputError, cli, flow, theory
 from gradlab import init as ginit
 from gradlab import nn as gnn
 from gradlab._diagnose import demo_broken_model
@@ -473,6 +473,9 @@ def test_several_batches():
         (lambda: flow.diagnose(lambda p, x: jnp.sum(x), {"n": 3}, jnp.ones(3)), "no floating"),
         (lambda: flow.diagnose(lambda p: p, {"w": 1.0}, bogus=1), "unknown option"),
         (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), decades=-1), "decades"),
+        (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), seeds=0), "seeds"),
+        (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), init=3), "init"),
+        (lambda: flow.diagnose("f", jnp.ones(2)), "must be a function"),
         (
             lambda: flow.diagnose(
                 lambda p, x: jnp.sum(p * x), jnp.ones(2), jnp.ones(2), batches=[(jnp.ones(3),)]
@@ -482,7 +485,7 @@ def test_several_batches():
     ],
 )
 def test_bad_input_is_named(call, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         call()
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gradlab import cli, experiments, init, nn
-from gradlab.experiments import result as result_mod
-from gradlab.experiments.scaling import from_lecun, gaussian_init
+from gradlab import InputError, cli, experiments, init, nn
+from gradlab.experiments import _result as result_mod
+from gradlab.experiments._scaling import from_lecun, gaussian_init
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,9 @@ def test_experiment_tiny_writes_json_and_figures(name, out):
     assert code == 0
     folder = out / name
     data = json.loads((folder / "result.json").read_text())
-    result_mod.validate_result(data)
+    experiments.validate_result(data)
     assert data["experiment"] == name and data["size"] == "tiny"
-    assert data["seeds"] == experiments._module(name).CONFIGS["tiny"].seeds
+    assert data["seeds"] == data["config"]["seeds"]  # the tiny size's own seed count
     for claim in data["claims"]:
         ev = claim["evidence"]
         # holds is decided by the per-seed evidence, never written by hand
@@ -53,29 +53,40 @@ def test_experiment_list_and_errors(capsys):
     assert "unknown experiment" in capsys.readouterr().err
     assert cli.main(["experiment", "init-depth", "--seeds", "1"]) == 2
     assert cli.main(["experiment", "init-depth", "--size", "huge"]) == 2
-    with pytest.raises(ValueError, match="seeds must be"):
+    with pytest.raises(InputError, match="seeds must be"):
         experiments.run("clipping", size="tiny", seeds=1)
+    with pytest.raises(InputError, match="choose one of"):
+        experiments.run("no-such-thing")
+    with pytest.raises(InputError, match="first_seed"):
+        experiments.run("clipping", size="tiny", first_seed=-1)
+    summaries = {experiments.describe(name) for name in experiments.names()}
+    assert len(summaries) == len(experiments.names())  # one summary per experiment
 
 
 def test_validate_result_rejects_bad_claims():
     ok = {k: 0 for k in result_mod._KEYS}
     ok["claims"] = [{"text": "t", "holds": True, "evidence": {"x": 1}}]
-    result_mod.validate_result(ok)
-    with pytest.raises(ValueError, match="at least one claim"):
-        result_mod.validate_result({**ok, "claims": []})
-    with pytest.raises(ValueError, match="holds"):
-        result_mod.validate_result({**ok, "claims": [{"text": "t", "holds": 1, "evidence": {}}]})
-    with pytest.raises(ValueError, match="no evidence"):
-        result_mod.validate_result({**ok, "claims": [{"text": "t", "holds": True, "evidence": {}}]})
+    experiments.validate_result(ok)
+    with pytest.raises(InputError, match="missing keys"):
+        experiments.validate_result({"experiment": "x"})
+    with pytest.raises(InputError, match="at least one claim"):
+        experiments.validate_result({**ok, "claims": []})
+    with pytest.raises(InputError, match="holds"):
+        experiments.validate_result({**ok, "claims": [{"text": "t", "holds": 1, "evidence": {}}]})
+    no_evidence = {"text": "t", "holds": True, "evidence": {}}
+    with pytest.raises(InputError, match="no evidence"):
+        experiments.validate_result({**ok, "claims": [no_evidence]})
 
 
 def test_claim_all_needs_every_seed():
     assert not result_mod.claim_all("c", [1.0, 2.0], "x < 1.5", [True, False]).holds
     assert not result_mod.claim_all("c", [], "x", []).holds
+    c = result_mod.claim_all("c", np.array([0.1, 0.2]), "x < 0.5", np.array([True, True]))
+    assert c.holds and c.evidence["per_seed"] == [0.1, 0.2]
     json.dumps(result_mod.jsonable({"a": np.array([np.inf, 1.0])}), allow_nan=False)
 
 
-@pytest.mark.parametrize("name", ["he_normal", "glorot_normal", "lecture_2_over_sqrt_n_plus_m"])
+@pytest.mark.parametrize("name", ["he_normal", "glorot_normal", "lecture_glorot", "normal:1.5"])
 def test_from_lecun_matches_the_initialiser(name):
     """Rescaled LeCun draws have the target initialiser's variance, layer by layer."""
     model = nn.MLP(40, 1, width=60, depth=3, rngs=nnx.Rngs(0))
@@ -91,5 +102,5 @@ def test_from_lecun_matches_the_initialiser(name):
         # the sample variance of m Gaussian entries has relative sd sqrt(2/m); allow 5 sd
         assert abs(ratio - 1) < 5 * math.sqrt(2 / w.size)
     np.testing.assert_array_equal(scaled["b_in"][...], params["b_in"][...])  # biases untouched
-    with pytest.raises(ValueError, match="not a Gaussian"):
+    with pytest.raises(InputError, match="not a Gaussian"):
         gaussian_init("orthogonal:1.0")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+import gradlab
 from gradlab import flow, init, theory
 
 Z = 4.0
@@ -131,7 +132,7 @@ def test_tanh_chaotic_mean_field_z_test():
         depth=depth,
         width=width,
         activation="tanh",
-        init="lecture_2_over_sqrt_n",
+        init="normal:2",  # the lecture's std 2/sqrt(n_prev)
         seeds=32,
         batch=1,
         weight_gradients=False,
@@ -143,6 +144,12 @@ def test_tanh_chaotic_mean_field_z_test():
     assert_mean(x, float(s.theory.mean[0]), float(np.std(x, ddof=1)))
     assert s.theory.mean[0] > 2  # exploding: chi1 > 1 at sigma_w^2 = 4
     assert float(theory.chi1(4.0, 0.0)) > 1
+    # the line is gradlab.theory's at the initialiser's own numbers, by name or by object
+    kw = dict(depth=depth, width=width, activation="tanh", seeds=32, batch=1, key=13)
+    _same_by_object(p, init.normal(2.0), weight_gradients=False, **kw)
+    s2 = init.normal(2.0).weight_variance
+    expected = theory.mean_field_profile(depth, s2, 0.0, "tanh", input_q=s2, width=width)
+    np.testing.assert_allclose(s.theory.mean, expected.log10_norm_mean, rtol=1e-12)
 
 
 def test_residual_rezero_is_the_identity():
@@ -192,6 +199,8 @@ def test_one_compilation_per_configuration():
     first = flow.depth_profile("mlp", key=0, **kw)
     traced = len(calls)
     assert traced > 0 and first.compiled
+    assert first["grad_h_rel"].theory is None  # gradlab cannot know what a callable draws
+    assert first.config["init"] == "counting_init"
     before = flow.cache_info()
     second = flow.depth_profile("mlp", key=1, **kw)
     assert len(calls) == traced, "the second call retraced the model construction"
@@ -214,24 +223,79 @@ def test_results_are_json_and_a_table(orthogonal64):
     assert "layer l" in plain and "+6.21" in plain
 
 
-def test_resolve_init_and_errors():
-    assert flow.resolve_init("lecture_2_over_sqrt_n").weight_variance == 4.0
-    assert flow.resolve_init("lecture_2_over_sqrt_n_plus_m").weight_variance == 2.0
-    assert flow.resolve_init("he_uniform").family == "uniform"
-    assert flow.resolve_init("scaled:0.9").weight_variance == pytest.approx(0.81)
-    with pytest.raises(ValueError, match="Valid names: lecun_normal"):
-        flow.resolve_init("xavier")
-    with pytest.raises(ValueError, match="takes no"):
-        flow.resolve_init("he_normal:2")
-    with pytest.raises(ValueError, match="not a number"):
-        flow.resolve_init("orthogonal:abc")
-    with pytest.raises(ValueError, match="arch"):
+def _expected_line(spec, activation, depth, width):
+    """The gradlab.theory prediction at the object's own numbers (log10 units)."""
+    remaining = np.arange(depth, -1, -1).astype(float)
+    s2 = spec.weight_variance
+    if activation == "linear" and spec.family == "orthogonal":
+        r = theory.orthogonal_linear(remaining, spec.gain)
+    elif activation == "relu":
+        r = theory.relu_gaussian(remaining, width, s2)
+    else:
+        r = theory.mean_field_profile(depth, s2, 0.0, activation, input_q=s2, width=width)
+    return r.log10_norm_mean
+
+
+def _same_by_object(by_name, obj, **kw):
+    """Measures again with the initialiser object: same programs, data, and theory line."""
+    by_obj = flow.depth_profile("mlp", init=obj, **kw)
+    assert by_name.config["init"] == by_obj.config["init"] == obj.name
+    assert not by_obj.compiled  # an equal initialiser shares the compiled programs
+    np.testing.assert_array_equal(by_name["grad_h"].log10, by_obj["grad_h"].log10)
+    a, b = by_name["grad_h_rel"].theory, by_obj["grad_h_rel"].theory
+    assert a is not None and b is not None and a.note == b.note and a.exact == b.exact
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.std, b.std)
+
+
+def test_theory_line_for_a_name_equals_the_objects_orthogonal(orthogonal64):
+    kw = dict(depth=150, width=8, activation="linear", seeds=2, batch=2, dtype="float64")
+    _same_by_object(orthogonal64, init.orthogonal(1.1), **kw)
+    expected = theory.orthogonal_linear(np.arange(150, -1, -1), init.orthogonal(1.1).gain)
+    np.testing.assert_allclose(
+        orthogonal64["grad_h_rel"].theory.mean, expected.log10_norm_mean, rtol=1e-12
+    )
+
+
+def _depth_cfg(**changes):
+    base = dict(
+        arch="residual", depth=6, width=8, activation="relu", init=None, seeds=1, batch=1,
+        loss="readout", dtype="float32", branch_scale=None, layer_norm=False, use_bias=True,
+        weight_gradients=False,
+    )  # fmt: skip
+    return flow._programs._DepthConfig(**{**base, **changes})
+
+
+@pytest.mark.parametrize(("branch_scale", "alpha"), [(None, 1.0), (0.5, 0.5), ("fixup", 6**-0.5)])
+def test_residual_line_is_theory_residual_stack(branch_scale, alpha):
+    """Unit test of the private helper: which theory.residual_stack a configuration gets."""
+    cfg = _depth_cfg(branch_scale=branch_scale)
+    line = flow._theory_lines.depth_line(cfg, init.he_normal)
+    expected = theory.residual_stack(np.arange(6, -1, -1), 2.0, alpha, "relu")
+    np.testing.assert_allclose(line.mean, expected.log10_norm_mean, rtol=1e-12)
+    assert not line.exact and "Hanin" in line.note
+    # no line where the law does not apply, or where the initialiser is unknown
+    assert flow._theory_lines.depth_line(_depth_cfg(layer_norm=True), init.he_normal) is None
+    assert flow._theory_lines.depth_line(cfg, init.near_identity(0.1)) is None
+    assert flow._theory_lines.depth_line(cfg, None) is None
+
+
+def test_input_errors_say_the_fix():
+    with pytest.raises(gradlab.InputError, match="Valid names: lecun_normal"):
+        flow.depth_profile("mlp", init="xavier")
+    with pytest.raises(gradlab.InputError, match="use 'normal:2'"):
+        flow.depth_profile("mlp", init="lecture_2_over_sqrt_n")
+    with pytest.raises(gradlab.InputError, match="initialiser name"):
+        flow.time_profile("rnn", init=3)
+    with pytest.raises(gradlab.InputError, match="arch"):
         flow.depth_profile("lstm")
-    with pytest.raises(ValueError, match="arch"):
+    with pytest.raises(gradlab.InputError, match="arch"):
         flow.time_profile("mlp")
-    with pytest.raises(ValueError, match="seeds"):
+    with pytest.raises(gradlab.InputError, match="seeds"):
         flow.depth_profile("mlp", seeds=0)
     with pytest.raises(ValueError, match="Unknown activation"):
         flow.depth_profile("mlp", activation="swish")
-    with pytest.raises(ValueError, match="loss"):
+    with pytest.raises(gradlab.InputError, match="loss"):
         flow.time_profile("rnn", loss="mse")
+    with pytest.raises(gradlab.InputError, match="dtype"):
+        flow.depth_profile("mlp", dtype="float16")

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 from hypothesis import given, settings
 
+import gradlab
 from gradlab import init
 
 KEY = jax.random.key(20231126)
@@ -46,12 +47,11 @@ NAMED = [
     ("he_uniform", init.he_uniform, "uniform", lambda fi, fo: 2 / fi),
     ("glorot_normal", init.glorot_normal, "normal", lambda fi, fo: 2 / (fi + fo)),
     ("glorot_uniform", init.glorot_uniform, "uniform", lambda fi, fo: 2 / (fi + fo)),
-    ("lecture_tanh", init.lecture_tanh, "normal", lambda fi, fo: 1 / fi),
     ("lecture_glorot", init.lecture_glorot, "normal", lambda fi, fo: 4 / (fi + fo)),
-    ("scaled(2)", init.scaled(2.0), "normal", lambda fi, fo: 4 / fi),
+    ("normal(2)", init.normal(2.0), "normal", lambda fi, fo: 4 / fi),
     (
-        "scaled(3, uniform)",
-        init.scaled(3.0, distribution="uniform"),
+        "variance_scaling(9, uniform)",
+        init.variance_scaling(9.0, "fan_in", "uniform"),
         "uniform",
         lambda fi, fo: 9 / fi,
     ),
@@ -241,9 +241,11 @@ def test_gaussian_fixed_std_any_rank():
         assert_variance(w, 0.09, "normal")
 
 
-def test_normal_is_scaled():
-    chex.assert_trees_all_equal(init.normal(1.3)(KEY, (9, 7)), init.scaled(1.3)(KEY, (9, 7)))
-    chex.assert_trees_all_equal(init.lecture_tanh(KEY, (9, 7)), init.lecun_normal(KEY, (9, 7)))
+def test_normal_contains_lecun_and_he():
+    chex.assert_trees_all_equal(init.normal(1.0)(KEY, (9, 7)), init.lecun_normal(KEY, (9, 7)))
+    chex.assert_trees_all_close(
+        init.normal(2**0.5)(KEY, (9, 7)), init.he_normal(KEY, (9, 7)), rtol=1e-6
+    )
 
 
 def test_stacked_applies_init_per_layer_with_split_keys():
@@ -261,10 +263,10 @@ def test_stacked_accepts_unhashable_initialisers():
         k: float
 
         def __call__(self, key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
-            return init.scaled(self.k)(key, shape, dtype)
+            return init.normal(self.k)(key, shape, dtype)
 
     w = init.stacked(Scaled(2.0))(KEY, (3, 4, 4))
-    chex.assert_trees_all_close(w, init.stacked(init.scaled(2.0))(KEY, (3, 4, 4)), rtol=1e-6)
+    chex.assert_trees_all_close(w, init.stacked(init.normal(2.0))(KEY, (3, 4, 4)), rtol=1e-6)
 
 
 def test_constant_zeros_ones():
@@ -285,7 +287,7 @@ def test_usable_as_flax_kernel_init():
 
 @pytest.mark.parametrize(
     "init_fn",
-    [init.lecun_normal, init.he_uniform, init.orthogonal(), init.near_identity(), init.scaled(2.0)],
+    [init.lecun_normal, init.he_uniform, init.orthogonal(), init.near_identity(), init.normal(2.0)],
 )
 def test_rank_below_two_raises(init_fn):
     with pytest.raises(ValueError, match="rank >= 2"):
@@ -300,8 +302,8 @@ def test_non_float_dtype_raises(dtype):
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="k must be"):
-        init.scaled(-1.0)
+    with pytest.raises(gradlab.InputError, match="scale must be"):
+        init.normal(-1.0)
     with pytest.raises(ValueError, match="mode"):
         init.variance_scaling(1.0, "fan_geo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distribution"):
@@ -330,7 +332,7 @@ _FAN_INITS = [
     init.he_normal,
     init.glorot_uniform,
     init.lecture_glorot,
-    init.scaled(2.0),
+    init.normal(2.0),
     init.orthogonal(1.3),
     init.near_identity(0.1),
 ]
@@ -383,3 +385,91 @@ def test_property_orthogonal_singular_values_equal_gain(layers, rows, cols, gain
 )
 def test_property_batch_axis_fans_equal_layer_fans(shape):
     assert init.compute_fans(shape, batch_axis=0) == init.compute_fans(shape[1:])
+
+
+# --------------------------------------------------------------------------- names
+
+# A value for the parametric names (gaussian needs one; the others have defaults).
+_VALUES = {"normal": "1.7", "orthogonal": "1.1", "near_identity": "0.05", "gaussian": "0.3"}
+
+
+def _spec(name: str) -> init.InitSpec:
+    return init.get(f"{name}:{_VALUES[name]}" if name in _VALUES else name)
+
+
+@pytest.mark.parametrize("name", init.NAMES)
+def test_each_name_draws_the_distribution_it_claims(name):
+    """A square (n, n) layer: mean(w**2) = weight_variance / n (or std**2 / noise for the rest).
+
+    The tolerance is N_SIGMA standard errors of the second moment of n**2 i.i.d. entries,
+    var * sqrt((kurtosis - 1) / n**2) (see assert_variance). For orthogonal weights the sum of
+    squares is exactly gain**2 * n, so the check is to float rounding.
+    """
+    n = 128
+    spec = _spec(name)
+    assert init.get(spec.name) == spec  # the name round-trips
+    w = np.asarray(spec(KEY, (n, n), jnp.float32), dtype=np.float64)
+    if spec.family == "orthogonal":
+        assert spec.gain is not None and spec.weight_variance == pytest.approx(spec.gain**2)
+        np.testing.assert_allclose(np.mean(w**2), spec.weight_variance / n, rtol=1e-5)
+    elif spec.family == "near_identity":
+        assert spec.weight_variance is None
+        assert_variance(w - np.eye(n), float(_VALUES[name]) ** 2, "normal")
+    elif spec.weight_variance is None:  # gaussian: a fixed std
+        assert_variance(w, float(_VALUES[name]) ** 2, "normal")
+    else:
+        assert_variance(w, spec.weight_variance / n, spec.family)
+
+
+def test_names_are_one_per_distribution():
+    draws = {name: np.asarray(_spec(name)(KEY, (64, 32)), dtype=np.float64) for name in init.NAMES}
+    names = list(draws)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not np.allclose(draws[a], draws[b]), f"{a} and {b} draw the same arrays"
+
+
+def test_get_returns_the_named_objects_and_factory_equals():
+    assert init.get("he_normal") is init.he_normal
+    assert init.get("normal:2") == init.normal(2.0)
+    assert init.get("orthogonal") == init.orthogonal(1.0)
+    assert init.get("near_identity").name == "near_identity:0.01"
+    assert init.get("normal:2").weight_variance == 4.0  # the lecture's std 2/sqrt(n_prev)
+    assert init.lecture_glorot.weight_variance == 2.0  # 4/(n+n) for a square layer
+    assert init.normal(1.1).name == "normal:1.1"
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("xavier", "Valid names: lecun_normal"),
+        ("lecture_2_over_sqrt_n", "use 'normal:2'"),
+        ("scaled:0.9", "use 'normal:K'"),
+        ("he_normal:2", "takes no ':value'"),
+        ("orthogonal:abc", "not a number"),
+        ("normal:-1", ">= 0"),
+        ("gaussian", "needs a value"),
+    ],
+)
+def test_get_errors_say_the_fix(name, match):
+    with pytest.raises(gradlab.InputError, match=match):
+        init.get(name)
+
+
+NAMED = ("lecun_normal", "lecun_uniform", "he_normal", "he_uniform", "glorot_normal")
+NAMED += ("glorot_uniform", "lecture_glorot")
+
+
+def test_named_initialisers_carry_their_docstrings_for_help_and_doctest():
+    # Their docstrings are attribute docstrings in the source; the package copies each onto its
+    # object (help) and into the module's __test__ (doctest), which would otherwise skip them.
+    import doctest
+
+    import gradlab.init._named as named  # the private module whose doctests are checked
+
+    for name in NAMED:
+        spec = getattr(init, name)
+        assert spec.__name__ == spec.name == name
+        assert ">>>" in spec.__doc__ and spec.__doc__ != init.InitSpec.__doc__
+    found = {t.name.rsplit(".", 1)[-1] for t in doctest.DocTestFinder().find(named) if t.examples}
+    assert set(NAMED) <= found

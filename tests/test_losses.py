@@ -99,7 +99,7 @@ def test_from_probs_clipping():
     with jax.enable_x64(False):  # default eps follows the dtype
         loss32 = binary_cross_entropy_from_probs(jnp.array([0.0]), jnp.array([1.0]))
         np.testing.assert_allclose(loss32, -np.log(np.finfo(np.float32).eps), rtol=1e-6)
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(gradlab.InputError, match="eps"):
         binary_cross_entropy_from_probs(p, y, eps=0.0)
 
 
@@ -111,9 +111,9 @@ def test_mse():
 
 @pytest.mark.parametrize("loss", [binary_cross_entropy, binary_cross_entropy_from_probs, mse])
 def test_bad_shapes_raise(loss):
-    with pytest.raises(ValueError, match=r"same shape, got \(4, 1\) and \(4,\)"):
+    with pytest.raises(gradlab.InputError, match=r"same shape, got \(4, 1\) and \(4,\)"):
         loss(jnp.zeros((4, 1)), jnp.zeros(4))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(gradlab.InputError, match="empty"):
         loss(jnp.zeros((0,)), jnp.zeros((0,)))
 
 

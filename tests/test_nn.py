@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 
 import gradlab
 from gradlab import init, losses
-from gradlab.nn import LSTM, MLP, RNN, ResidualStack, pure
+from gradlab.nn import LSTM, MLP, RNN, LSTMCell, ResidualStack, RNNCell, pure
 
 IN, OUT, WIDTH, DEPTH, BATCH = 3, 2, 4, 3, 5
 HIDDEN, STEPS, SEQS = 4, 6, 2
@@ -143,7 +143,7 @@ def test_mlp_shapes_hiddens_and_reference():
     chex.assert_shape(model.b_hidden[...], (DEPTH, WIDTH))
     chex.assert_shape(model.w_out[...], (WIDTH, OUT))
     x = normal(1, (BATCH, IN))
-    y, hiddens = model(x, return_hiddens=True)
+    y, hiddens = model.with_hiddens(x)
     chex.assert_shape(y, (BATCH, OUT))
     chex.assert_shape(hiddens, (DEPTH + 1, BATCH, WIDTH))
     chex.assert_trees_all_close(model(x), y)
@@ -159,7 +159,7 @@ def test_mlp_depth_zero_and_no_bias():
     assert model.b_in is None and model.b_hidden is None and model.b_out is None
     chex.assert_shape(model.w_hidden[...], (0, WIDTH, WIDTH))
     x = normal(1, (BATCH, IN))
-    y, hiddens = model(x, return_hiddens=True)
+    y, hiddens = model.with_hiddens(x)
     chex.assert_shape(hiddens, (1, BATCH, WIDTH))
     chex.assert_trees_all_close(y, jnp.tanh(x @ model.w_in[...]) @ model.w_out[...], rtol=1e-5)
 
@@ -187,7 +187,7 @@ def test_mlp_activations(activation):
     )
     fn = activation if callable(activation) else gradlab.nn.ACTIVATIONS[activation]
     x = normal(1, (BATCH, IN))
-    _, hiddens = model(x, return_hiddens=True)
+    _, hiddens = model.with_hiddens(x)
     chex.assert_trees_all_close(hiddens[0], fn(x @ model.w_in[...] + model.b_in[...]), rtol=1e-5)
 
 
@@ -195,14 +195,14 @@ def test_mlp_probe_gradients_are_dL_dh():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     x, r = normal(1, (BATCH, IN), F64), normal(2, (BATCH, OUT), F64)
     zeros = jnp.zeros((DEPTH + 1, BATCH, WIDTH), F64)
-    grads = jax.grad(lambda p: jnp.sum(model(x, probes=p) * r))(zeros)
-    expected = jax.grad(lambda d: jnp.sum(mlp_reference(model, x, d) * r))(zeros)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(model(x, probes=p) * r)))(zeros)
+    expected = jax.jit(jax.grad(lambda d: jnp.sum(mlp_reference(model, x, d) * r)))(zeros)
     chex.assert_trees_all_close(grads, expected, rtol=1e-12, atol=1e-14)
     assert float(jnp.min(jnp.abs(grads[0]))) > 0  # nonzero at every layer
     # probes shift the hidden states they are added to
     probes = normal(3, zeros.shape, F64)
-    _, hiddens = model(x, probes=probes, return_hiddens=True)
-    _, plain = model(x, return_hiddens=True)
+    _, hiddens = model.with_hiddens(x, probes=probes)
+    _, plain = model.with_hiddens(x)
     chex.assert_trees_all_close(hiddens[0], plain[0] + probes[0], rtol=1e-12)
 
 
@@ -215,16 +215,18 @@ def test_mlp_extra_batch_axes_and_single_example():
 
 def test_mlp_bad_inputs_raise():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"shape \(\.\.\., 3\)"):
+    with pytest.raises(gradlab.InputError, match=r"shape \(\.\.\., 3\)"):
         model(jnp.ones((BATCH, 2)))
-    with pytest.raises(ValueError, match="probes must have shape"):
+    with pytest.raises(gradlab.InputError, match="probes must have shape"):
         model(jnp.ones((BATCH, IN)), probes=jnp.zeros((DEPTH, BATCH, WIDTH)))
-    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+    with pytest.raises(gradlab.InputError, match="Unknown activation 'swish'"):
         MLP(
             IN, OUT, width=WIDTH, depth=DEPTH, activation="swish", param_dtype=F64, rngs=nnx.Rngs(0)
         )
-    with pytest.raises(ValueError, match="depth >= 0"):
+    with pytest.raises(gradlab.InputError, match="depth >= 0"):
         MLP(IN, OUT, width=WIDTH, depth=-1, param_dtype=F64, rngs=nnx.Rngs(0))
+    with pytest.raises(gradlab.InputError, match="or a callable, got int"):
+        gradlab.nn.get_activation(3)  # type: ignore[arg-type]
 
 
 def test_dtypes():
@@ -237,11 +239,14 @@ def test_dtypes():
     chex.assert_type(model(x32), F64)
     # a given dtype casts inputs and parameters to it
     model.dtype = jnp.float32
-    y, hiddens = model(normal(1, (BATCH, IN)), return_hiddens=True)
+    y, hiddens = model.with_hiddens(normal(1, (BATCH, IN)))
     chex.assert_type([y, hiddens], jnp.float32)
     lstm = LSTM(IN, HIDDEN, param_dtype=F64, dtype=jnp.float32, rngs=nnx.Rngs(0))
     outputs, (c, a) = lstm(normal(1, (SEQS, STEPS, IN)))
     chex.assert_type([outputs, c, a], jnp.float32)
+    cell = LSTMCell(IN, HIDDEN, param_dtype=F64, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    carry = cell.initialize_carry((SEQS, IN))
+    chex.assert_type(jax.tree.leaves((carry, cell(carry, normal(1, (SEQS, IN))))), jnp.float32)
 
 
 # --------------------------------------------------------------------------- ResidualStack
@@ -253,12 +258,12 @@ def test_residual_dense_shapes_and_probe_gradients():
     chex.assert_shape(model.bias2[...], (DEPTH, WIDTH))
     x, r = normal(1, (BATCH, IN), F64), normal(2, (BATCH, OUT), F64)
     zeros = jnp.zeros((DEPTH + 1, BATCH, WIDTH), F64)
-    y, hiddens = model(x, return_hiddens=True)
+    y, hiddens = model.with_hiddens(x)
     chex.assert_shape(y, (BATCH, OUT))
     chex.assert_shape(hiddens, (DEPTH + 1, BATCH, WIDTH))
     chex.assert_trees_all_close(y, residual_reference(model, x, zeros), rtol=1e-12)
-    grads = jax.grad(lambda p: jnp.sum(model(x, probes=p) * r))(zeros)
-    expected = jax.grad(lambda d: jnp.sum(residual_reference(model, x, d) * r))(zeros)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(model(x, probes=p) * r)))(zeros)
+    expected = jax.jit(jax.grad(lambda d: jnp.sum(residual_reference(model, x, d) * r)))(zeros)
     chex.assert_trees_all_close(grads, expected, rtol=1e-12, atol=1e-14)
     # L = sum(r * (h_L W_out + b)), so dL/dh_L = r W_out^T
     chex.assert_trees_all_close(grads[-1], r @ model.out_kernel[...].T, rtol=1e-12)
@@ -278,13 +283,13 @@ def test_residual_scan_equals_unroll(block, options):
     x = normal(1, (BATCH, IN))
     h_shape = (BATCH, WIDTH)
     probes = normal(2, (DEPTH + 1, *h_shape), F64)
-    y1, h1 = scanned(x, probes=probes, return_hiddens=True)
-    y2, h2 = unrolled(x, probes=probes, return_hiddens=True)
+    y1, h1 = scanned.with_hiddens(x, probes=probes)
+    y2, h2 = unrolled.with_hiddens(x, probes=probes)
     chex.assert_shape(h1, (DEPTH + 1, *h_shape))
     chex.assert_trees_all_close((y1, h1), (y2, h2), rtol=1e-12, atol=1e-12)
     loss = lambda m, p: jnp.sum(m(x, probes=p) ** 2)
-    g1 = jax.grad(loss, argnums=1)(scanned, jnp.zeros_like(probes))
-    g2 = jax.grad(loss, argnums=1)(unrolled, jnp.zeros_like(probes))
+    g1 = jax.jit(jax.grad(lambda p: loss(scanned, p)))(jnp.zeros_like(probes))
+    g2 = jax.jit(jax.grad(lambda p: loss(unrolled, p)))(jnp.zeros_like(probes))
     chex.assert_trees_all_close(g1, g2, rtol=1e-12, atol=1e-12)
 
 
@@ -295,7 +300,7 @@ def test_residual_conv_shapes_and_pooling():
     chex.assert_shape(model.in_kernel[...], (3, 3, IN, WIDTH))
     chex.assert_shape(model.kernel1[...], (DEPTH, 3, 3, WIDTH, WIDTH))
     x = normal(1, (2, 5, 5, IN))
-    y, hiddens = model(x, return_hiddens=True)
+    y, hiddens = model.with_hiddens(x)
     chex.assert_shape(y, (2, OUT))
     chex.assert_shape(hiddens, (DEPTH + 1, 2, 5, 5, WIDTH))
     expected = jnp.mean(hiddens[-1], axis=(1, 2)) @ model.out_kernel[...] + model.out_bias[...]
@@ -316,11 +321,11 @@ def test_rezero_is_identity_at_init(block):
     )
     chex.assert_trees_all_equal(model.alpha[...], jnp.zeros(DEPTH))
     x = normal(1, (2, 5, 5, IN) if block == "conv" else (BATCH, IN))
-    _, hiddens = model(x, return_hiddens=True)
+    _, hiddens = model.with_hiddens(x)
     for layer in range(1, DEPTH + 1):
         chex.assert_trees_all_equal(hiddens[layer], hiddens[0])
     model.alpha[...] = jnp.full(DEPTH, 0.5)  # a nonzero alpha switches the branches on
-    _, hiddens = model(x, return_hiddens=True)
+    _, hiddens = model.with_hiddens(x)
     assert not np.allclose(hiddens[-1], hiddens[0])
 
 
@@ -335,8 +340,8 @@ def test_fixup_and_fixed_branch_scale():
         IN, OUT, width=WIDTH, depth=DEPTH, branch_scale=0.5, param_dtype=F64, rngs=nnx.Rngs(0)
     )
     x = normal(1, (BATCH, IN))
-    _, hp = plain(x, return_hiddens=True)
-    _, hh = half(x, return_hiddens=True)
+    _, hp = plain.with_hiddens(x)
+    _, hh = half.with_hiddens(x)
     chex.assert_trees_all_close(hh[1] - hh[0], 0.5 * (hp[1] - hp[0]), rtol=1e-5, atol=1e-6)
 
 
@@ -348,8 +353,8 @@ def test_layer_norm_parameters_and_scale_invariance():
     chex.assert_trees_all_equal(model.ln_bias[...], jnp.zeros((DEPTH, WIDTH)))
     # h_0 = x W_in (zero bias at init) scales with x; the pre-normalised branch does not.
     x = normal(1, (BATCH, IN))
-    _, h = model(x, return_hiddens=True)
-    _, h10 = model(10 * x, return_hiddens=True)
+    _, h = model.with_hiddens(x)
+    _, h10 = model.with_hiddens(10 * x)
     chex.assert_trees_all_close(h10[0], 10 * h[0], rtol=1e-5)
     chex.assert_trees_all_close(h10[1] - h10[0], h[1] - h[0], rtol=1e-4, atol=1e-5)
 
@@ -368,17 +373,17 @@ def test_residual_scan_program_size_does_not_grow_with_depth():
 
 def test_residual_bad_inputs_raise():
     kwargs = dict(width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="block must be 'dense' or 'conv'"):
+    with pytest.raises(gradlab.InputError, match="block must be 'dense' or 'conv'"):
         ResidualStack(IN, OUT, block="attention", **kwargs)
-    with pytest.raises(ValueError, match="branch_scale"):
+    with pytest.raises(gradlab.InputError, match="branch_scale"):
         ResidualStack(IN, OUT, branch_scale="skipinit", **kwargs)
-    with pytest.raises(ValueError, match="branch_scale"):
+    with pytest.raises(gradlab.InputError, match="branch_scale"):
         ResidualStack(IN, OUT, branch_scale=float("nan"), **kwargs)
     conv = ResidualStack(IN, OUT, block="conv", **kwargs)
-    with pytest.raises(ValueError, match="NHWC"):
+    with pytest.raises(gradlab.InputError, match="NHWC"):
         conv(jnp.ones((BATCH, IN)))
     dense = ResidualStack(IN, OUT, **kwargs)
-    with pytest.raises(ValueError, match="probes must have shape"):
+    with pytest.raises(gradlab.InputError, match="probes must have shape"):
         dense(jnp.ones((BATCH, IN)), probes=jnp.zeros((DEPTH, BATCH, WIDTH)))
 
 
@@ -412,6 +417,40 @@ def test_standard_lstm_matches_flax_lstm_cell():
     # float64 throughout: equal up to the rounding of a different summation order
     chex.assert_trees_all_close((ours, c_t, a_t), (theirs, c_f, a_f), rtol=1e-13, atol=1e-13)
     assert float(jnp.max(jnp.abs(ours))) > 0.1  # not trivially zero
+    # the one-step cell against flax's cell, one step, and run by flax's own nnx.RNN
+    ours_cell = LSTMCell(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
+    ours_cell.bias[...] = lstm.bias[...]
+    chex.assert_trees_all_close(
+        ours_cell((c0, a0), xs[:, 0]), cell((c0, a0), xs[:, 0]), rtol=1e-13, atol=1e-13
+    )
+    chex.assert_trees_all_close(nnx.RNN(ours_cell)(xs), lstm(xs)[0], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("variant", ["standard", "slide"])
+def test_lstm_cell_steps_equal_the_scanned_lstm(variant):
+    lstm = LSTM(IN, HIDDEN, variant=variant, param_dtype=F64, rngs=nnx.Rngs(0))
+    cell = LSTMCell(IN, HIDDEN, variant=variant, param_dtype=F64, rngs=nnx.Rngs(0))
+    # the same initialisation from the same rngs, and the same parameter names
+    chex.assert_trees_all_equal(nnx.state(cell, nnx.Param), nnx.state(lstm, nnx.Param))
+    bias = normal(9, (4 * HIDDEN,))
+    lstm.bias[...], cell.bias[...] = bias, bias
+    xs = normal(1, (SEQS, STEPS, IN))
+    carry = (normal(2, (SEQS, HIDDEN)), normal(3, (SEQS, HIDDEN)))
+    outputs, final, gates = lstm.with_gates(xs, initial_state=carry)
+    call, with_gates = jax.jit(cell.__call__), jax.jit(cell.with_gates)
+    for t in range(STEPS):
+        new_carry, a = call(carry, xs[:, t])
+        carry, a_g, step_gates = with_gates(carry, xs[:, t])
+        chex.assert_trees_all_equal((new_carry, a), (carry, a_g))
+        step = (a, jax.tree.map(lambda g, t=t: g[:, t], gates))
+        chex.assert_trees_all_close((a, step_gates), step, rtol=1e-13, atol=1e-13)
+    chex.assert_trees_all_close(carry, final, rtol=1e-13, atol=1e-13)
+    assert float(jnp.max(jnp.abs(outputs[:, -1]))) > 0.1  # not trivially zero
+    # one step takes any leading axes, and zeros are the default carry
+    c0, a0 = cell.initialize_carry((SEQS, IN))
+    chex.assert_trees_all_equal((c0, a0), (jnp.zeros((SEQS, HIDDEN)),) * 2)
+    (c1, _), _ = cell((c0, a0), xs[:, 0])
+    chex.assert_trees_all_close(c1, lstm(xs[:, :1])[1][0], rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("variant", ["standard", "slide"])
@@ -419,15 +458,15 @@ def test_lstm_matches_slide_7_equations_and_probes(variant):
     lstm = LSTM(IN, HIDDEN, variant=variant, param_dtype=F64, rngs=nnx.Rngs(0))
     lstm.bias[...] = normal(9, (4 * HIDDEN,), F64)
     xs, r = normal(1, (SEQS, STEPS, IN), F64), normal(2, (SEQS, STEPS, HIDDEN), F64)
-    ours, (_, a_t), gates = lstm(xs, return_gates=True)
-    ref, ref_gates = lstm_reference(lstm, xs)
+    ours, (_, a_t), gates = lstm.with_gates(xs)
+    ref, ref_gates = jax.jit(lambda xs: lstm_reference(lstm, xs))(xs)
     chex.assert_trees_all_close(ours, ref, rtol=1e-12, atol=1e-12)
     chex.assert_trees_all_close(gates, ref_gates, rtol=1e-12, atol=1e-12)
     chex.assert_trees_all_close(a_t, ref[:, -1], rtol=1e-12)
     # gradient with respect to zero probes = dL/da(t) of the hand-written loop
     zeros = jnp.zeros((SEQS, STEPS, HIDDEN), F64)
-    grads = jax.grad(lambda p: jnp.sum(lstm(xs, probes=p)[0] * r))(zeros)
-    expected = jax.grad(lambda d: jnp.sum(lstm_reference(lstm, xs, d)[0] * r))(zeros)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(lstm(xs, probes=p)[0] * r)))(zeros)
+    expected = jax.jit(jax.grad(lambda d: jnp.sum(lstm_reference(lstm, xs, d)[0] * r)))(zeros)
     chex.assert_trees_all_close(grads, expected, rtol=1e-11, atol=1e-13)
     chex.assert_trees_all_close(grads[:, -1], r[:, -1], rtol=1e-12)
 
@@ -446,7 +485,7 @@ def test_lstm_gates_shapes_ranges_and_forget_bias(variant):
     chex.assert_trees_all_equal(lstm.bias[HIDDEN : 2 * HIDDEN], jnp.ones(HIDDEN))
     chex.assert_trees_all_equal(lstm.bias[:HIDDEN], jnp.zeros(HIDDEN))
     xs = normal(1, (SEQS, STEPS, IN))
-    outputs, (c_t, a_t), gates = lstm(xs, return_gates=True)
+    outputs, (c_t, a_t), gates = lstm.with_gates(xs)
     chex.assert_shape(outputs, (SEQS, STEPS, HIDDEN))
     chex.assert_shape([c_t, a_t], (SEQS, HIDDEN))
     assert set(gates) == set(gradlab.nn.GATES)
@@ -456,7 +495,7 @@ def test_lstm_gates_shapes_ranges_and_forget_bias(variant):
     assert bool(jnp.all(jnp.abs(gates["candidate"]) < 1))
     chex.assert_trees_all_close(outputs[:, -1], a_t)
     # zero input and zero state: the forget gate is sigmoid(forget_bias) at t = 0
-    _, _, g0 = lstm(jnp.zeros((SEQS, STEPS, IN)), return_gates=True)
+    _, _, g0 = lstm.with_gates(jnp.zeros((SEQS, STEPS, IN)))
     chex.assert_trees_all_close(g0["forget"][:, 0], jnp.full((SEQS, HIDDEN), jax.nn.sigmoid(1.0)))
 
 
@@ -467,8 +506,8 @@ def test_lstm_hoisted_and_per_step_input_agree(variant):
     hoisted = LSTM(IN, HIDDEN, hoist_input=True, rngs=nnx.Rngs(0), **kw)
     per_step = LSTM(IN, HIDDEN, hoist_input=False, rngs=nnx.Rngs(0), **kw)
     chex.assert_trees_all_close(
-        hoisted(xs, probes=probes, return_gates=True),
-        per_step(xs, probes=probes, return_gates=True),
+        hoisted.with_gates(xs, probes=probes),
+        per_step.with_gates(xs, probes=probes),
         rtol=1e-13,
         atol=1e-14,
     )
@@ -492,15 +531,15 @@ def test_rnn_hoisted_and_per_step_input_agree():
 
 
 def test_lstm_bad_inputs_raise():
-    with pytest.raises(ValueError, match="variant must be 'standard'"):
+    with pytest.raises(gradlab.InputError, match="variant must be 'standard'"):
         LSTM(IN, HIDDEN, variant="peephole", param_dtype=F64, rngs=nnx.Rngs(0))
     lstm = LSTM(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"\(batch, T, 3\)"):
+    with pytest.raises(gradlab.InputError, match=r"\(batch, T, 3\)"):
         lstm(jnp.ones((STEPS, IN)))
     bad_state = (jnp.zeros((SEQS, HIDDEN)), jnp.zeros((SEQS + 1, HIDDEN)))
-    with pytest.raises(ValueError, match=r"initial_state\[1\]"):
+    with pytest.raises(gradlab.InputError, match=r"initial_state\[1\]"):
         lstm(jnp.ones((SEQS, STEPS, IN)), initial_state=bad_state)
-    with pytest.raises(ValueError, match="probes"):
+    with pytest.raises(gradlab.InputError, match="probes"):
         lstm(jnp.ones((SEQS, STEPS, IN)), probes=jnp.zeros((STEPS, SEQS, HIDDEN)))
 
 
@@ -522,18 +561,62 @@ def test_rnn_matches_flax_simple_cell_and_reference():
     # probes: dL/da(t) of the hand-written loop
     r = normal(3, (SEQS, STEPS, HIDDEN), F64)
     zeros = jnp.zeros((SEQS, STEPS, HIDDEN), F64)
-    grads = jax.grad(lambda p: jnp.sum(rnn(xs, probes=p)[0] * r))(zeros)
-    expected = jax.grad(lambda d: jnp.sum(rnn_reference(rnn, xs, d) * r))(zeros)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(rnn(xs, probes=p)[0] * r)))(zeros)
+    expected = jax.jit(jax.grad(lambda d: jnp.sum(rnn_reference(rnn, xs, d) * r)))(zeros)
     chex.assert_trees_all_close(grads, expected, rtol=1e-11, atol=1e-13)
+
+
+def test_rnn_cell_steps_equal_the_scanned_rnn_and_flax_simple_cell():
+    rnn = RNN(IN, HIDDEN, activation="gelu", param_dtype=F64, rngs=nnx.Rngs(0))
+    cell = RNNCell(IN, HIDDEN, activation="gelu", param_dtype=F64, rngs=nnx.Rngs(0))
+    chex.assert_trees_all_equal(nnx.state(cell, nnx.Param), nnx.state(rnn, nnx.Param))
+    bias = normal(5, (HIDDEN,))
+    rnn.bias[...], cell.bias[...] = bias, bias
+    xs, a = normal(1, (SEQS, STEPS, IN)), normal(2, (SEQS, HIDDEN))
+    outputs, a_t = rnn(xs, initial_state=a)
+    step = jax.jit(cell.__call__)
+    for t in range(STEPS):
+        a, y = step(a, xs[:, t])
+        chex.assert_trees_all_equal(a, y)
+        chex.assert_trees_all_close(y, outputs[:, t], rtol=1e-13, atol=1e-13)
+    chex.assert_trees_all_close(a, a_t, rtol=1e-13, atol=1e-13)
+    chex.assert_trees_all_equal(cell.initialize_carry((SEQS, IN)), jnp.zeros((SEQS, HIDDEN)))
+    flax_cell = nnx.SimpleCell(
+        IN, HIDDEN, activation_fn=cell.activation, dtype=F64, param_dtype=F64, rngs=nnx.Rngs(1)
+    )
+    flax_cell.dense_i.kernel[...] = cell.kernel[...]
+    flax_cell.dense_i.bias[...] = cell.bias[...]
+    flax_cell.dense_h.kernel[...] = cell.recurrent_kernel[...]
+    chex.assert_trees_all_close(
+        cell(a_t, xs[:, 0]), flax_cell(a_t, xs[:, 0]), rtol=1e-13, atol=1e-13
+    )
+
+
+def test_cells_bad_inputs_raise():
+    lstm_cell = LSTMCell(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
+    carry = lstm_cell.initialize_carry((SEQS, IN))
+    with pytest.raises(gradlab.InputError, match=r"x must have shape \(\.\.\., 3\)"):
+        lstm_cell(carry, jnp.ones((SEQS, IN + 1)))
+    with pytest.raises(gradlab.InputError, match=r"carry\[1\] \(a\) must have shape \(2, 4\)"):
+        lstm_cell((carry[0], jnp.zeros((SEQS, HIDDEN + 1))), jnp.ones((SEQS, IN)))
+    with pytest.raises(gradlab.InputError, match="variant must be 'standard'"):
+        LSTMCell(IN, HIDDEN, variant="peephole", rngs=nnx.Rngs(0))
+    rnn_cell = RNNCell(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
+    with pytest.raises(gradlab.InputError, match=r"carry \(a\) must have shape \(2, 4\)"):
+        rnn_cell(jnp.zeros((HIDDEN,)), jnp.ones((SEQS, IN)))
+    with pytest.raises(gradlab.InputError, match="hidden_features=0"):
+        RNNCell(IN, 0, rngs=nnx.Rngs(0))
+    with pytest.raises(gradlab.InputError, match="in_features=0"):
+        LSTM(0, HIDDEN, rngs=nnx.Rngs(0))
 
 
 def test_rnn_bad_inputs_raise():
     rnn = RNN(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"\(batch, T, 3\)"):
+    with pytest.raises(gradlab.InputError, match=r"\(batch, T, 3\)"):
         rnn(jnp.ones((SEQS, STEPS, IN + 1)))
-    with pytest.raises(ValueError, match="initial_state"):
+    with pytest.raises(gradlab.InputError, match="initial_state"):
         rnn(jnp.ones((SEQS, STEPS, IN)), initial_state=jnp.zeros((HIDDEN,)))
-    with pytest.raises(ValueError, match="Unknown activation"):
+    with pytest.raises(gradlab.InputError, match="Unknown activation"):
         RNN(IN, HIDDEN, activation="softmax", param_dtype=F64, rngs=nnx.Rngs(0))
 
 
@@ -552,7 +635,8 @@ def test_pure_works_under_plain_jit_vmap_scan_and_grad():
     ys = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))(ensemble, x)
     chex.assert_shape(ys, (2, BATCH, OUT))
     chex.assert_trees_all_close(ys[0], model(x), rtol=1e-5, atol=1e-6)
-    grads = jax.jit(jax.grad(lambda p: jnp.sum(apply_fn(p, x, return_hiddens=True)[1])))(params)
+    with_hiddens, _ = pure(model, method="with_hiddens")
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(with_hiddens(p, x)[1])))(params)
     chex.assert_trees_all_equal_structs(grads, params)
 
     def outer(total: jax.Array, _: None) -> tuple[jax.Array, None]:
@@ -560,6 +644,20 @@ def test_pure_works_under_plain_jit_vmap_scan_and_grad():
 
     total, _ = jax.lax.scan(outer, jnp.zeros(()), None, length=3)
     np.testing.assert_allclose(total, 3 * float(jnp.sum(model(x))), rtol=1e-5)
+
+
+def test_pure_calls_the_named_method():
+    lstm = LSTM(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
+    xs = normal(1, (SEQS, STEPS, IN))
+    with_gates, params = pure(lstm, method="with_gates")
+    chex.assert_trees_all_close(with_gates(params, xs), lstm.with_gates(xs), rtol=1e-13)
+    outputs, carry = pure(lstm)[0](params, xs)  # __call__: always (outputs, carry)
+    chex.assert_trees_all_close((outputs, carry), lstm.with_gates(xs)[:2], rtol=1e-13)
+    with pytest.raises(gradlab.InputError, match=r"no method 'gates'.*'__call__', 'with_gates'"):
+        pure(lstm, method="gates")
+    mlp = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
+    with pytest.raises(gradlab.InputError, match=r"\['__call__', 'with_hiddens'\]"):
+        pure(mlp, method="hiddens")
 
 
 def test_pure_keeps_non_param_state_fixed():

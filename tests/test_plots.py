@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+import gradlab
 from gradlab import flow, plots
 
 
@@ -57,9 +58,9 @@ def test_plot_profiles_other_quantities_and_axes(depth_profiles, time_profiles):
     plots.plot_profiles(time_profiles, ["RNN", "LSTM"], ax=axes[1])
     _labelled(fig)
     assert axes[1].get_xlabel() == "time step $t$"
-    with pytest.raises(ValueError, match="mix"):
+    with pytest.raises(gradlab.InputError, match="mix"):
         plots.plot_profiles([*depth_profiles, *time_profiles])
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(gradlab.InputError, match="one label per profile"):
         plots.plot_profiles(depth_profiles, ["one"])
     with pytest.raises(KeyError, match="available"):
         plots.plot_profiles(depth_profiles, quantity="cell_path")
@@ -69,7 +70,7 @@ def test_plot_cell_path(tmp_path, time_profiles):
     fig = plots.plot_cell_path(time_profiles, path=tmp_path / "cell")
     assert (tmp_path / "cell.png").is_file() and (tmp_path / "cell.svg").is_file()
     _labelled(fig)
-    with pytest.raises(ValueError, match="LSTM"):
+    with pytest.raises(gradlab.InputError, match="LSTM"):
         plots.plot_cell_path(time_profiles[:1])
 
 
@@ -86,5 +87,5 @@ def test_phase_diagram(tmp_path):
     crit = ax.lines[0]
     assert crit.get_xdata()[0] == pytest.approx(1.0)  # critical line starts at sigma_w^2 = 1
     assert any("chi_1" in a.get_ylabel() for a in fig.axes[1:])  # the colour bar
-    with pytest.raises(ValueError, match="Unsupported activation"):
+    with pytest.raises(gradlab.InputError, match="Unsupported activation"):
         plots.plot_phase_diagram("swish")

@@ -21,6 +21,7 @@ from scipy.special import digamma, expit, polygamma
 from scipy.stats import binom
 
 from gradlab import theory
+from gradlab._errors import InputError
 
 Z = 4.0
 
@@ -53,7 +54,7 @@ def test_orthogonal_linear_is_gain_to_the_depth():
     r = theory.orthogonal_linear(np.array([0, 10, 150]), gain=1.1)
     np.testing.assert_allclose(r.typical_norm_ratio, 1.1 ** np.array([0, 10, 150]), rtol=1e-12)
     assert r.exact and np.all(r.variance == 0)
-    with pytest.raises(ValueError, match="gain"):
+    with pytest.raises(InputError, match="gain"):
         theory.orthogonal_linear(3, gain=0.0)
 
 
@@ -189,7 +190,7 @@ def test_beta():
     assert theory.beta([10, 20]) == pytest.approx(0.15)
     r = theory.relu_large_width(0, [10, 20, 20])
     assert float(r.variance) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(InputError, match="depth"):
         theory.beta(64)
 
 
@@ -254,9 +255,9 @@ def test_depth_scales():
 
 
 def test_unsupported_activation_has_a_clear_error():
-    with pytest.raises(ValueError, match=r"Unsupported activation 'softsign'.*tanh"):
+    with pytest.raises(InputError, match=r"Unsupported activation 'softsign'.*tanh"):
         theory.chi1(1.0, 0.0, "softsign")
-    with pytest.raises(ValueError, match="supports"):
+    with pytest.raises(InputError, match="supports"):
         theory.correlation_depth_scale(1.0, 0.0, "relu")
 
 
@@ -295,6 +296,42 @@ def test_chi1_monte_carlo_one_layer():
     assert_mean(x, chi, float(np.std(x, ddof=1)))
 
 
+# --------------------------------------------------------------------------- residual
+
+
+def test_residual_stack_closed_forms():
+    he = theory.residual_stack(150, weight_variance=2.0, branch_scale=1.0)
+    assert float(he.mean) == pytest.approx(150 * math.log(3.0), rel=1e-12)  # c = 2**2 / 2
+    assert not he.exact and float(he.variance) == 0.0
+    rezero = theory.residual_stack(150, branch_scale=0.0)
+    assert rezero.exact and float(rezero.mean) == 0.0
+    fixup = theory.residual_stack(150, branch_scale=150**-0.5)
+    assert float(fixup.mean) == pytest.approx(150 * math.log1p(2.0 / 150), rel=1e-12)
+    linear = theory.residual_stack(4, weight_variance=1.5, branch_scale=0.5, activation="linear")
+    assert float(linear.mean) == pytest.approx(4 * math.log1p(0.25 * 1.5**2), rel=1e-12)
+    with pytest.raises(InputError, match="activation='relu'"):
+        theory.residual_stack(10, activation="tanh")
+    with pytest.raises(InputError, match="weight_variance"):
+        theory.residual_stack(10, weight_variance=-1.0)
+
+
+def test_residual_stack_linear_monte_carlo():
+    """Linear branches: E||g_(l-1)||^2 = (1 + a^2 s^4) ||g_l||^2 exactly at any width (the
+    cross term has mean 0), so the mean of ||g_0||^2/||g_L||^2 is exp(mean) of the law.
+    Z-test with the sample standard error of the ratio."""
+    n, depth, alpha, s2, samples = 16, 3, 0.5, 1.2, 4000
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, depth, samples, n, n)) * math.sqrt(s2 / n)
+    g = rng.standard_normal((samples, n))
+    g_last = np.sum(g**2, axis=1)
+    for layer in range(depth):  # g <- g (I + alpha W2^T W1^T)
+        branch = np.einsum("si,sji,skj->sk", g, w[1, layer], w[0, layer])
+        g = g + alpha * branch
+    ratio = np.sum(g**2, axis=1) / g_last
+    expected = math.exp(float(theory.residual_stack(depth, s2, alpha, "linear").mean))
+    assert_mean(ratio, expected, float(np.std(ratio, ddof=1)))
+
+
 # --------------------------------------------------------------------------- LSTM
 
 
@@ -322,6 +359,7 @@ def test_lstm_cell_path_on_gradlab_lstm():
     T, H, D, B = 30, 4, 5, 256
     lstm = nn.LSTM(D, H, forget_bias=1.5, recurrent_init=init.zeros, rngs=nnx.Rngs(0))
     apply_fn, params = nn.pure(lstm)
+    with_gates, _ = nn.pure(lstm, method="with_gates")
     with jax.enable_x64(True):
         params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
         c0 = jnp.zeros((1, H), jnp.float64)
@@ -333,7 +371,7 @@ def test_lstm_cell_path_on_gradlab_lstm():
             jac, np.eye(H) * theory.lstm_cell_path(T, 1.5).typical, rtol=1e-12
         )
         xs = jax.random.normal(jax.random.key(0), (B, T, D), jnp.float64)
-        _, _, gates = apply_fn(params, xs, return_gates=True)
+        _, _, gates = with_gates(params, xs)
         log_f = np.log(np.asarray(gates["forget"]))  # (B, T, H), independent over B and T
         kernel = np.asarray(params["kernel"][...])
         s = np.linalg.norm(kernel[:, H : 2 * H], axis=0)  # forget block is the second

@@ -6,7 +6,9 @@ import dataclasses
 import functools
 import json
 import math
+from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ import optax
 import pytest
 from flax import nnx
 
-from gradlab import losses, nn
+from gradlab import InputError, losses, nn
 from gradlab.train import (
     History,
     TrainOptions,
@@ -24,7 +26,7 @@ from gradlab.train import (
     train,
     train_many,
 )
-from gradlab.train.loop import _progress
+from gradlab.train._loop import _progress
 
 DATA = functools.partial(tasks.gaussian_mixture, batch=16, dim=3)
 
@@ -66,13 +68,13 @@ def one_by_one():
 def test_vmapped_seeds_equal_one_by_one(one_by_one):
     params = stack_trees([p for p, _, _ in one_by_one])
     batch_p, batch_h = train_many(_bce, params, DATA, MOMENTUM, STEPS, KEYS, options=OPTS)
+    chex.assert_shape([batch_h.loss, batch_h.grad_norm, batch_h.update_norm], (len(SEEDS), STEPS))
+    chex.assert_shape(batch_h.layer_norms, (len(SEEDS), 2, len(batch_h.layer_names)))
     # float32 sums in a batched matmul may be ordered differently: agree to rounding.
-    close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=1e-6)
+    close = functools.partial(chex.assert_trees_all_close, rtol=2e-5, atol=1e-6)
     for i, (_, p_i, h_i) in enumerate(one_by_one):
-        jax.tree.map(lambda a, b, i=i: close(a[i], b), batch_p, p_i)
-        for field in ("loss", "grad_norm", "update_norm", "layer_norms"):
-            close(getattr(batch_h, field)[i], getattr(h_i, field))
-        np.testing.assert_allclose(batch_h.metrics["accuracy"][i], h_i.metrics["accuracy"])
+        close(jax.tree.map(lambda a, i=i: a[i], batch_p), p_i)
+        close(jax.tree.map(lambda a, i=i: a[i], batch_h), h_i)
     # the runs differ from each other, so equality above is not trivial
     assert not np.allclose(batch_h.loss[0], batch_h.loss[1])
 
@@ -91,8 +93,8 @@ def test_train_equals_the_textbook_loop(one_by_one):
     for t in range(STEPS):
         p, opt_state, loss = step(p, opt_state, DATA(jax.random.fold_in(KEYS[0], t)))
         losses_.append(loss)
-    np.testing.assert_allclose(hist.loss, losses_, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), final, p)
+    chex.assert_trees_all_close(hist.loss, jnp.stack(losses_), rtol=1e-5)
+    chex.assert_trees_all_close(final, p, rtol=1e-5, atol=1e-7)
 
 
 def test_vmapped_hyperparameters():
@@ -163,7 +165,7 @@ def test_layer_grad_norms_groups():
     names, norms = layer_grad_norms(g, stacked={"s"})
     assert names == ("a", "s[0]", "s[1]", "s[2]")
     np.testing.assert_allclose(norms, [math.sqrt(6), 1.0, math.sqrt(13), math.sqrt(41)])
-    with pytest.raises(ValueError, match="same leading"):
+    with pytest.raises(InputError, match="same leading"):
         layer_grad_norms({"s": {"a": jnp.ones((3, 2)), "b": jnp.ones(2)}}, stacked={"s"})
 
 
@@ -180,27 +182,35 @@ def test_history_to_dict_is_json():
     d = json.loads(json.dumps(h.to_dict(), allow_nan=False))
     assert d["loss"] == [1.0, None] and d["grad_norm"] == [1.0, None]
     assert d["layer_names"] == ["a", "b"] and d["metrics"]["accuracy"] == [0.5, 1.0]
-    with pytest.raises(KeyError, match="logged layers"):
+    with pytest.raises(InputError, match="logged layers"):
         h.layer("c")
 
 
 def test_bad_input_errors():
     _, p = _mlp(0)
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="steps must be"):
+    with pytest.raises(InputError, match="steps must be"):
         train(_bce, p, DATA, MOMENTUM, 0, key)
-    with pytest.raises(ValueError, match="layer_steps"):
+    with pytest.raises(InputError, match="layer_steps"):
         train(_bce, p, DATA, MOMENTUM, 3, key, options=TrainOptions(layer_steps=(5,)))
-    with pytest.raises(ValueError, match="scalar"):
+    with pytest.raises(InputError, match="scalar"):
         train(lambda q, b: APPLY(q, b[0]), p, DATA, MOMENTUM, 2, key)
-    with pytest.raises(TypeError, match="GradientTransformation"):
+    with pytest.raises(InputError, match="GradientTransformation"):
         train(_bce, p, DATA, lambda h: 0.1, 2, key, hparams=jnp.array(0.1))
-    with pytest.raises(ValueError, match="leading run axis"):
+    with pytest.raises(InputError, match="function of the hparams"):
+        train(_bce, p, DATA, MOMENTUM, 2, key, hparams=jnp.array(0.1))
+    with pytest.raises(InputError, match="floating-point"):
+        train(_bce, {"w": jnp.arange(3)}, DATA, MOMENTUM, 2, key)
+    with pytest.raises(InputError, match="leading run axis"):
         train_many(_bce, stack_trees([p, p]), DATA, MOMENTUM, 2, jax.random.split(key, 3))
-    with pytest.raises(ValueError, match="clip_norm"):
+    with pytest.raises(InputError, match="clip_norm"):
         TrainOptions(clip_norm=-1.0)
-    with pytest.raises(ValueError, match="increasing"):
+    with pytest.raises(InputError, match="increasing"):
         TrainOptions(layer_steps=(3, 1))
+    with pytest.raises(InputError, match="stacked"):
+        TrainOptions(stacked="w_hidden")
+    with pytest.raises(InputError, match="at least one tree"):
+        stack_trees([])
 
 
 def test_progress_bar_off_when_not_a_terminal():
@@ -214,7 +224,7 @@ N = 20_000
 
 def test_adding_baseline_is_one_sixth():
     x, y = tasks.adding_problem(jax.random.key(0), batch=N, length=20)
-    assert x.shape == (N, 20, 2)
+    chex.assert_shape([x, y], [(N, 20, 2), (N, 1)])
     marks = np.asarray(x[..., 1])
     assert (marks[:, :10].sum(1) == 1).all() and (marks[:, 10:].sum(1) == 1).all()
     mse = float(losses.mse(jnp.ones_like(y), y))
@@ -227,7 +237,7 @@ def test_adding_baseline_is_one_sixth():
 def test_copy_baseline_is_the_memoryless_loss():
     T, c = 12, 10
     x, y = tasks.copy_task(jax.random.key(0), batch=64, length=T)
-    assert x.shape == (64, T + 2 * c, 10) and y.shape == (64, T + 2 * c)
+    chex.assert_shape([x, y], [(64, T + 2 * c, 10), (64, T + 2 * c)])
     np.testing.assert_array_equal(y[:, -c:], x[:, :c].argmax(-1))
     assert (x[:, T + c - 1].argmax(-1) == 9).all()  # the delimiter
     # memoryless strategy: certain blank for T + c steps, uniform over the 8 symbols after
@@ -261,7 +271,31 @@ def test_two_spirals_classes_are_interleaved():
 
 
 def test_task_argument_errors():
-    with pytest.raises(ValueError, match="length must be"):
+    with pytest.raises(InputError, match="length must be"):
         tasks.adding_problem(jax.random.key(0), batch=2, length=1)
-    with pytest.raises(ValueError, match="batch must be"):
+    with pytest.raises(InputError, match="batch must be"):
         tasks.copy_task(jax.random.key(0), batch=0, length=3)
+
+
+@pytest.mark.parametrize("module", ["gradlab.train._loop", "gradlab.train._tasks"])
+def test_constant_docstring_examples_run(module):
+    """The examples of documented constants and type aliases (doctest does not collect them)."""
+    import ast
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(module)
+    tree = ast.parse(Path(mod.__file__).read_text())
+    ran = 0
+    for stmt, nxt in zip(tree.body, tree.body[1:], strict=False):
+        doc = getattr(nxt, "value", None)
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(doc, ast.Constant)):
+            continue
+        test = doctest.DocTestParser().get_doctest(
+            str(doc.value), dict(vars(mod)), ast.unparse(stmt.target), mod.__file__, 0
+        )
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.failures == 0, f"{test.name}: its example fails"
+        ran += bool(test.examples)
+    assert ran >= 2  # LossFn, DataStream, Optimizer; BCE_BASELINE, ADDING_BASELINE

@@ -1,12 +1,23 @@
-"""Prints the worked-example reports of docs/check.md: `python docs/examples/check_reports.py`."""
+"""The worked-example reports of docs/check.md.
+
+``python docs/examples/check_reports.py`` prints them; ``--write docs/check.md`` also puts each
+report into the page, in the text block after its bold title.
+"""
 
 from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import gradlab
+
+#: title -> the report printed under it (filled by ``show``).
+REPORTS: dict[str, str] = {}
 
 
 def scaled_rule(fn, scale):
@@ -30,9 +41,21 @@ def least_squares(scale):
 
 
 def show(title, report):
+    REPORTS[title] = "\n".join(line.rstrip() for line in str(report).splitlines())
     print(f"### {title}\n")
     print(report)
     print()
+
+
+def write(page: Path) -> None:
+    """Replaces the text block after each ``**title**`` of ``page`` with its report."""
+    text = page.read_text()
+    for title, report in REPORTS.items():
+        pattern = re.compile(r"(\*\*" + re.escape(title) + r"\*\*\n\n```text\n).*?(\n```)", re.S)
+        text, n = pattern.subn(lambda m, r=report: m.group(1) + r + m.group(2), text)
+        if n != 1:
+            raise SystemExit(f"{page}: no text block after **{title}**")
+    page.write_text(text)
 
 
 if __name__ == "__main__":
@@ -62,3 +85,5 @@ if __name__ == "__main__":
          gradlab.check(f, {"small": jnp.linspace(0.1, 1.0, 8), "big": jnp.array([1.0, 2.0])}))
     f = lambda p: 1e8 + 1e-12 * jnp.sum(jnp.sin(p))
     show("A gradient no step can resolve", gradlab.check(f, jnp.linspace(0.1, 1.0, 5)))
+    if "--write" in sys.argv:
+        write(Path(sys.argv[sys.argv.index("--write") + 1]))

@@ -22,6 +22,7 @@ from gradlab._diagnose._layers import Layer, Recurrence, build_layers, build_rec
 from gradlab._diagnose._layers import weight_grads as _weight_grads
 from gradlab._diagnose._measure import Prepared, measure
 from gradlab._diagnose._report import Diagnosis
+from gradlab._errors import InputError
 
 __all__ = [
     "DiagnoseOptions",
@@ -50,6 +51,18 @@ class DiagnoseOptions:
             the depth (or the sequence).
         outlier: flag a layer whose gain differs from the typical layer's by more than
             ``10**outlier`` (and by more than 5 robust standard deviations).
+
+    Raises:
+        InputError: for a field out of range (the message says what to pass).
+
+    Example:
+        >>> from gradlab.flow import DiagnoseOptions
+        >>> DiagnoseOptions(seeds=8, decades=3.0).decades
+        3.0
+        >>> DiagnoseOptions(seeds=0)
+        Traceback (most recent call last):
+        ...
+        gradlab.InputError: diagnose: seeds must be an integer >= 1, got 0; pass e.g. seeds=4.
     """
 
     batches: tuple[tuple[Any, ...], ...] = ()
@@ -61,22 +74,49 @@ class DiagnoseOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"diagnose: seeds must be an integer >= 1, got {self.seeds!r}.")
+            raise InputError(
+                f"diagnose: seeds must be an integer >= 1, got {self.seeds!r}; pass e.g. seeds=4."
+            )
         for name in ("decades", "outlier"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"diagnose: {name} must be a positive number, got {v!r}.")
+                raise InputError(
+                    f"diagnose: {name} must be a positive finite number, got {v!r}; pass e.g. "
+                    f"{name}={getattr(DiagnoseOptions, name)}."
+                )
         if self.init is not None and not callable(self.init):
-            raise ValueError("diagnose: init must be a function init(key) -> params.")
+            raise InputError(
+                "diagnose: init must be a function init(key) -> params, got "
+                f"{type(self.init).__name__}; pass e.g. init=lambda key: make_params(key)."
+            )
         if not all(isinstance(b, tuple) for b in self.batches):
-            raise ValueError("diagnose: batches must be a sequence of argument tuples.")
+            raise InputError(
+                "diagnose: batches must be a sequence of argument tuples; pass e.g. "
+                "batches=[(x2, y2), (x3, y3)] for f(params, x, y)."
+            )
 
 
-def demo_broken_model(console: Any = None, *, depth: int = 50, width: int = 64) -> Any:
+def demo_broken_model(
+    console: Any = None, *, depth: int = 50, width: int = 64
+) -> tuple[Diagnosis, Diagnosis]:
     """Diagnoses a Flax model at the lecture's std 2/√n_prev, applies the fix, prints both.
 
-    See :func:`gradlab._diagnose._examples.demo_broken_model` (imported on call: the example
-    model is only defined when it is used). Returns ``(before, after)``.
+    The example model is defined in :mod:`gradlab._diagnose._examples`, imported on call.
+
+    Args:
+        console: a :class:`rich.console.Console` (default: a new one).
+        depth: hidden layers.
+        width: units per layer.
+
+    Returns:
+        ``(before, after)``: the :class:`Diagnosis` of the broken model and of the model with
+        the suggested fix applied.
+
+    Example:
+        >>> from rich.console import Console
+        >>> before, after = demo_broken_model(Console(quiet=True))  # doctest: +SKIP
+        >>> [f.kind for f in before.flags], after.ok  # doctest: +SKIP
+        (['exploding'], True)
     """
     from gradlab._diagnose._examples import demo_broken_model as run
 
@@ -112,7 +152,7 @@ def diagnose(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> 
         suggested fixes applied.
 
     Raises:
-        ValueError: for an unknown option, a non-scalar ``f``, params without float arrays,
+        InputError: for an unknown option, a non-scalar ``f``, params without float arrays,
             or batches of another shape.
 
     Example:
@@ -132,9 +172,12 @@ def diagnose(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> 
     unknown = set(options) - {fld.name for fld in dataclasses.fields(DiagnoseOptions)}
     if unknown:
         names = ", ".join(fld.name for fld in dataclasses.fields(DiagnoseOptions))
-        raise ValueError(f"diagnose: unknown option(s) {sorted(unknown)}; valid: {names}.")
+        raise InputError(f"diagnose: unknown option(s) {sorted(unknown)}; valid: {names}.")
     if not callable(f):
-        raise ValueError("diagnose: f must be a function f(params, *args) -> scalar loss.")
+        raise InputError(
+            f"diagnose: f must be a function f(params, *args) -> scalar loss, got "
+            f"{type(f).__name__}; pass the loss function first, then params and the batch."
+        )
     opts = DiagnoseOptions(**{**options, "batches": tuple(options.get("batches", ()))})
     return _run(f, params, args, opts)
 
@@ -150,7 +193,10 @@ def _run(
     batches = (args, *opts.batches)
     shapes = [jax.tree.map(lambda a: getattr(a, "shape", None), b) for b in batches]
     if any(s != shapes[0] for s in shapes[1:]):
-        raise ValueError("diagnose: every batch must have the structure and shapes of args.")
+        raise InputError(
+            "diagnose: every batch must have the structure and shapes of args; pass batches "
+            "of the same size (or diagnose each size on its own)."
+        )
     m = measure(f, params, batches, opts.init, opts.seeds, opts.key, prepared, drawn)
     layers = build_layers(m)
     recurrences = build_recurrences(m)

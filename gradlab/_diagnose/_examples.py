@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import losses
+from gradlab._diagnose._report import Diagnosis
 
 
 class TanhMLP(lnn.Module):
@@ -50,12 +51,14 @@ def broken_flax_model(
     variables = model.init(kp, x)
 
     def f(variables: Any, x: jax.Array, labels: jax.Array) -> jax.Array:
-        return losses.binary_cross_entropy(model.apply(variables, x), labels)
+        return losses.binary_cross_entropy(jnp.asarray(model.apply(variables, x)), labels)
 
     return f, variables, (x, labels)
 
 
-def demo_broken_model(console: Any = None, *, depth: int = 50, width: int = 64) -> Any:
+def demo_broken_model(
+    console: Any = None, *, depth: int = 50, width: int = 64
+) -> tuple[Diagnosis, Diagnosis]:
     """Diagnoses a Flax model initialised with the lecture's 2/√n_prev, fixes it, shows both.
 
     Args:

@@ -49,17 +49,38 @@ class Fix:
     Attributes:
         description: what to change, in the lecture's terms.
         edits: the edits (:class:`Scale`, :class:`Shift`) of the measured params.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.flow import diagnose
+        >>> f = lambda ws, x: jnp.sum(jnp.tanh(jnp.tanh(jnp.tanh(x @ ws[0]) @ ws[1]) @ ws[2]))
+        >>> ws = [jnp.eye(4) * 0.01] * 3  # each layer shrinks the gradient 100x
+        >>> fix = diagnose(f, ws, jnp.ones((2, 4))).fixes[0]
+        >>> fixed = fix.apply(ws)  # the params with the suggested initialisation
+        >>> diagnose(f, fixed, jnp.ones((2, 4))).ok
+        True
     """
 
     description: str
     edits: tuple[Scale | Shift, ...]
 
     def apply(self, params: Any) -> Any:
-        """Returns ``params`` with the edits applied (same structure)."""
+        """Returns ``params`` with the edits applied (same structure).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> Fix("nothing to change", ()).apply({"w": jnp.ones(2)})["w"].tolist()
+            [1.0, 1.0]
+        """
         return apply_edits(params, self.edits)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary."""
+        """JSON-serialisable summary.
+
+        Example:
+            >>> Fix("nothing to change", ()).to_dict()
+            {'description': 'nothing to change', 'edits': 0}
+        """
         return {"description": self.description, "edits": len(self.edits)}
 
 

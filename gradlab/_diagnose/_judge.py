@@ -42,6 +42,11 @@ class Flag:
         measured: what was measured, in words and numbers.
         why: the reason, from theory, where gradlab has one ("" otherwise).
         fix: the suggested fix, or None.
+
+    Example:
+        >>> flag = Flag("exploding", "depth", (3,), ("[3]",), "gain 10^+1.2", "", None)
+        >>> flag.to_dict()["names"]
+        ['[3]']
     """
 
     kind: str
@@ -53,7 +58,12 @@ class Flag:
     fix: Fix | None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
+        """JSON-serialisable dict.
+
+        Example:
+            >>> Flag("vanishing", "time", (), ("rnn",), "...", "", None).to_dict()["fix"] is None
+            True
+        """
         return {
             "kind": self.kind,
             "where": self.where,
@@ -104,6 +114,7 @@ def _chain_flag(layers: list[Layer], decades: float) -> Flag | None:
         measured = f"‖∂L/∂h‖ at the input of {first} is 10^{total:+.1f} × that at the output"
         measured += f" of {last} ({n} layers)"
     residual = [lay for lay in layers if lay.residual]
+    fix: Fix | None
     if len(residual) >= max(2, len(layers) // 2):
         why, fix = _residual_why(residual)
     else:

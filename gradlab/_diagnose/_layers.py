@@ -44,6 +44,14 @@ class Layer:
         same_size: its input and output have the same number of entries (its gain can be
             compared with other layers'; a layer that also pools or reshapes cannot).
         input_ms: mean square of the entries of its input (for the mean-field ``q``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.flow import diagnose
+        >>> f = lambda ws, x: jnp.sum(jnp.tanh(jnp.tanh(x @ ws["a"]) @ ws["b"]))
+        >>> d = diagnose(f, {"a": jnp.eye(4), "b": jnp.eye(4)}, jnp.ones((2, 4)))
+        >>> [(layer.name, layer.activation, layer.fan_in) for layer in d.layers]
+        [('a', 'tanh', 4), ('b', 'tanh', 4)]
     """
 
     index: int
@@ -80,6 +88,17 @@ class Recurrence:
         weight_variance: ``σ_w²`` of the recurrent kernel.
         kernel: its params leaf.
         activation: the activation after the recurrent kernel.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.flow import diagnose
+        >>> def f(w, xs):  # a tanh RNN over 20 steps, recurrent weights 0.5 I
+        ...     step = lambda h, x: (jnp.tanh(h @ w + x),) * 2
+        ...     return jnp.sum(jax.lax.scan(step, jnp.zeros((2, 4)), xs)[0])
+        >>> d = diagnose(f, jnp.eye(4) / 2, jnp.ones((20, 2, 4)))
+        >>> rec = d.recurrences[0]
+        >>> len(rec.grad), rec.activation, rec.weight_variance, [fl.kind for fl in d.flags]
+        (20, 'tanh', 0.25, ['vanishing'])
     """
 
     name: str
@@ -133,8 +152,11 @@ def name_stacks(sites: list[Site]) -> dict[str, set[int]]:
 
 
 def _mean(a: np.ndarray) -> np.ndarray:
-    """Mean over (inits, batches) of the finite samples; where none is finite: ``-inf`` if all
-    are ``-inf`` (an exactly zero norm), else ``+inf`` (an overflow: ``inf`` or ``nan``)."""
+    """Mean over (inits, batches) of the finite samples.
+
+    Where none is finite: ``-inf`` if all are ``-inf`` (an exactly zero norm), else ``+inf``
+    (an overflow: ``inf`` or ``nan``).
+    """
     finite = np.isfinite(a)
     with np.errstate(all="ignore"), _quiet():
         m = np.nanmean(np.where(finite, a, np.nan), axis=(0, 1))

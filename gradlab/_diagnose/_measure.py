@@ -18,6 +18,7 @@ import numpy as np
 
 from gradlab._diagnose._probe import Interpreter, measure_fn
 from gradlab._diagnose._program import Program, analyse
+from gradlab._errors import InputError
 
 # The program runs once per diagnosis, so its compile time is what counts: XLA's backend
 # optimisation level 0 compiles it faster (as gradlab.flow does for its ``make`` program).
@@ -43,7 +44,9 @@ class Split:
 def split(tree: Any, floats_only: bool) -> tuple[Split, list[Any]]:
     """Splits ``tree``; traced leaves are float arrays (params) or any arrays (args)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    traced, fixed, values = [], [], []
+    traced: list[int] = []
+    fixed: list[Any] = []
+    values: list[jax.Array] = []
     for i, (_, leaf) in enumerate(flat):
         is_array = isinstance(leaf, jax.Array | np.ndarray) and not jax.dtypes.issubdtype(
             leaf.dtype, jax.dtypes.prng_key
@@ -131,7 +134,7 @@ def _check_scalar(closed: Any) -> None:
     outs = closed.out_avals
     if len(outs) != 1 or outs[0].shape != () or not jnp.issubdtype(outs[0].dtype, jnp.floating):
         got = ", ".join(f"{a.dtype}{list(a.shape)}" for a in outs)
-        raise ValueError(
+        raise InputError(
             f"diagnose: f(params, *args) must return one float scalar (the loss), got ({got}). "
             "Wrap it: lambda p, *a: my_loss(p, *a)[0] for (loss, aux), or reduce with jnp.sum."
         )
@@ -163,7 +166,7 @@ def prepare(f: Callable[..., Any], params: Any, args: tuple[Any, ...]) -> Prepar
     """Traces ``f(params, *args)`` and finds its sites."""
     psplit, pvals = split(params, floats_only=True)
     if not pvals:
-        raise ValueError(
+        raise InputError(
             "diagnose: params has no floating-point array leaves; pass the model's weights "
             "(a dict, an NNX module or state, an equinox model) as the second argument."
         )
@@ -214,9 +217,9 @@ def _draw(init: Callable[[jax.Array], Any], seeds: int, key: int, like: list[Any
     if len(drawn) != len(like) or any(
         d.shape[1:] != v.shape for d, v in zip(drawn, like, strict=True)
     ):
-        raise ValueError(
+        raise InputError(
             "diagnose: init(key) must return params of the same structure and shapes as "
-            "the params passed to diagnose."
+            "the params passed to diagnose; build both with the same model constructor."
         )
     return list(drawn)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var
 
-from gradlab._diagnose._program import _CALLS, Program, _inner
+from gradlab._diagnose._program import _CALLS, Program, _inner, shaped
 
 Records = dict[str, dict[int, Any]]
 
@@ -26,7 +26,7 @@ Records = dict[str, dict[int, Any]]
 def _log10_norm(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """``log10 ‖x‖`` over ``axes``, scaled by the max so the squares cannot overflow.
 
-    The same as :func:`gradlab.flow._log10_norm`, written with ``lax`` so that tracing it at
+    The same as ``gradlab.flow._programs._log10_norm``, written with ``lax`` so that tracing it at
     every site of a deep model stays cheap: ``-inf`` for an exactly zero ``x``, ``+inf`` if it
     holds an ``inf`` or a ``nan`` (an overflow).
     """
@@ -75,7 +75,7 @@ class Interpreter:
         out = {}
         for i, s in enumerate(self.program.sites):
             lead = tuple(n for n, _ in s.scans)
-            out[i] = ((*lead, *s.shape), s.key[1].aval.dtype)
+            out[i] = ((*lead, *s.shape), shaped(s.key[1]).dtype)
         return out
 
     def __call__(self, leaves: list[Any], probes: dict[int, jax.Array]) -> tuple[Any, Records]:

@@ -128,6 +128,13 @@ def _is_float(v: Any) -> bool:
     return hasattr(v, "aval") and np.issubdtype(getattr(v.aval, "dtype", np.int32), np.floating)
 
 
+def shaped(v: Var) -> jax.core.ShapedArray:
+    """The abstract value of a traced variable: an array's shape and dtype."""
+    aval = v.aval
+    assert isinstance(aval, jax.core.ShapedArray), aval  # sites and gates are arrays
+    return aval
+
+
 def _inner(eqn: Any) -> tuple[Jaxpr, list[Any]]:
     j = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
     if isinstance(j, ClosedJaxpr):
@@ -244,9 +251,10 @@ class _Walker:
                     continue
                 j = producer.get(gate)
                 while j is not None and body.eqns[j].primitive.name in _PASS:
-                    j = producer.get(body.eqns[j].invars[0])
+                    src = body.eqns[j].invars[0]
+                    j = producer.get(src) if isinstance(src, Var) else None
                 if j is not None and body.eqns[j].primitive.name == "logistic":
-                    shape = body.eqns[j].outvars[0].aval.shape
+                    shape = shaped(body.eqns[j].outvars[0]).shape
                     units, per_unit = int(shape[-1]), int(np.prod(shape[:-1]))
                     self.forgets.append(Forget((path, j), scans, units, per_unit))
                     return
@@ -284,7 +292,7 @@ class _Walker:
             self.acts[(path, act_i)] = act
         key: Key = (path, x)
         if key not in self.sites:
-            self.sites[key] = Site(key, tuple(x.aval.shape), tuple(scans), [])
+            self.sites[key] = Site(key, tuple(shaped(x).shape), tuple(scans), [])
             self.order.append(key)
             self.by_jaxpr[path][1].append(key)
         self.sites[key].kernels.append(kernel)
@@ -389,6 +397,6 @@ def analyse(
     if walker.last_linear is not None:
         out_var, key = walker.last_linear
         if not walker.sites[key].branch:
-            shape = tuple(out_var.aval.shape)
+            shape = tuple(shaped(out_var).shape)
             sites.append(Site((key[0], out_var), shape, (), [], output=True))
     return closed, Program(sites, walker.forgets, walker.acts)

@@ -13,6 +13,7 @@ import numpy as np
 from gradlab._diagnose._fixes import Fix
 from gradlab._diagnose._judge import Flag
 from gradlab._diagnose._layers import Layer, Recurrence
+from gradlab._errors import InputError
 
 
 def _num(x: float | None) -> float | None:
@@ -35,6 +36,21 @@ class Diagnosis:
         samples: ``(initialisations, batches)`` measured.
         seconds: wall time (tracing, compilation, run).
         rerun: re-runs the diagnosis with given fixes applied (used by :meth:`verify`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.flow import diagnose
+        >>> def f(ws, x):  # 8 tanh layers whose weights shrink the signal 3x each
+        ...     for w in ws:
+        ...         x = jnp.tanh(x @ w)
+        ...     return jnp.sum(x)
+        >>> d = diagnose(f, [jnp.eye(4) / 3] * 8, jnp.ones((2, 4)))
+        >>> d.ok, [(fl.kind, fl.where) for fl in d.flags], len(d.layers)
+        (False, [('vanishing', 'depth')], 8)
+        >>> print(d.summary().splitlines()[0][:46])
+        VANISHING (depth): ‖∂L/∂h‖ at the input of [0]
+        >>> d.verify().ok  # the suggested fix applied to the params, measured again
+        True
     """
 
     layers: tuple[Layer, ...]
@@ -49,16 +65,36 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
-        """True when nothing was flagged."""
+        """True when nothing was flagged.
+
+        Example:
+            >>> Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={}, samples=(1, 1),
+            ...           seconds=0.0).ok
+            True
+        """
         return not self.flags
 
     @property
     def fixes(self) -> tuple[Fix, ...]:
-        """The suggested fixes, one per flag that has one."""
+        """The suggested fixes, one per flag that has one.
+
+        Example:
+            >>> Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={}, samples=(1, 1),
+            ...           seconds=0.0).fixes
+            ()
+        """
         return tuple(f.fix for f in self.flags if f.fix is not None)
 
     def flagged(self, kind: str | None = None) -> set[int]:
-        """Indices of the layers flagged (of ``kind``, if given)."""
+        """Indices of the layers flagged (of ``kind``, if given).
+
+        Example:
+            >>> flag = Flag("vanishing", "depth", (0, 1), ("[0]", "[1]"), "...", "", None)
+            >>> d = Diagnosis(layers=(), recurrences=(), flags=(flag,), weight_grads={},
+            ...               samples=(1, 1), seconds=0.0)
+            >>> d.flagged(), d.flagged("exploding")
+            ({0, 1}, set())
+        """
         return {i for f in self.flags if kind in (None, f.kind) for i in f.layers}
 
     def verify(self, fixes: tuple[Fix, ...] | None = None) -> Diagnosis:
@@ -66,13 +102,33 @@ class Diagnosis:
 
         Returns:
             The new :class:`Diagnosis`; its ``flags`` show whether the fixes worked.
+
+        Raises:
+            InputError: if this Diagnosis was built by hand rather than by ``diagnose``.
+
+        Example:
+            >>> Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={}, samples=(1, 1),
+            ...           seconds=0.0).verify()
+            Traceback (most recent call last):
+            ...
+            gradlab.InputError: verify: this Diagnosis was not made by diagnose(), ...
         """
         if self.rerun is None:
-            raise ValueError("verify: this Diagnosis was not made by diagnose().")
+            raise InputError(
+                "verify: this Diagnosis was not made by diagnose(), so there is nothing to "
+                "re-run; call gradlab.flow.diagnose(f, params, *args).verify()."
+            )
         return self.rerun(self.fixes if fixes is None else tuple(fixes))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict: layers, recurrences, flags, weight gradients."""
+        """JSON-serialisable dict: layers, recurrences, flags, weight gradients.
+
+        Example:
+            >>> d = Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={},
+            ...               samples=(1, 1), seconds=0.5)
+            >>> sorted(d.to_dict())
+            ['flags', 'layers', 'ok', 'recurrences', 'samples', 'seconds', 'weight_grads']
+        """
         layers = [
             {
                 "index": lay.index,
@@ -111,7 +167,14 @@ class Diagnosis:
         }
 
     def table(self) -> Any:
-        """A :class:`rich.table.Table`: layer, ‖∂L/∂h_out‖, gain, ‖∂L/∂W‖, flag."""
+        """A :class:`rich.table.Table`: layer, ‖∂L/∂h_out‖, gain, ‖∂L/∂W‖, flag.
+
+        Example:
+            >>> d = Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={},
+            ...               samples=(2, 1), seconds=0.5)
+            >>> d.table().title
+            'gradient flow (2 inits × 1 batch)'
+        """
         from rich.table import Table
 
         i, b = self.samples
@@ -152,7 +215,13 @@ class Diagnosis:
         return t
 
     def summary(self) -> str:
-        """The flags in words: what, why, fix (or that nothing was found)."""
+        """The flags in words: what, why, fix (or that nothing was found).
+
+        Example:
+            >>> Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={}, samples=(1, 1),
+            ...           seconds=0.0).summary()[:16]
+            'No layers found:'
+        """
         if not self.layers and not self.recurrences:
             return (
                 "No layers found: no dot_general or conv_general_dilated in f reads a params "
@@ -193,6 +262,13 @@ class Diagnosis:
 
         Returns:
             The :class:`matplotlib.figure.Figure`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from gradlab.flow import diagnose
+            >>> f = lambda ws, x: jnp.sum(jnp.tanh(jnp.tanh(x @ ws[0]) @ ws[1]))
+            >>> fig = diagnose(f, [jnp.eye(4)] * 2, jnp.ones((2, 4))).figure()  # doctest: +SKIP
+            >>> fig.savefig("diagnosis.png")  # doctest: +SKIP
         """
         from gradlab._diagnose._figure import draw
 

@@ -2,7 +2,7 @@
 
 Each experiment is run by :func:`run` (or ``gradlab experiment NAME``) at a size ``tiny``
 (seconds, for tests), ``default`` (minutes on 2 CPU cores) or ``large`` (for a GPU), and
-writes ``OUT/NAME/result.json`` (see :mod:`gradlab.experiments.result`) and its figures.
+writes ``OUT/NAME/result.json`` (see :func:`validate_result` for its schema) and its figures.
 
 Example:
     >>> from gradlab import experiments
@@ -20,33 +20,51 @@ from typing import Any
 
 import jax
 
-from gradlab.experiments.result import SIZES, Claim, jsonable, validate_result, write_result
+from gradlab._errors import InputError
+from gradlab.experiments._result import SIZES, Claim, jsonable, validate_result, write_result
 
 __all__ = ["SIZES", "Claim", "describe", "names", "run", "validate_result"]
 
+#: experiment name -> the private module that implements it (imported when first used).
 _MODULES = {
-    "init-depth": "init_depth",
-    "residual-depth": "residual_depth",
-    "lstm-adding": "lstm_adding",
-    "clipping": "clipping",
-    "lr-scale-grid": "lr_scale_grid",
+    "init-depth": "_init_depth",
+    "residual-depth": "_residual_depth",
+    "lstm-adding": "_lstm_adding",
+    "clipping": "_clipping",
+    "lr-scale-grid": "_lr_scale_grid",
 }
 
 
 def names() -> tuple[str, ...]:
-    """The experiments' names, in the order of the issue."""
+    """The experiments' names, in the order of the issue.
+
+    Example:
+        >>> names()[:2]
+        ('init-depth', 'residual-depth')
+    """
     return tuple(_MODULES)
 
 
 def _module(name: str) -> ModuleType:
     if name not in _MODULES:
-        raise ValueError(f"Unknown experiment {name!r}; choose one of {', '.join(_MODULES)}.")
+        raise InputError(
+            f"Unknown experiment {name!r}; choose one of {', '.join(_MODULES)} "
+            "(gradlab experiment list describes them)."
+        )
     return importlib.import_module(f"gradlab.experiments.{_MODULES[name]}")
 
 
 def describe(name: str) -> str:
-    """A one-line summary of the experiment."""
-    return _module(name).SUMMARY
+    """A one-line summary of the experiment.
+
+    Raises:
+        InputError: for an unknown name (the message lists the experiments).
+
+    Example:
+        >>> describe("clipping")
+        'badly scaled deep ReLU MLP: divergence without clipping, training with it'
+    """
+    return str(_module(name).SUMMARY)
 
 
 def run(
@@ -71,15 +89,32 @@ def run(
         The result, as written to ``result.json``.
 
     Raises:
-        ValueError: for an unknown name or size, or seeds < 2.
+        InputError: for an unknown name or size, seeds < 2, or a negative first seed.
+
+    Example:
+        >>> import tempfile
+        >>> from gradlab import experiments
+        >>> with tempfile.TemporaryDirectory() as out:  # doctest: +SKIP
+        ...     result = experiments.run("clipping", size="tiny", out=out)
+        >>> sorted(result)[:3]  # doctest: +SKIP
+        ['claims', 'config', 'experiment']
+        >>> experiments.run("clipping", size="huge")
+        Traceback (most recent call last):
+        ...
+        gradlab.InputError: Unknown size 'huge'; choose one of tiny, default, large.
     """
     module = _module(name)
     if size not in SIZES:
-        raise ValueError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
+        raise InputError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
     cfg = module.CONFIGS[size]
     seeds = cfg.seeds if seeds is None else seeds
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
-        raise ValueError(f"seeds must be an integer >= 2 (claims hold over seeds), got {seeds!r}.")
+        raise InputError(
+            f"seeds must be an integer >= 2 (claims hold over seeds), got {seeds!r}; pass e.g. "
+            "seeds=3, or None for the size's own."
+        )
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise InputError(f"first_seed must be an integer >= 0, got {first_seed!r}; pass e.g. 0.")
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -28,9 +28,9 @@ import dataclasses
 
 import numpy as np
 
+from gradlab.gradcheck._bands import relative_error, verdict
 from gradlab.gradcheck._judge import Thresholds
-from gradlab.gradcheck.bands import relative_error, verdict
-from gradlab.gradcheck.report import EntryMismatch, LeafReport, LeafStatus
+from gradlab.gradcheck._report import EntryMismatch, LeafReport, LeafStatus
 
 __all__ = [
     "Differences",

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab.gradcheck._bands import relative_error
 from gradlab.gradcheck._problem import _Static
 from gradlab.gradcheck._promote import narrow_dtype
-from gradlab.gradcheck.bands import relative_error
 
 __all__ = ["SPREAD_MARGIN", "AuditRow", "audit", "audit_tolerance"]
 
@@ -133,8 +133,10 @@ class _AuditSpec:
 def _gradients(
     spec: _AuditSpec, arrays: tuple[Any, ...], cotangent: Any
 ) -> tuple[list[Any], list[Any]]:
-    """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp (one
-    compiled program per function and shapes)."""
+    """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp.
+
+    One compiled program per function and shapes.
+    """
 
     def gradient(arrays: Sequence[Any]) -> list[Any]:
         primals = spec.primals(arrays)
@@ -168,8 +170,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _one_ulp(x: Any) -> Any:
-    """A narrow floating-point array with every entry moved by one unit in the last place,
-    up and down alternately (traced: part of the audit's program)."""
+    """A narrow floating-point array with every entry moved by one unit in the last place.
+
+    Up and down alternately (traced: part of the audit's program).
+    """
     if not narrow_dtype(x.dtype) or jnp.iscomplexobj(x):
         return x
     up = (jnp.arange(x.size) % 2 == 0).reshape(x.shape)

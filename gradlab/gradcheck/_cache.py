@@ -37,11 +37,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import platformdirs
 from jax._src import compilation_cache as _jax_cache
 from jax._src import config as _jax_config
+
+from gradlab._errors import InputError
 
 __all__ = ["ENV_VAR", "cache_dir", "compilation_cache", "resolve_enabled"]
 
@@ -67,7 +70,7 @@ def resolve_enabled(enabled: bool | None = None) -> bool:
             ``GRADLAB_COMPILATION_CACHE`` (unset or ``1``: on; ``0``: off; a path: on).
 
     Raises:
-        ValueError: ``enabled`` is not a bool or None, or the variable holds something else.
+        InputError: ``enabled`` is not a bool or None, or the variable holds something else.
 
     Example:
         >>> resolve_enabled(False)
@@ -75,7 +78,7 @@ def resolve_enabled(enabled: bool | None = None) -> bool:
     """
     if enabled is not None:
         if not isinstance(enabled, bool):
-            raise ValueError(
+            raise InputError(
                 f"compilation_cache: enabled must be True, False or None, got {enabled!r}"
             )
         return enabled
@@ -84,7 +87,7 @@ def resolve_enabled(enabled: bool | None = None) -> bool:
         return False
     if value.lower() in _ON or _is_path(value):
         return True
-    raise ValueError(
+    raise InputError(
         f"{ENV_VAR}={value!r} is not understood: use 0 to turn gradlab's compilation cache "
         "off, 1 to turn it on, or an absolute path to keep it there."
     )
@@ -139,7 +142,7 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
     except OSError:  # a read-only home: run without the cache rather than fail the check
         yield None
         return
-    settings = {
+    settings: dict[Any, Any] = {
         _jax_config.compilation_cache_dir: str(path),
         _jax_config.persistent_cache_min_compile_time_secs: 0.0,
         _jax_config.persistent_cache_min_entry_size_bytes: -1,

@@ -1,8 +1,9 @@
 """Is ``f`` one function? Determinism across programs, and the primal of custom rules.
 
 Every check evaluates ``f(θ)`` in several separately traced and compiled programs: the
-autodiff program (whose primal runs through custom rules' forward passes), a plain
-evaluation of ``f``, and each sweep kernel (which computes ``f(θ)`` beside ``f(θ ± h)``).
+autodiff program (whose primal runs through custom rules' forward passes, and which also
+evaluates ``f`` plainly, as the differences do) and each sweep kernel (which computes
+``f(θ)`` beside ``f(θ ± h)``).
 Evaluations of ``f`` alone must agree to rounding; if they do not, finite differences
 measure the noise between programs, not the gradient, so the check fails and says where
 the difference comes from. An autodiff primal that differs from ``f`` (a custom rule whose
@@ -56,7 +57,7 @@ def consistency(
     unit_roundoff: float,
     trace: Callable[[], Any],
 ) -> Consistency:
-    """Compares ``F(θ)`` from the plain program, every sweep kernel and the autodiff primal.
+    """Compares ``F(θ)`` from the plain evaluation, every sweep kernel and the autodiff primal.
 
     Args:
         plain: ``F(θ)`` ``(K,)`` from the plain evaluation of ``f``.

@@ -49,8 +49,8 @@ import dataclasses
 
 import numpy as np
 
-from gradlab.gradcheck.bands import relative_error, verdict
-from gradlab.gradcheck.report import EntryMismatch, LeafReport, LeafStatus
+from gradlab.gradcheck._bands import relative_error, verdict
+from gradlab.gradcheck._report import EntryMismatch, LeafReport, LeafStatus
 
 __all__ = [
     "KINK_STABILITY",
@@ -184,8 +184,11 @@ def slopes(m: Measured, th: Thresholds) -> Slopes:
 
 
 def suspects(s: Slopes, th: Thresholds) -> np.ndarray:
-    """Entries to evaluate again at a second step: not finite, or one-sided slopes that
-    disagree beyond ``kink_tolerance`` of their size and beyond rounding."""
+    """Entries to evaluate again at a second step.
+
+    Those not finite, or whose one-sided slopes disagree beyond ``kink_tolerance`` of their
+    size and beyond rounding.
+    """
     with np.errstate(invalid="ignore"):
         rms = np.sqrt(np.mean(np.where(s.finite, s.num, 0.0) ** 2)) if s.num.size else 0.0
         jump = np.abs(s.jump)
@@ -227,8 +230,10 @@ class PartResult:
 
 @dataclasses.dataclass(frozen=True)
 class Second:
-    """The second-step evaluations of a part: positions (into the first step's entries)
-    and what was measured there."""
+    """The second-step evaluations of a part: positions and what was measured there.
+
+    Positions index into the first step's entries.
+    """
 
     at: np.ndarray
     measured: Measured
@@ -250,11 +255,13 @@ def _kinks(s1: Slopes, s2: Slopes) -> np.ndarray:
 
 
 def _subgradient_ok(s1: Slopes, s2: Slopes, ana: np.ndarray, th: Thresholds) -> np.ndarray:
-    """At a kink: ``ana`` lies between the one-sided slopes at the second step — or between
-    ``0`` and their sum, where autodiff's conventions land when several kinks of a
-    composition coincide (``relu'(0) = 0`` or ``1`` applied to every example whose
-    pre-activation is exactly 0) — allowing for tolerance, rounding and how far the slopes
-    still moved between the steps."""
+    """At a kink: whether ``ana`` lies within the one-sided slopes (or 0 and their sum).
+
+    Between the one-sided slopes at the second step — or between ``0`` and their sum, where
+    autodiff's conventions land when several kinks of a composition coincide (``relu'(0) = 0``
+    or ``1`` applied to every example whose pre-activation is exactly 0) — allowing for
+    tolerance, rounding and how far the slopes still moved between the steps.
+    """
     ends = np.stack([s2.fwd, s2.bwd, np.zeros_like(s2.fwd), s2.fwd + s2.bwd])
     lo, hi = ends.min(axis=0), ends.max(axis=0)
     moved = np.maximum(np.abs(s1.fwd - s2.fwd), np.abs(s1.bwd - s2.bwd))
@@ -360,8 +367,10 @@ def squares(parts: list[PartResult]) -> np.ndarray:
 
 
 def _floor(parts: list[PartResult], denom: float, model: float = 1.0) -> float:
-    """The relative error rounding alone can cause: the model's (scaled by ``model``), or the
-    probes' if larger."""
+    """The relative error rounding alone can cause.
+
+    The model's (scaled by ``model``), or the probes' if larger.
+    """
     noise_sq = sum(p.noise_sq for p in parts) * model**2
     measured = np.concatenate([p.probe_noise for p in parts])
     if measured.size:

@@ -73,6 +73,18 @@ def _rows(grads: Sequence[jax.Array]) -> jax.Array:
     return jnp.concatenate(parts, axis=1)
 
 
+def _one(k: Which) -> int:
+    """The leaf of an ``"entry"`` kernel (``k`` is a group's tuple for ``"group"`` kernels)."""
+    assert isinstance(k, int)
+    return k
+
+
+def _many(k: Which) -> tuple[int, ...]:
+    """The leaves of a ``"group"`` kernel."""
+    assert isinstance(k, tuple)
+    return k
+
+
 def _with_leaf(checked: Leaves, k: int, leaf: jax.Array) -> Leaves:
     return (*checked[:k], leaf, *checked[k + 1 :])
 
@@ -94,7 +106,7 @@ def _perturb(checked: Leaves, k: Which, kind: Kind, p: Any, step: jax.Array) -> 
     if kind == "group":  # p = (owner, index): entry `index` of leaf k[owner] moves
         owner, index = p
         moved, taken = list(checked), jnp.zeros((), step.dtype)
-        for pos, j in enumerate(k):
+        for pos, j in enumerate(_many(k)):
             flat = checked[j].reshape(-1)
             i = jnp.minimum(index, flat.size - 1)
             x = flat[i]
@@ -102,10 +114,11 @@ def _perturb(checked: Leaves, k: Which, kind: Kind, p: Any, step: jax.Array) -> 
             moved[j] = flat.at[i].set(new).reshape(checked[j].shape)
             taken = jnp.where(owner == pos, new - x, taken)
         return tuple(moved), taken
+    k = _one(k)
     flat = checked[k].reshape(-1)
     x = flat[p]
-    moved = x + step
-    return _with_leaf(checked, k, flat.at[p].set(moved).reshape(checked[k].shape)), moved - x
+    new = x + step
+    return _with_leaf(checked, k, flat.at[p].set(new).reshape(checked[k].shape)), new - x
 
 
 def _slot(
@@ -126,16 +139,17 @@ def _slot(
             .at[jnp.minimum(index, checked[j].size - 1)]
             .set(jnp.where(owner == pos, unit, 0))
             .reshape(checked[j].shape)
-            for pos, j in enumerate(k)
+            for pos, j in enumerate(_many(k))
         )
 
         def embed(v: Leaves) -> Leaves:
             out = list(checked)
-            for j, leaf in zip(k, v, strict=True):
+            for j, leaf in zip(_many(k), v, strict=True):
                 out[j] = leaf
             return tuple(out)
 
-        return embed, tuple(checked[j] for j in k), tangent
+        return embed, tuple(checked[j] for j in _many(k)), tangent
+    k = _one(k)
     leaf = checked[k]
     t = jnp.zeros(leaf.size, leaf.dtype).at[p].set(unit).reshape(leaf.shape)
     return (lambda v: _with_leaf(checked, k, v)), leaf, t
@@ -160,21 +174,24 @@ def value(spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest) -> Any:
 @partial(jax.jit, static_argnums=0)
 def value_and_vjp(
     spec: Spec, checked: Leaves, fixed: Leaves, rest: Rest, cots: Any
-) -> tuple[Any, jax.Array, jax.Array, Leaves]:
-    """``f(θ)``, its projections ``F``, their rounding scale and gradients.
+) -> tuple[Any, jax.Array, jax.Array, Leaves, jax.Array]:
+    """``f(θ)``, its projections ``F``, their rounding scale and gradients; ``F`` again.
 
     Returns:
-        ``(out, F, S, grads)``: the raw output; ``F`` ``(K,)``; ``S_j = Σ|v_j|·|f|`` ``(K,)``,
-        the size that rounding in ``F_j`` scales with; per checked leaf ``∇F`` as
-        ``(K, *leaf.shape)`` (``jax.grad`` for a scalar ``f``, ``jax.vjp`` otherwise).
+        ``(out, F, S, grads, plain)``: the raw output; ``F`` ``(K,)``; ``S_j = Σ|v_j|·|f|``
+        ``(K,)``, the size that rounding in ``F_j`` scales with; per checked leaf ``∇F`` as
+        ``(K, *leaf.shape)`` (``jax.grad`` for a scalar ``f``, ``jax.vjp`` otherwise);
+        ``F`` from ``f`` evaluated as the finite differences evaluate it (custom rules'
+        primals, as :func:`value`), in this same program: no program of its own to compile.
     """
     fn = lambda c: spec.call(c, fixed, rest)
+    plain = project(spec.call(checked, fixed, rest, rules=False), cots)
     if cots is None:
         out, grads = jax.value_and_grad(fn)(checked)
-        return out, out[None], jnp.abs(out)[None], tuple(g[None] for g in grads)
+        return out, out[None], jnp.abs(out)[None], tuple(g[None] for g in grads), plain
     out, pull = jax.vjp(fn, checked)
     scale = project(jax.tree_util.tree_map(jnp.abs, out), jax.tree_util.tree_map(jnp.abs, cots))
-    return out, project(out, cots), scale, jax.vmap(pull)(cots)[0]
+    return out, project(out, cots), scale, jax.vmap(pull)(cots)[0], plain
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -220,9 +237,10 @@ def fd_chunk(
 
     def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
         if sparse and kind == "entry":
-            x = checked[k].reshape(-1)[p]
-            fn = lambda leaf: at(_with_leaf(checked, k, leaf))
-            return call_at_entry(fn, checked[k], p, x + h), (x + h) - x
+            i = _one(k)
+            x = checked[i].reshape(-1)[p]
+            fn = lambda leaf: at(_with_leaf(checked, i, leaf))
+            return call_at_entry(fn, checked[i], p, x + h), (x + h) - x
         moved, taken = _perturb(checked, k, kind, p, h)
         return at(moved), taken
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab._errors import CheckInputError
 from gradlab.gradcheck._promote import promoted
-from gradlab.gradcheck.errors import CheckInputError
 
 __all__ = ["Leaf", "Problem", "Spec", "build_problem"]
 
@@ -178,7 +178,7 @@ def _to_array(x: Any, where: str) -> jax.Array:
 
 
 def _promote(x: jax.Array, real: np.dtype) -> jax.Array:
-    """float leaves → ``real``, complex leaves → its complex counterpart (inside ``precise()``).
+    """Float leaves → ``real``, complex leaves → its complex counterpart (inside ``precise()``).
 
     ``real`` is float64, or float32 for the fallback on backends without float64.
     """
@@ -187,6 +187,29 @@ def _promote(x: jax.Array, real: np.dtype) -> jax.Array:
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x.astype(real)
     return x
+
+
+def _leaf_array(
+    x: Any, where: str, real: np.dtype, device: jax.Device | None
+) -> tuple[Any, tuple[int, ...], jax.Array]:
+    """``(dtype as given, shape, the array promoted to real and on its device)``.
+
+    NumPy arrays are converted on the host and transferred once: converting them with
+    ``jnp`` would compile a small XLA program per shape and dtype, ~50 ms each in a cold check.
+    """
+    if isinstance(x, np.ndarray | np.generic) and x.dtype.kind in "biufc":
+        dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+        host = np.asarray(x, dtype)
+        if np.issubdtype(dtype, np.complexfloating):
+            host = host.astype(np.result_type(real, np.complex64))
+        elif np.issubdtype(dtype, np.floating):
+            host = host.astype(real)
+        moved = jax.device_put(host, device) if device is not None else jax.device_put(host)
+        return dtype, tuple(host.shape), moved
+    arr = _to_array(x, where)
+    if device is not None:
+        arr = jax.device_put(arr, device)
+    return arr.dtype, tuple(arr.shape), _promote(arr, real)
 
 
 def _is_array(x: Any) -> bool:
@@ -209,7 +232,6 @@ def build_problem(
     Keyword arguments are passed to ``f`` as they are (not differentiated).
     """
     real = np.dtype(real_dtype)
-    put = (lambda a: jax.device_put(a, device)) if device is not None else (lambda a: a)
     if not callable(f):
         raise CheckInputError(f"f must be callable, got {type(f).__name__}.")
     n = len(primals)
@@ -237,11 +259,11 @@ def build_problem(
         prefix = "" if single else f"arg{a}"
         for path, x in with_path:
             where = _path_str(prefix, path)
-            arr = put(_to_array(x, where))
-            is_checked = bool(jnp.issubdtype(arr.dtype, jnp.inexact))
-            leaves.append(Leaf(where, tuple(arr.shape), arr.dtype, is_checked))
+            dtype, shape, arr = _leaf_array(x, where, real, device)
+            is_checked = bool(jnp.issubdtype(dtype, jnp.inexact))
+            leaves.append(Leaf(where, shape, dtype, is_checked))
             checked_flags.append(is_checked)
-            (checked_arrays if is_checked else fixed_arrays).append(_promote(arr, real))
+            (checked_arrays if is_checked else fixed_arrays).append(arr)
 
     rest_treedefs, rest_static, rest_dyn, rest_dtypes = [], [], [], []
     for i in range(n):
@@ -250,9 +272,9 @@ def build_problem(
         flat, treedef = jax.tree_util.tree_flatten(primals[i])
         rest_treedefs.append(treedef)
         rest_static.append(tuple(None if _is_array(x) else _Static(x) for x in flat))
-        arrays = [put(jnp.asarray(x)) for x in flat if _is_array(x)]
-        rest_dyn.append(tuple(_promote(x, real) for x in arrays))
-        rest_dtypes.append(tuple(x.dtype for x in arrays))
+        arrays = [_leaf_array(x, "", real, device) for x in flat if _is_array(x)]
+        rest_dyn.append(tuple(a for _, _, a in arrays))
+        rest_dtypes.append(tuple(d for d, _, _ in arrays))
 
     spec = Spec(
         f=_WithKwargs(f, _Static(tuple(sorted(kwargs.items())))) if kwargs else f,

@@ -8,19 +8,55 @@ gathered so that every process builds the full report.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
 import numpy as np
+from jax._src import util as _jax_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradlab.gradcheck.errors import CheckInputError
+from gradlab._errors import CheckInputError
 
-__all__ = ["Runner", "compile_concurrently"]
+__all__ = [
+    "CHEAP_FLOPS",
+    "CHEAP_OPTIONS",
+    "UPGRADE",
+    "Executable",
+    "Runner",
+    "cheap_tier",
+    "compile_concurrently",
+    "compile_tiered",
+    "executable_key",
+    "lookup",
+]
+
+#: The XLA options of the cheap compile tier (XLA:CPU): LLVM at optimisation level 0 and
+#: the loop emitters instead of the fusion emitters. Measured on a small layer's kernel
+#: (2 shared cores, load 7): compile 0.30–0.39 s against 0.46–0.86 s at level 0 alone and
+#: 1.2–1.7 s by default; runs 3–7× slower (``docs/benchmarks.md``, "Cold cost").
+CHEAP_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+#: A program whose run is estimated below this many FLOPs (all its calls together) compiles
+#: at the cheap tier, per platform: 2e7 FLOPs run in 0.04–0.5 s there (dense layers about
+#: 0.5 GFLOP/s, convolutions 0.04). Other platforms were not measured: they always compile
+#: optimised.
+CHEAP_FLOPS = {"cpu": 2e7}
+#: A cheaply compiled kernel may be compiled again optimised when its calls still to run,
+#: timed by the first one, would take more than this many times its cheap compile time
+#: (the optimised compile costs about twice the cheap one and runs ≥ 3× faster). None (the
+#: default): never. A decision taken on a timing makes the check's numbers depend on the
+#: machine's load in their last bits (the two programs round differently), and the same
+#: check on one device and on several must give identical numbers
+#: (``tests/test_check_devices.py``); with :data:`CHEAP_FLOPS` keeping cheap kernels under
+#: ~0.5 s of run, the upgrade would rarely pay anyway.
+UPGRADE: float | None = None
+_MAX_EXECUTABLES = 256
 
 
 class Runner:
@@ -86,20 +122,154 @@ class Runner:
         Returns the kernel's outputs as host arrays (gathered from every process).
         """
         out = kernel(*static, *dyn, *self.shard(batch))
+        return self._gather(out)
+
+    def run_compiled(self, compiled: Any, dyn: tuple[Any, ...], batch: tuple[Any, ...]) -> Any:
+        """Like :meth:`run` for a compiled executable (its static arguments are bound)."""
+        return self._gather(compiled(*dyn, *self.shard(batch)))
+
+    def _gather(self, out: Any) -> Any:
         if self.multiprocess:
             out = multihost_utils.process_allgather(out, tiled=True)
         return jax.tree_util.tree_map(np.asarray, out)
 
 
-def compile_concurrently(lowered: Sequence[Any]) -> list[Any]:
-    """Compiles lowered computations on a thread per core.
+def cheap_tier(platform: str, flops: float) -> bool:
+    """Whether a program estimated at ``flops`` (all its runs) compiles at the cheap tier.
+
+    Example:
+        >>> cheap_tier("cpu", 1e5), cheap_tier("cpu", 1e12), cheap_tier("gpu", 1e5)
+        (True, False, False)
+    """
+    limit = CHEAP_FLOPS.get(platform)
+    return limit is not None and flops < limit
+
+
+def _compile(low: Any, cheap: bool) -> tuple[Any, float]:
+    start = time.perf_counter()
+    options = dict(CHEAP_OPTIONS) if cheap else None
+    out = low.compile(options) if options else low.compile()
+    return out, time.perf_counter() - start
+
+
+def compile_concurrently(lowered: Sequence[Any], cheap: Sequence[bool] | None = None) -> list[Any]:
+    """Compiles lowered computations on a thread per core (``cheap``: at the cheap tier).
 
     XLA compiles a computation on one thread and releases the GIL meanwhile, so the kernels
-    of a check (one per leaf) compile side by side. Each compiled executable lands in JAX's
-    compilation cache, where the ordinary jitted calls of the check find it.
+    of a check (one per leaf) compile side by side.
     """
+    return [c for c, _ in _timed_compiles(lowered, cheap)]
+
+
+def _timed_compiles(
+    lowered: Sequence[Any], cheap: Sequence[bool] | None = None
+) -> list[tuple[Any, float]]:
+    tiers = list(cheap) if cheap is not None else [False] * len(lowered)
     if len(lowered) <= 1:
-        return [low.compile() for low in lowered]
+        return [_compile(low, c) for low, c in zip(lowered, tiers, strict=True)]
     workers = min(len(lowered), os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="gradlab-compile") as pool:
-        return list(pool.map(lambda low: low.compile(), lowered))
+        return list(pool.map(lambda lc: _compile(*lc), zip(lowered, tiers, strict=True)))
+
+
+@dataclasses.dataclass
+class Executable:
+    """A compiled kernel of a check and how it was compiled.
+
+    Attributes:
+        compiled: The executable (called with the dynamic arguments only).
+        lowered: What it was compiled from, kept while it may be compiled again optimised.
+        cheap: Compiled at the cheap tier (:data:`CHEAP_OPTIONS`).
+        seconds: How long compiling it took.
+        timed: Its first run was timed (whether to compile it optimised is decided).
+    """
+
+    compiled: Any
+    lowered: Any | None
+    cheap: bool
+    seconds: float
+    timed: bool = False
+
+    def upgrade_if_it_pays(
+        self, run_seconds: float, calls_left: int, factor: float | None = None
+    ) -> bool:
+        """Compiles optimised if the calls still to run would outweigh the compile.
+
+        That is: when ``calls_left`` runs of ``run_seconds`` cost more than ``factor``
+        (default :data:`UPGRADE`; None: never) times the cheap compile. Returns whether it
+        compiled.
+        """
+        factor = UPGRADE if factor is None else factor
+        self.timed = True
+        lowered, self.lowered = self.lowered, None
+        if not self.cheap or lowered is None or factor is None:
+            return False
+        if calls_left * run_seconds <= factor * self.seconds:
+            return False
+        self.compiled, self.seconds = _compile(lowered, False)
+        self.cheap = False
+        return True
+
+
+#: Compiled kernels by (kernel, static arguments, argument types): a second check of the same
+#: function in one process compiles nothing (JAX's own cache does not hold executables
+#: compiled with options). ``jax.clear_caches()`` empties it, as it empties JAX's caches.
+_EXECUTABLES: collections.OrderedDict[Any, Executable] = collections.OrderedDict()
+
+
+class _Clearer:
+    """What ``jax.clear_caches()`` calls to empty :data:`_EXECUTABLES`."""
+
+    def cache_clear(self) -> None:
+        """Forgets every executable kept."""
+        _EXECUTABLES.clear()
+
+
+_CLEARER = _Clearer()
+_jax_util.register_cache(_CLEARER, "gradlab.gradcheck executables")
+
+
+def _avals(tree: Any) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(
+        (tuple(x.shape), str(x.dtype), getattr(x, "sharding", None)) for x in leaves
+    )
+
+
+def executable_key(kernel: Any, static: tuple[Any, ...], dyn: Any, batch: Any) -> Any:
+    """The key of a kernel's executable for these arguments (hashable)."""
+    return kernel, static, _avals(dyn), _avals(batch)
+
+
+def lookup(key: Any) -> Executable | None:
+    """The executable compiled for ``key``, or None."""
+    try:
+        hit = _EXECUTABLES.get(key)
+    except TypeError:  # an unhashable static argument: no executable cache
+        return None
+    if hit is not None:
+        _EXECUTABLES.move_to_end(key)
+    return hit
+
+
+def compile_tiered(
+    keys: Sequence[Any], lowerers: Sequence[Callable[[], Any]], cheap: Sequence[bool]
+) -> list[Executable]:
+    """Compiles side by side what ``lowerers`` lower (``cheap``: at the cheap tier), by key.
+
+    Executables already kept under their key are reused: nothing is lowered or compiled.
+    """
+    found = [lookup(k) for k in keys]
+    todo = [i for i, e in enumerate(found) if e is None]
+    lowered = {i: lowerers[i]() for i in todo}
+    done = _timed_compiles([lowered[i] for i in todo], [cheap[i] for i in todo])
+    for i, (compiled, seconds) in zip(todo, done, strict=True):
+        made = Executable(compiled, lowered[i] if cheap[i] else None, cheap[i], seconds)
+        found[i] = made
+        try:
+            _EXECUTABLES[keys[i]] = made
+        except TypeError:
+            continue
+        while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+            _EXECUTABLES.popitem(last=False)
+    return [e for e in found if e is not None]

@@ -242,7 +242,7 @@ def _dot_general(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
     sc, dc, sb, db = (lc, rc, lb, rb) if on_left else (rc, lc, rb, lb)
     d = jnp.asarray(d)
     base_ops = (s.base, d) if on_left else (d, s.base)
-    base = lax.dot_general(*base_ops, eqn.params["dimension_numbers"], **kw)
+    base = lax.dot_general(base_ops[0], base_ops[1], eqn.params["dimension_numbers"], **kw)
     # S = base(S) + Δ, Δ nonzero on the slice only: D is needed where the slice is fixed in
     # a contracting or batch dimension, at the slice's position.
     at = {
@@ -288,8 +288,11 @@ def _along(x: Any, dim: int, start: Any, size: int) -> Any:
 
 
 def _spread(s: Slice, narrow: Sequence[int]) -> Any:
-    """``Δ(s)`` as an array of the base's rank: size 1 along ``narrow`` (fixed dimensions the
-    caller restricts the other operand to), full elsewhere, zero off the slice."""
+    """``Δ(s)`` as an array of the base's rank, zero off the slice.
+
+    Size 1 along ``narrow`` (fixed dimensions the caller restricts the other operand to),
+    full elsewhere.
+    """
     shape = [1 if d in narrow else n for d, n in enumerate(s.base.shape)]
     at = [0 if d in narrow else i for d, i in zip(s.dims, s.idx, strict=True)]
     return put(jnp.zeros(shape, s.base.dtype), s.dims, at, s.delta())
@@ -331,8 +334,9 @@ def _patches(eqn: Any, lhs: Any, window: Sequence[int]) -> Any:
 
 
 def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]]:
-    """The change of the output (canonical layout) when the input ``s`` moves, and where the
-    output is fixed (out layout).
+    """The change of the output (canonical layout) when the input ``s`` moves; where fixed.
+
+    Where the output is fixed is given in the out layout.
 
     A fixed batch dimension keeps the output fixed in its batch dimension; a fixed feature
     (channel) needs only that channel's weights: the patches of the one changed channel times
@@ -364,9 +368,11 @@ def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]
 
 
 def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any]] | None:
-    """The change of the output when the kernel ``s`` moves, canonical ``(N, 1, *spatial)``:
-    one output channel, the input patches of its group times the kernel's change (a moved
-    single entry: one column of the patches times its change)."""
+    """The change of the output when the kernel ``s`` moves, canonical ``(N, 1, *spatial)``.
+
+    One output channel: the input patches of its group times the kernel's change (a moved
+    single entry: one column of the patches times its change).
+    """
     _, rspec, (_, of, *_) = eqn.params["dimension_numbers"]
     ro, ri, *rsp = rspec
     groups = eqn.params["feature_group_count"]
@@ -390,8 +396,9 @@ def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any
 
 
 def _conv_general_dilated(eqn: Any, ins: Sequence[Any]) -> list[Any] | None:
-    """A convolution with one moved operand: base convolution plus the change, computed on
-    the channels (and batch element) the move touches.
+    """A convolution with one moved operand: base convolution plus the change.
+
+    The change is computed on the channels (and batch element) the move touches.
 
     Example:
         >>> import jax.numpy as jnp

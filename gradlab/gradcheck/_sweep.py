@@ -3,12 +3,13 @@
 A check evaluates ``f`` and its derivatives once at ``θ`` (:func:`evaluate`), then runs
 compiled kernels over chunks of perturbations (:class:`LeafPlan` per leaf, :func:`calls`):
 entries ``θ ± h·e_i`` leaf by leaf, or random directions ``θ ± h·d`` of all leaves together.
-:func:`sweep_first_order` gathers the finite differences (and, for ``ad="forward"``, the
+:func:`sweep_first_order` gathers the finite differences (and, for ``autodiff="forward"``, the
 ``jax.jvp`` values) that :func:`first_order_rows` turns into per-leaf verdicts.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -19,14 +20,21 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from gradlab.gradcheck import _kernels, directional
+from gradlab._errors import CheckInputError
+from gradlab.gradcheck import _directional as directional
+from gradlab.gradcheck import _kernels
 from gradlab.gradcheck._kernels import Kind
-from gradlab.gradcheck._memory import default_budget, plan_chunk
+from gradlab.gradcheck._memory import default_budget, plan_chunk, program_cost
+from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Leaf, Problem
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._runner import Runner, compile_concurrently
-from gradlab.gradcheck.errors import CheckInputError
-from gradlab.gradcheck.options import CheckOptions
+from gradlab.gradcheck._runner import (
+    Runner,
+    cheap_tier,
+    compile_tiered,
+    executable_key,
+    lookup,
+)
 
 __all__ = [
     "Base",
@@ -41,16 +49,46 @@ __all__ = [
     "leaf_scale",
     "make_plans",
     "n_calls",
+    "shares_kernel",
     "sweep_first_order",
 ]
 
 #: Upper bound on the perturbations per chunk: larger vmaps stop paying off.
 MAX_CHUNK = 4096
-#: Real leaves with at most this many entries (biases, scales, a narrow output layer) share
-#: one compiled kernel per group of up to ``GROUP_ROWS`` entries: compiling a kernel costs
-#: more than evaluating them.
+#: Without slices (``sparse=False``) a leaf's own kernel saves no work, only memory: real
+#: leaves with at most this many entries share a kernel then.
 SMALL_LEAF = 1024
+#: Rows of one group kernel at most.
 GROUP_ROWS = 4096
+#: What the plan weighs, per platform: the compile time of one more kernel, seconds
+#: ``a + b·eqns`` for an ``f`` of ``eqns`` equations, and the FLOP rate kernels run at.
+#: Measured on XLA:CPU (2 shared cores, load 5–9): kernels of the small layers (7–40
+#: equations) compile in 0.5–1.7 s, the transformer block's (105) in 3–4.5 s; kernels run at
+#: 1–5 GFLOP/s. (The CNN's kernels compile slower than their 23 equations say, 2.5–5 s, but
+#: giving its first convolution and its dense layer kernels of their own still halves the
+#: warm check's CPU time at the same cold CPU time.) Other platforms: not measured; assumed
+#: 1 s + 0.05 s per equation and 1e11 FLOP/s.
+KERNEL_COST = {"cpu": (0.3, 0.05, 1e9)}
+_OTHER_PLATFORM = (1.0, 0.05, 1e11)
+
+
+def shares_kernel(rows: int, flops_per_row: float, platform: str, eqns: int = 0) -> bool:
+    """Whether a leaf's perturbations run in a kernel shared with other leaves.
+
+    A leaf gets its own kernel, which carries its moves as slices
+    (:mod:`~gradlab.gradcheck._slices`), when evaluating its ``rows`` perturbations densely
+    (``flops_per_row``: ``f`` at ``+h`` and ``−h``) would take longer than compiling another
+    kernel for an ``f`` of ``eqns`` equations (:data:`KERNEL_COST`); otherwise compiling
+    costs more than it could save, and the leaf shares a group kernel that evaluates ``f``
+    densely.
+
+    Example:
+        >>> shares_kernel(10, 2e4, "cpu", eqns=10), shares_kernel(1024, 2e7, "cpu", eqns=10)
+        (True, False)
+    """
+    base, per_eqn, rate = KERNEL_COST.get(platform, _OTHER_PLATFORM)
+    return rows * flops_per_row / rate <= base + per_eqn * eqns
+
 
 TRACING_ERRORS: tuple[type[Exception], ...] = (
     jax.errors.ConcretizationTypeError,
@@ -75,7 +113,7 @@ def no_jvp_hint(e: Exception) -> CheckInputError:
     """The error for forward mode through a ``jax.custom_vjp`` function."""
     return CheckInputError(
         "forward mode (jax.jvp) is not defined for f: it calls a jax.custom_vjp function, "
-        f"which has a reverse-mode rule only ({e}). Fix: check it with ad='reverse', or "
+        f"which has a reverse-mode rule only ({e}). Fix: check it with autodiff='reverse', or "
         "give it a forward rule with jax.custom_jvp (its reverse mode then comes for free)."
     )
 
@@ -92,9 +130,11 @@ class Base:
     scales: np.ndarray
     grads: list[np.ndarray]  # per checked leaf, (K, *leaf.shape)
     out_dtype: str
-    bytes_per_eval: int  # one forward evaluation of f (XLA's analysis of the compiled f)
-    bytes_per_grad: int  # one evaluation of f and its gradients
+    bytes_per_eval: int  # one forward evaluation of f (estimated from f's jaxpr)
+    bytes_per_grad: int  # one evaluation of f and its gradients (XLA's memory analysis)
     plain: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    flops_per_eval: float = 0.0  # one dense forward evaluation of f (estimated from its jaxpr)
+    eqns_per_eval: int = 0  # equations of f's jaxpr: what a kernel's compile time grows with
 
     @property
     def n_cotangents(self) -> int:
@@ -103,6 +143,9 @@ class Base:
 
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # (kernel, static args, batch)
+#: FLOPs of f and its gradient (or of a perturbed gradient, an HVP) per FLOP of f alone:
+#: reverse mode costs about two more evaluations.
+GRADIENT_FLOPS = 3.0
 #: A compiled kernel may use this much more than the memory budget before its chunk shrinks
 #: (the budget is a target, not a limit: chunks are planned from f's forward memory).
 OVER_BUDGET = 1.5
@@ -119,23 +162,62 @@ class Context:
     sparse: bool = True  # carry an entry's move through f as a slice (see _slices)
     budget: int | None = None  # bytes per device a kernel call may use; None: chunks as given
 
-    def run(self, kernel: Callable[..., Any], static: tuple[Any, ...], *batch: Any) -> Any:
-        """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones."""
-        with translated_errors():
-            return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
+    def _key(self, kernel: Callable[..., Any], static: tuple[Any, ...], batch: Any) -> Any:
+        return executable_key(kernel, (self.problem.spec, *static), self.dyn, batch)
 
-    def precompile(self, jobs: Sequence[Job]) -> list[Any]:
-        """Compiles ``(kernel, static, batch)`` jobs side by side before they run."""
-        spec = self.problem.spec
+    def run(
+        self,
+        kernel: Callable[..., Any],
+        static: tuple[Any, ...],
+        *batch: Any,
+        calls_left: int = 0,
+    ) -> Any:
+        """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones.
+
+        A kernel compiled ahead at the cheap tier (:meth:`precompile`) runs its executable:
+        its first run is timed and, if ``calls_left`` more runs would pay for it, the kernel
+        is compiled again optimised (:meth:`Executable.upgrade_if_it_pays`; off unless
+        :data:`~gradlab.gradcheck._runner.UPGRADE` is set). Kernels compiled
+        optimised run through ``jax.jit``'s own dispatch (faster per call), which finds the
+        executable compiled ahead in JAX's cache.
+        """
         with translated_errors():
-            lowered = [self.runner.lower(k, (spec, *static), self.dyn, b) for k, static, b in jobs]
-            return compile_concurrently(lowered)
+            hit = lookup(self._key(kernel, static, batch))
+            if hit is None or not hit.cheap:  # jit's own dispatch: it holds the executable
+                return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
+            if hit.timed:
+                return self.runner.run_compiled(hit.compiled, self.dyn, batch)
+            start = time.perf_counter()
+            out = self.runner.run_compiled(hit.compiled, self.dyn, batch)
+            hit.upgrade_if_it_pays(time.perf_counter() - start, calls_left)
+            return out
+
+    def precompile(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> list[Any]:
+        """Compiles ``(kernel, static, batch)`` jobs side by side before they run.
+
+        ``flops``: each job's estimated run cost over the whole check; the cheap ones
+        compile at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
+        """
+        spec = self.problem.spec
+        platform = self.runner.devices[0].platform
+        cheap = [cheap_tier(platform, f) for f in flops] if flops else [False] * len(jobs)
+        keys = [self._key(k, static, b) for k, static, b in jobs]
+
+        def lowerer(job: Job) -> Callable[[], Any]:
+            k, static, b = job
+            return lambda: self.runner.lower(k, (spec, *static), self.dyn, b)
+
+        with translated_errors():
+            done = compile_tiered(keys, [lowerer(job) for job in jobs], cheap)
+        return [e.compiled for e in done]
 
     def compile_plans(
         self, plans: Sequence[LeafPlan], jobs: Callable[[Call], list[Job]], bar: Progress
     ) -> list[LeafPlan]:
-        """Compiles every kernel the plans call (``jobs``: the kernels of a call), then checks
-        each against the memory budget with XLA's memory analysis of the compiled kernel.
+        """Compiles every kernel the plans call, then checks each against the memory budget.
+
+        ``jobs`` gives the kernels of a call; the budget is checked with XLA's memory analysis
+        of the compiled kernel.
 
         Chunks are planned from ``f``'s forward memory before anything is compiled; a kernel
         found to need more than :data:`OVER_BUDGET` times the budget gets a chunk scaled down
@@ -147,7 +229,12 @@ class Context:
         todo = first_calls(self.problem, plans)
         for _ in range(2):  # compile; then once more for the kernels over the budget
             per_call = [jobs(call) for call in todo]
-            compiled = iter(self.precompile([job for js in per_call for job in js]))
+            flops = [
+                kernel_flops(plans, call)
+                for call, js in zip(todo, per_call, strict=True)
+                for _ in js
+            ]
+            compiled = iter(self.precompile([job for js in per_call for job in js], flops))
             n_kernels += sum(map(len, per_call))
             over = {}
             for call, js in zip(todo, per_call, strict=True):
@@ -171,6 +258,20 @@ class Context:
             note = f"over the memory budget of {budget} ({', '.join(notes)})"
         bar.compiled(n_kernels, time.perf_counter() - start, note)
         return plans
+
+
+def served(plans: Sequence[LeafPlan], call: Call) -> list[LeafPlan]:
+    """The plans whose perturbations run in the kernel ``call`` runs."""
+    if call.kind == "tree":
+        return [p for p in plans if p.kind == "direction"]
+    if call.kind == "group":
+        return [p for p in plans if p.group == call.k]
+    return [p for p in plans if p.k == call.k and p.group is None and p.kind == "entry"]
+
+
+def kernel_flops(plans: Sequence[LeafPlan], call: Call) -> float:
+    """The estimated FLOPs of every run of the kernel ``call`` runs, over the whole check."""
+    return sum(p.m * len(p.parts) * p.flops_per_row for p in served(plans, call))
 
 
 @contextlib.contextmanager
@@ -200,17 +301,33 @@ def _bytes(compiled: Any) -> int:
     return int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
 
 
+def _platform(tree: Any) -> str:
+    """The platform the arrays of ``tree`` live on."""
+    leaf = jax.tree_util.tree_leaves(tree)[0]
+    devices = getattr(leaf, "devices", None)
+    return next(iter(devices())).platform if devices else jax.devices()[0].platform
+
+
 def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
-    """``f(θ)``, its projections and gradients, with the input validated."""
+    """``f(θ)``, its projections and gradients, with the input validated.
+
+    One program computes them all, ``f``'s own evaluation included (no compile of ``f``
+    alone): its cost and the memory of a perturbed evaluation (a forward pass) are estimated
+    from ``f``'s jaxpr (:func:`~gradlab.gradcheck._memory.program_cost`), and a cheap program
+    compiles at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
+    """
     spec = problem.spec
-    # A perturbed evaluation is a forward pass only: size chunks from f's own compiled
-    # memory need, not from the gradient's (which holds every parameter's gradient).
-    compiled, forward = compile_concurrently(
-        [_kernels.value_and_vjp.lower(spec, *dyn, cots), _kernels.value.lower(spec, *dyn[:3])]
+    with translated_errors():
+        cost = program_cost(_kernels.value.trace(spec, *dyn[:3]).jaxpr)
+    k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
+    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops)
+    key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
+    (exe,) = compile_tiered(
+        [key], [lambda: _kernels.value_and_vjp.lower(spec, *dyn, cots)], [cheap]
     )
-    out, values, scales, grads = compiled(*dyn, cots)
-    plain = np.asarray(_kernels.project(forward(*dyn[:3]), cots))
-    per_grad, per_eval = _bytes(compiled), _bytes(forward)
+    out, values, scales, grads, plain = exe.compiled(*dyn, cots)
+    plain = np.asarray(plain)
+    per_grad, per_eval = _bytes(exe.compiled), cost.bytes
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
         leaf = np.asarray(leaf)
         if not np.all(np.isfinite(leaf)):
@@ -243,6 +360,8 @@ def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
         bytes_per_eval=per_eval,
         bytes_per_grad=per_grad,
         plain=plain,
+        flops_per_eval=cost.flops,
+        eqns_per_eval=cost.eqns,
     )
 
 
@@ -261,6 +380,8 @@ class LeafPlan:
         eps: The step ``h``.
         group: Small real leaves share a kernel: the positions of the leaves in this one's
             group (``None``: a kernel of its own).
+        flops_per_row: Estimated FLOPs of one perturbation (its ``+h`` and ``−h``
+            evaluations); 0 when unknown.
     """
 
     k: int
@@ -271,6 +392,7 @@ class LeafPlan:
     chunk: int
     eps: float
     group: tuple[int, ...] | None = None
+    flops_per_row: float = 0.0
 
     @property
     def m(self) -> int:
@@ -317,6 +439,8 @@ def make_plans(
         chunk = chunk_size or plan_chunk(m, per, budget, MAX_CHUNK, multiple_of=n_dev)
         return max(n_dev, min(chunk, -(-m // n_dev) * n_dev))
 
+    # a perturbation: f at +h and at -h (at order 2: the gradient, twice)
+    per_row = 2 * base.flops_per_eval * (GRADIENT_FLOPS if order == 2 else 1.0)
     plans = []
     for k, leaf in enumerate(problem.checked):
         n = math.prod(leaf.shape)
@@ -325,30 +449,46 @@ def make_plans(
             batch = directional.make_directions(n, dtype, directions, seed, k)
             rows = directions * len(problem.checked)
             chunk = chunk_for(rows, base.bytes_per_eval + 3 * n_total)
-            plans.append(LeafPlan(k, leaf, "direction", batch, ("direction",), chunk, steps[k]))
+            plans.append(
+                LeafPlan(
+                    k, leaf, "direction", batch, ("direction",), chunk, steps[k], None, per_row
+                )
+            )
         else:
             batch = _select_entries(n, mode, samples, rng)
             parts = ("real", "imag") if np.issubdtype(dtype, np.complexfloating) else ("",)
             # a moved copy of the leaf per perturbation, unless the move travels as a slice
             copy = 0 if sparse and order == 1 else n * dtype.itemsize
             chunk = chunk_for(len(batch), base.bytes_per_eval + copy)
-            plans.append(LeafPlan(k, leaf, "entry", batch, parts, chunk, float(steps[k])))
+            plans.append(
+                LeafPlan(k, leaf, "entry", batch, parts, chunk, float(steps[k]), None, per_row)
+            )
     if order == 1 and mode != "directional":
-        plans = _grouped(plans, problem, base, chunk_for)
+        platform = runner.devices[0].platform
+        share = lambda p: (
+            shares_kernel(p.m, p.flops_per_row, platform, base.eqns_per_eval)
+            if sparse and p.flops_per_row
+            else math.prod(p.leaf.shape) <= SMALL_LEAF
+        )
+        plans = _grouped(plans, problem, base, chunk_for, share)
     return plans
 
 
 def _grouped(
-    plans: list[LeafPlan], problem: Problem, base: Base, chunk_for: Callable[[int, int], int]
+    plans: list[LeafPlan],
+    problem: Problem,
+    base: Base,
+    chunk_for: Callable[[int, int], int],
+    share: Callable[[LeafPlan], bool],
 ) -> list[LeafPlan]:
-    """Puts the small real leaves into groups that share a kernel (see :data:`SMALL_LEAF`)."""
-    small = [p for p in plans if p.parts == ("",) and math.prod(p.leaf.shape) <= SMALL_LEAF]
+    """Puts the real leaves that ``share`` a kernel into groups (see :func:`shares_kernel`)."""
+    small = [p for p in plans if p.parts == ("",) and share(p)]
     groups: list[list[LeafPlan]] = []
     for plan in small:
         if not groups or sum(p.m for p in groups[-1]) + plan.m > GROUP_ROWS:
             groups.append([])
         groups[-1].append(plan)
-    grouped = {}
+    grouped: dict[int, LeafPlan] = {}
     for members in groups:
         if len(members) < 2:
             continue
@@ -387,8 +527,10 @@ class Call:
     segments: tuple[Segment, ...]
 
     def tangents(self, taken: Any) -> Any:
-        """What forward mode differentiates along: the entries, or each row's actual move
-        ``(δ+ − δ−) / 2h`` (tree rows)."""
+        """What forward mode differentiates along.
+
+        The entries, or each row's actual move ``(δ+ − δ−) / 2h`` (tree rows).
+        """
         if self.kind != "tree":
             return self.batch
         h = self.steps
@@ -451,8 +593,10 @@ def calls(problem: Problem, plans: Sequence[LeafPlan]) -> Iterator[Call]:
 
 
 def _group_calls(problem: Problem, ks: tuple[int, ...], members: list[LeafPlan]) -> Iterator[Call]:
-    """The calls of a group of small leaves: rows ``(owner, index)``, each moving one entry
-    of one member (``owner``: its position in ``ks``)."""
+    """The calls of a group of small leaves: rows ``(owner, index)``.
+
+    Each row moves one entry of one member (``owner``: its position in ``ks``).
+    """
     dtype = np.result_type(*[np.asarray(problem.checked_leaves[k]).dtype for k in ks])
     rows = [(plan, p) for plan in members for p in range(plan.m)]
     chunk = members[0].chunk
@@ -471,10 +615,13 @@ def _group_calls(problem: Problem, ks: tuple[int, ...], members: list[LeafPlan])
 
 
 def first_calls(problem: Problem, plans: Sequence[LeafPlan]) -> list[Call]:
-    """The first of :func:`calls` for each kernel it compiles (one per leaf or group, one for
-    all directions): what compiling ahead needs."""
+    """The first of :func:`calls` for each kernel it compiles: what compiling ahead needs.
+
+    One per leaf or group, one for all directions.
+    """
     firsts: dict[Any, Call] = {}
     for plan in plans:
+        key: Any
         if plan.group is not None:
             key, members = plan.group, [q for q in plans if q.group == plan.group]
         elif plan.kind == "direction":
@@ -539,10 +686,15 @@ def sweep_first_order(
 
     if bar is not None:
         plans = ctx.compile_plans(plans, jobs, bar)
+    left = collections.Counter((c.kind, c.k) for c in calls(ctx.problem, plans))
     for call in calls(ctx.problem, plans):
         static = (call.k, call.kind)
         fd = (*static, ctx.sparse)
-        values, taken, f0 = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)
+        left[static[::-1]] -= 1
+        calls_left = left[static[::-1]] * (2 if repeat else 1)
+        values, taken, f0 = ctx.run(
+            _kernels.fd_chunk, fd, call.batch, call.steps, calls_left=calls_left
+        )
         n_evals += 2 * len(call.steps)
         if repeat:
             again = ctx.run(_kernels.fd_chunk, fd, call.batch, call.steps)[0]

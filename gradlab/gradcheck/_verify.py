@@ -31,6 +31,7 @@ from gradlab.gradcheck._judge import (
 )
 from gradlab.gradcheck._problem import Problem
 from gradlab.gradcheck._progress import Progress
+from gradlab.gradcheck._report import LeafReport
 from gradlab.gradcheck._sweep import (
     Base,
     Context,
@@ -40,7 +41,6 @@ from gradlab.gradcheck._sweep import (
     part_label,
     sweep_first_order,
 )
-from gradlab.gradcheck.report import LeafReport
 
 __all__ = ["Verified", "verify_first_order"]
 
@@ -115,7 +115,7 @@ def verify_first_order(
     th: Thresholds,
     ads: Sequence[str],
     repeat: bool,
-    bar: Progress,
+    bar: Progress | None,
     seed: int,
     retry: int = 2,
 ) -> Verified:
@@ -166,8 +166,11 @@ def verify_first_order(
         redo = verify_first_order(ctx, again_plans, base, th, ads, False, None, seed, retry - 1)
         n_evals += redo.n_evaluations
         stages["retry at larger steps"] = redo.n_evaluations
-        better = {(r.path, r.ad): r for r in redo.rows}
-        out = [_retried(r, better[r.path, r.ad]) if (r.path, r.ad) in better else r for r in out]
+        better = {(r.path, r.autodiff): r for r in redo.rows}
+        out = [
+            _retried(r, better[r.path, r.autodiff]) if (r.path, r.autodiff) in better else r
+            for r in out
+        ]
     if retry == 2:  # once, at the top level
         out, n_flat = _flat_leaves(ctx, plans, out, base, th)
         if n_flat:
@@ -278,4 +281,4 @@ def _row(
     row = judge_leaf(
         plan.leaf.path, plan.leaf.shape, str(plan.leaf.dtype), results, plan.eps, th, scale
     )
-    return dataclasses.replace(row, ad=ad), squares(results)
+    return dataclasses.replace(row, autodiff=ad), squares(results)

@@ -1,9 +1,13 @@
-"""Flax NNX modules for studying gradient flow: :class:`MLP`, :class:`ResidualStack`,
-:class:`LSTM`, :class:`RNN`, and :func:`pure` to turn any of them into ``(apply_fn, params)``.
+"""Flax NNX modules for studying gradient flow.
+
+:class:`MLP`, :class:`ResidualStack`, :class:`LSTM` and :class:`RNN` (with their one-step
+cells :class:`LSTMCell` and :class:`RNNCell`), and :func:`pure` to turn any of them into
+``(apply_fn, params)``.
 
 Every module takes explicit ``rngs: nnx.Rngs``, runs its depth (layers or time) with
 ``jax.lax.scan``, and accepts ``probes``: zeros added to every hidden state, whose gradient is
-``dL/dh`` at every layer or step.
+``dL/dh`` at every layer or step. ``__call__`` always returns the same type; the hidden states
+and gates come from the methods ``with_hiddens`` and ``LSTM.with_gates``.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -19,11 +23,11 @@ Example:
 """
 
 from gradlab.nn._common import ACTIVATIONS, get_activation
+from gradlab.nn._lstm import GATES, LSTM, LSTMCell
+from gradlab.nn._mlp import MLP
 from gradlab.nn._pure import pure
-from gradlab.nn.lstm import GATES, LSTM
-from gradlab.nn.mlp import MLP
-from gradlab.nn.residual import ResidualStack
-from gradlab.nn.rnn import RNN
+from gradlab.nn._residual import ResidualStack
+from gradlab.nn._rnn import RNN, RNNCell
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,6 +35,8 @@ __all__ = [
     "LSTM",
     "MLP",
     "RNN",
+    "LSTMCell",
+    "RNNCell",
     "ResidualStack",
     "get_activation",
     "pure",

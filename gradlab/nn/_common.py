@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
+
+from gradlab._errors import InputError
 
 Array = jax.Array
 Activation = Callable[[Array], Array]
@@ -25,7 +27,16 @@ ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": jax.nn.sigmoid,
     "gelu": partial(jax.nn.gelu, approximate=False),
 }
-"""Activations known by name. ``"gelu"`` is the exact (erf) GELU."""
+"""Activations known by name. ``"gelu"`` is the exact (erf) GELU.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from gradlab.nn import ACTIVATIONS
+    >>> sorted(ACTIVATIONS)
+    ['gelu', 'linear', 'relu', 'sigmoid', 'tanh']
+    >>> ACTIVATIONS["relu"](jnp.array([-1.0, 2.0]))
+    Array([0., 2.], dtype=float32)
+"""
 
 
 def get_activation(activation: str | Activation) -> Activation:
@@ -39,49 +50,63 @@ def get_activation(activation: str | Activation) -> Activation:
         The function.
 
     Raises:
-        ValueError: for an unknown name or a non-callable.
+        InputError: for an unknown name or a non-callable.
 
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
+        >>> from gradlab.nn import get_activation
         >>> get_activation("relu")(jnp.array([-1.0, 2.0]))
         Array([0., 2.], dtype=float32)
+        >>> get_activation(jax.nn.silu) is jax.nn.silu
+        True
     """
     if isinstance(activation, str):
         try:
             return ACTIVATIONS[activation]
         except KeyError:
-            raise ValueError(
+            raise InputError(
                 f"Unknown activation {activation!r}. Use one of {sorted(ACTIVATIONS)} "
                 "or pass a callable such as jax.nn.silu."
             ) from None
     if not callable(activation):
-        raise ValueError(
+        raise InputError(
             f"activation must be a name in {sorted(ACTIVATIONS)} or a callable, "
-            f"got {type(activation).__name__}."
+            f"got {type(activation).__name__}. Pass a name or a function Array -> Array."
         )
     return activation
 
 
-def promote(arrays: Sequence[Array | None], dtype: DTypeLike | None) -> list[Array | None]:
-    """Casts arrays to ``dtype``, or to their common result type when ``dtype`` is None."""
-    if dtype is None:
-        dtype = jnp.result_type(*[a for a in arrays if a is not None])
-    return [None if a is None else jnp.asarray(a, dtype) for a in arrays]
+def compute_dtype(dtype: DTypeLike | None, *arrays: Array | None) -> Any:
+    """``dtype`` if given, else the common result type of the arrays that are not None."""
+    if dtype is not None:
+        return jnp.dtype(dtype)
+    return jnp.result_type(*[a for a in arrays if a is not None])
+
+
+def cast(a: Array, dtype: DTypeLike) -> Array:
+    """``a`` as an array of ``dtype``."""
+    return jnp.asarray(a, dtype)
+
+
+def cast_optional(a: Array | None, dtype: DTypeLike) -> Array | None:
+    """``a`` as an array of ``dtype``, or None for None."""
+    return None if a is None else jnp.asarray(a, dtype)
 
 
 def check_features(x: Array, features: int, name: str, what: str = "x") -> None:
-    """Raises a ValueError unless ``x`` has rank >= 1 and ``features`` entries on its last axis."""
+    """Raises InputError unless ``x`` has rank >= 1 and ``features`` entries on its last axis."""
     if x.ndim < 1 or x.shape[-1] != features:
-        raise ValueError(
+        raise InputError(
             f"{name}: {what} must have shape (..., {features}) (last axis = in_features), "
-            f"got {x.shape}."
+            f"got {x.shape}. Reshape the input or build the model with in_features="
+            f"{x.shape[-1] if x.ndim else 1}."
         )
 
 
 def check_probes(probes: Array | None, expected: tuple[int, ...], name: str) -> None:
-    """Raises a ValueError unless ``probes`` is None or has the expected shape."""
+    """Raises InputError unless ``probes`` is None or has the expected shape."""
     if probes is not None and tuple(probes.shape) != tuple(expected):
-        raise ValueError(
+        raise InputError(
             f"{name}: probes must have shape {tuple(expected)}, got {tuple(probes.shape)}. "
             "Pass zeros of that shape and differentiate with respect to them."
         )
@@ -107,15 +132,30 @@ def resolve_hoist(hoist_input: bool | None) -> bool:
 
 
 def check_sequence(xs: Array, features: int, name: str) -> None:
-    """Raises a ValueError unless ``xs`` is ``(batch, T, features)``."""
+    """Raises InputError unless ``xs`` is ``(batch, T, features)``."""
     if xs.ndim != 3 or xs.shape[-1] != features:
-        raise ValueError(
+        raise InputError(
             f"{name}: xs must have shape (batch, T, {features}) (batch-major sequences), "
-            f"got {xs.shape}."
+            f"got {xs.shape}. For one sequence use xs[None]; for time-major data "
+            "jnp.swapaxes(xs, 0, 1)."
         )
 
 
 def check_state(state: Array, shape: tuple[int, ...], name: str, what: str) -> None:
-    """Raises a ValueError unless ``state`` has the given shape."""
+    """Raises InputError unless ``state`` has the given shape."""
     if tuple(state.shape) != shape:
-        raise ValueError(f"{name}: {what} must have shape {shape}, got {tuple(state.shape)}.")
+        raise InputError(
+            f"{name}: {what} must have shape {shape}, got {tuple(state.shape)}. "
+            f"Pass an array of shape {shape} (or None for zeros)."
+        )
+
+
+def check_sizes(name: str, **sizes: int) -> None:
+    """Raises InputError unless every size is an int >= 1."""
+    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise InputError(
+            f"{name}: {', '.join(sizes)} must be integers >= 1, got "
+            + ", ".join(f"{k}={v!r}" for k, v in bad.items())
+            + ". Pass positive sizes."
+        )

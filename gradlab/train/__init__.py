@@ -24,13 +24,17 @@ Example:
 """
 
 from gradlab.train import tasks
-from gradlab.train.history import History
-from gradlab.train.loop import LossFn, TrainOptions, stack_trees, train, train_many
-from gradlab.train.norms import layer_grad_norms, layer_names, path_names
+from gradlab.train._history import History
+from gradlab.train._loop import DataStream, LossFn, Optimizer, stack_trees, train, train_many
+from gradlab.train._norms import GroupBy, layer_grad_norms, layer_names, path_names
+from gradlab.train._options import TrainOptions
 
 __all__ = [
+    "DataStream",
+    "GroupBy",
     "History",
     "LossFn",
+    "Optimizer",
     "TrainOptions",
     "layer_grad_norms",
     "layer_names",

@@ -1,0 +1,194 @@
+"""The checker's options as one validated, frozen object (defaults set once, here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from gradlab._errors import CheckInputError
+from gradlab.gradcheck._cache import resolve_enabled
+from gradlab.gradcheck._settings import Criteria, Directional, Entries, Execution, Full, Sample
+
+__all__ = ["MODES", "CheckOptions", "build_options"]
+
+MODES = ("full", "sample", "directional")
+
+
+def _positive_int(name: str, value: Any, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CheckInputError(f"{name} must be a positive int ({what}), got {value!r}.")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if not (isinstance(value, int | float) and not isinstance(value, bool)):
+        raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
+    if not (value > 0 and math.isfinite(value)):
+        raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """The pipeline's flat options, built from :func:`gradlab.check`'s settings and validated.
+
+    Example:
+        >>> CheckOptions(mode="sample", samples=32).samples
+        32
+        >>> CheckOptions(eps=2.0)
+        Traceback (most recent call last):
+        ...
+        gradlab.CheckInputError: eps=2.0 is not a small step; ...
+    """
+
+    argnums: int | tuple[int, ...] = 0
+    eps: float | str | None = None
+    tolerance: float | None = None
+    has_aux: bool = False
+    mode: str = "full"
+    samples: int = 64
+    directions: int = 4
+    seed: int = 0
+    ad: str | None = None
+    order: int = 1
+    cotangents: int = 3
+    dtype: str | None = None
+    kink_tolerance: float = 1e-4
+    noise_factor: float = 8.0
+    repeat: bool = False
+    sparse: bool = True
+    chunk_size: int | None = None
+    memory_budget: int | None = None
+    devices: Sequence[jax.Device] | None = None
+    max_worst: int = 5
+    progress: bool | None = None
+    verbose: bool = False
+    compilation_cache: bool | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            resolve_enabled(self.compilation_cache)
+        except ValueError as e:
+            raise CheckInputError(str(e)) from e
+        self._steps()
+        self._numbers()
+        self._modes()
+        public = {"repeat": "check_determinism", "sparse": "Execution.slices"}
+        for name in ("has_aux", "repeat", "sparse", "verbose"):
+            if not isinstance(getattr(self, name), bool):
+                raise CheckInputError(
+                    f"{public.get(name, name)} must be True or False, got {getattr(self, name)!r}."
+                )
+
+    def _steps(self) -> None:
+        eps = self.eps
+        if isinstance(eps, str):
+            if eps != "auto":
+                raise CheckInputError(f"eps must be a number, 'auto' or None, got {eps!r}.")
+        elif eps is not None:
+            _positive_number("eps", eps)
+            if eps >= 1.0:
+                raise CheckInputError(
+                    f"eps={eps!r} is not a small step; centered differences need eps << 1 "
+                    "(the lecture uses 1e-7)."
+                )
+
+    def _numbers(self) -> None:
+        if self.tolerance is not None:
+            _positive_number("tolerance", self.tolerance)
+        _positive_number("kink_tolerance", self.kink_tolerance)
+        _positive_number("noise_factor", self.noise_factor)
+        if not isinstance(self.max_worst, int) or self.max_worst < 0:
+            raise CheckInputError(f"max_worst must be a non-negative int, got {self.max_worst!r}.")
+        if self.chunk_size is not None and (
+            not isinstance(self.chunk_size, int) or self.chunk_size < 1
+        ):
+            raise CheckInputError(
+                f"chunk_size must be a positive int or None, got {self.chunk_size!r}."
+            )
+        if self.memory_budget is not None:
+            _positive_int("memory_budget", self.memory_budget, "bytes per device")
+
+    def _modes(self) -> None:
+        if self.dtype not in (None, "float64", "float32"):
+            raise CheckInputError(
+                f"dtype must be None, 'float64' or 'float32', got {self.dtype!r}."
+            )
+        if self.mode not in MODES:
+            raise CheckInputError(
+                f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}."
+            )
+        _positive_int("samples", self.samples, "entries per leaf in 'sample' mode")
+        _positive_int("directions", self.directions, "random directions per leaf in 'directional'")
+        _positive_int("projections", self.cotangents, "random projections of a non-scalar output")
+        if self.order not in (1, 2) or isinstance(self.order, bool):
+            raise CheckInputError(
+                f"order must be 1 (gradients) or 2 (Hessian-vector products), got {self.order!r}."
+            )
+        if self.order == 2 and self.eps == "auto":
+            raise CheckInputError(
+                "eps='auto' is implemented for order=1; at order=2 leave eps out (1e-5, the "
+                "cube-root rule for differences of the gradient) or pass a number."
+            )
+        if self.order == 2 and self.repeat:
+            raise CheckInputError("repeat=True is implemented for order=1; drop it at order=2.")
+
+
+def build_options(
+    *,
+    order: int,
+    argnums: int | Sequence[int],
+    has_aux: bool,
+    entries: Entries,
+    eps: float | str | None,
+    tolerance: float | None,
+    autodiff: str,
+    dtype: str | None,
+    projections: int,
+    seed: int,
+    check_determinism: bool,
+    criteria: Criteria,
+    execution: Execution,
+) -> CheckOptions:
+    """The public settings as the pipeline's one flat, validated options object."""
+    if not isinstance(entries, Full | Sample | Directional):
+        raise CheckInputError(
+            "entries must be gradlab.Full(), gradlab.Sample(per_leaf) or "
+            f"gradlab.Directional(directions), got {entries!r}."
+        )
+    for name, value, kind in (
+        ("criteria", criteria, Criteria),
+        ("execution", execution, Execution),
+    ):
+        if not isinstance(value, kind):
+            raise CheckInputError(f"{name} must be a gradlab.{kind.__name__}(...), got {value!r}.")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise CheckInputError(f"seed must be an int, got {seed!r}.")
+    mode = {Full: "full", Sample: "sample", Directional: "directional"}[type(entries)]
+    return CheckOptions(
+        argnums=argnums if isinstance(argnums, int) else tuple(argnums),
+        eps=eps,
+        tolerance=tolerance,
+        has_aux=has_aux,
+        mode=mode,
+        samples=entries.per_leaf if isinstance(entries, Sample) else 64,
+        directions=entries.directions if isinstance(entries, Directional) else 4,
+        seed=seed,
+        ad=autodiff,
+        order=order,
+        cotangents=projections,
+        dtype=dtype,
+        kink_tolerance=criteria.kink_tolerance,
+        noise_factor=criteria.noise_factor,
+        max_worst=criteria.worst_entries,
+        repeat=check_determinism,
+        sparse=execution.slices,
+        chunk_size=execution.chunk_size,
+        memory_budget=execution.memory_budget,
+        devices=execution.devices,
+        progress=execution.progress,
+        verbose=execution.verbose,
+        compilation_cache=execution.compilation_cache,
+    )
