@@ -8,34 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
+
+from gradlab.cli import _positive as _positive_int
+from gradlab.cli import _positive_float
 
 __all__ = ["INCONCLUSIVE_EXIT", "register"]
 
 #: Exit status of an inconclusive check (nothing wrong found, but not everything verified).
 INCONCLUSIVE_EXIT = 3
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not (math.isfinite(x) and x > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return x
 
 
 def _eps(value: str) -> float | str:

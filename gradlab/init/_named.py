@@ -114,7 +114,11 @@ def _document(module_name: str) -> None:
     function has) and registers the string in ``__test__`` so that doctest runs its examples.
     """
     module = sys.modules[module_name]
-    body = ast.parse(inspect.getsource(module)).body
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):  # installed without sources: the objects keep InitSpec's doc
+        return
+    body = ast.parse(source).body
     for node, after in itertools.pairwise(body):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
