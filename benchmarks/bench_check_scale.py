@@ -118,13 +118,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--dense", action="store_true", help="sparse=False (for comparison)")
     parser.add_argument(
-        "--out", type=Path, help="JSON path (default results/check_scale_<model>_cpu.json)"
+        "--out", type=Path, help="JSON path (default results/check_scale_<model>_<platform>.json)"
     )
     args = parser.parse_args()
 
     builder, layers, width = BUILDERS[args.model]
     layers, width = args.layers or layers, args.width or width
-    out = args.out or Path(__file__).parent / "results" / f"check_scale_{args.model}_cpu.json"
+    platform_name = jax.default_backend()
+    out = args.out or Path(__file__).parent / "results" / f"check_scale_{args.model}_{platform_name}.json"
     loss, params, x, y = builder(layers, width, args.batch)
     n_params = sum(a.size for a in jax.tree_util.tree_leaves(params))
     n_leaves = len(jax.tree_util.tree_leaves(params))

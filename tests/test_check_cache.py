@@ -1,9 +1,10 @@
 """The checker's persistent compilation cache (gradlab.gradcheck._cache).
 
-Whether a process compiled or loaded a program is read from JAX's own monitoring events
-(``/jax/compilation_cache/cache_misses`` is recorded when a compiled program is written,
-``cache_hits`` when one is loaded), in fresh subprocesses: JAX's in-memory caches would
-otherwise hide the persistent one.
+Whether a process traced, lowered or compiled a program is read from JAX's own monitoring
+events (``/jax/core/compile/backend_compile_duration`` for an XLA compile,
+``jaxpr_to_mlir_module_duration`` for a lowering, ``/jax/compilation_cache/cache_misses`` when
+JAX writes to its cache), in fresh subprocesses: in-memory caches would otherwise hide the
+persistent ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import pytest
 from jax._src import config as jax_config
 
 from gradlab.gradcheck import _cache
-from gradlab.gradcheck._cache import ENV_VAR, cache_dir, compilation_cache, resolve_enabled
+from gradlab.gradcheck._cache import (
+    ENV_VAR,
+    PROGRAMS,
+    cache_dir,
+    compilation_cache,
+    resolve_enabled,
+)
 
 SETTINGS = (
     "jax_compilation_cache_dir",
@@ -41,6 +48,7 @@ WORKER = textwrap.dedent(
     def count(name, **kw):
         events[name.rsplit("/", 1)[-1]] = events.get(name.rsplit("/", 1)[-1], 0) + 1
     monitoring.register_event_listener(count)
+    monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: count(name))
     import gradlab
     from gradlab.gradcheck._cache import compilation_cache
     rng = np.random.default_rng(0)
@@ -71,23 +79,30 @@ def _files(path: Path) -> set[str]:
     return {p.name for p in path.rglob("*-cache")}
 
 
-def test_a_second_process_compiles_nothing(tmp_path):
+def _programs(path: Path) -> set[str]:
+    return {p.name for p in (path / PROGRAMS).glob("*") if not p.name.startswith(".")}
+
+
+def test_a_second_process_compiles_and_lowers_nothing(tmp_path):
     first = _run_worker(str(tmp_path))
     path = Path(first["path"])
     assert first["ok"] and path.parent == tmp_path and path.name == f"jax-{jax.__version__}"
-    written = first["inside"].get("cache_misses", 0)
-    assert written >= 2 and first["inside"].get("cache_hits", 0) == 0
-    assert len(_files(path)) == written
+    compiled = first["inside"].get("backend_compile_duration", 0)
+    assert compiled >= 2 and first["inside"].get("cache_hits", 0) == 0
+    # gradlab keeps its programs itself (compiled afresh, not through JAX's cache)
+    assert len(_programs(path)) == compiled
 
     second = _run_worker(str(tmp_path))
     assert second["ok"] and second["path"] == first["path"]
-    assert second["inside"].get("cache_misses", 0) == 0, "the second process compiled"
-    assert second["inside"].get("cache_hits", 0) == written
+    inside = second["inside"]
+    assert inside.get("backend_compile_duration", 0) == 0, "the second process compiled"
+    assert inside.get("jaxpr_to_mlir_module_duration", 0) == 0, "the second process lowered"
+    assert inside.get("cache_misses", 0) == 0
     # after the block: JAX's settings are the defaults again and nothing more is written
     for run in (first, second):
         assert run["after"] == {n: getattr(jax_config, n[4:]).get_global() for n in SETTINGS}
         assert run["all"].get("cache_misses", 0) == run["inside"].get("cache_misses", 0)
-    assert len(_files(path)) == written
+    assert len(_programs(path)) == compiled and not _files(path)
 
 
 def test_off_by_environment_variable_in_a_fresh_process(tmp_path):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _reference import loop_check
+from jax._src import monitoring
 
 import gradlab
 from gradlab.gradcheck._bands import relative_error, verdict
@@ -179,5 +180,14 @@ def test_second_call_compiles_nothing(mlp_problem):
     first = len(traces)
     with jax.enable_x64(True):
         x2 = x + 1.0
-    gradlab.check(counted, params, x2, y)  # new values, same shapes
-    assert len(traces) == first
+    compiles = []
+    listener = lambda name, secs, **kw: compiles.append(name) if "backend_compile" in name else 0
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        gradlab.check(counted, params, x2, y)  # new values, same shapes
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+    assert not compiles
+    # f's Python runs once more: the fresh trace that confirms f traces to the same program
+    # (tests/test_check_trust.py: host randomness at trace time)
+    assert len(traces) == first + 1

@@ -19,6 +19,7 @@ from hypothesis import Phase, given, settings
 from jax import lax
 
 import gradlab
+from gradlab.gradcheck import _slices
 from gradlab.gradcheck._scope import precise
 from gradlab.gradcheck._slices import Slice, call_at_entry, call_at_group_entry
 
@@ -248,8 +249,10 @@ def test_slices_option_is_validated():
 # --- convolutions --------------------------------------------------------------------------
 # A moved kernel entry changes one output channel; a moved input entry one batch element, and
 # needs the weights of its input channel only. Random configurations of conv_general_dilated
-# (strides, padding, input and kernel dilation, feature groups, dimension orders), either
-# operand moved, are compared with dense evaluation to RTOL like the rules above.
+# (strides, padding — negative too —, input and kernel dilation, feature groups, dimension
+# orders), either operand moved, are compared with dense evaluation to RTOL like the rules
+# above: one entry moved, or a whole channel (the leaf a per-channel scale of the operand:
+# a slice fixed in the input's feature or the kernel's output-feature dimension only).
 
 
 def _conv_case(data, moved_lhs):
@@ -261,7 +264,7 @@ def _conv_case(data, moved_lhs):
     strides = tuple(data.draw(st.integers(1, 2)) for _ in range(nd))
     lhs_dil = tuple(data.draw(st.integers(1, 2)) for _ in range(nd))
     rhs_dil = tuple(data.draw(st.integers(1, 2)) for _ in range(nd))
-    padding = [(data.draw(st.integers(0, 2)), data.draw(st.integers(0, 2))) for _ in range(nd)]
+    padding = [(data.draw(st.integers(-1, 2)), data.draw(st.integers(-1, 2))) for _ in range(nd)]
     spatial = [data.draw(st.integers(2, 5)) for _ in range(nd)]
     letters = "HW"[:nd]
     lhs_spec = "".join(data.draw(st.permutations("NC" + letters)))
@@ -279,18 +282,33 @@ def _conv_case(data, moved_lhs):
             feature_group_count=groups,
         )  # fmt: skip
 
+    conv.specs = (lhs_spec, rhs_spec)
     out_shape = jax.eval_shape(conv, lhs, rhs).shape
     return conv, lhs, rhs, out_shape
 
 
-@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.generate])
-@given(data=st.data(), moved_lhs=st.booleans())
-def test_conv_general_dilated_any_configuration(data, moved_lhs):
+def _per_channel(x, spec, letter, scale):
+    """``x`` times ``scale`` along the dimension ``letter`` names in ``spec``."""
+    return x * lax.broadcast_in_dim(scale, x.shape, (spec.index(letter),))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, phases=[Phase.generate])
+@given(data=st.data(), moved_lhs=st.booleans(), channel=st.booleans())
+def test_conv_general_dilated_any_configuration(data, moved_lhs, channel):
     conv, lhs, rhs, out_shape = _conv_case(data, moved_lhs)
     if 0 in out_shape:  # the padding cut everything away: nothing to compare
         return
     # (with wide padding an output may see padding only: a move need not change it)
-    if moved_lhs:
+    lhs_spec, rhs_spec = conv.specs
+    if moved_lhs and channel:  # a slice fixed in the input's feature dimension
+        scale = _rng(3).normal(size=lhs.shape[lhs_spec.index("C")])
+        fn = lambda v: jnp.tanh(conv(_per_channel(lhs, lhs_spec, "C", v), rhs))
+        _assert_same(fn, scale, must_change=False)
+    elif channel:  # a slice fixed in the kernel's output-feature dimension
+        scale = _rng(4).normal(size=rhs.shape[rhs_spec.index("O")])
+        fn = lambda v: jnp.tanh(conv(lhs, _per_channel(rhs, rhs_spec, "O", v)))
+        _assert_same(fn, scale, must_change=False)
+    elif moved_lhs:
         _assert_same(lambda a: jnp.tanh(conv(a, rhs)), lhs, must_change=False)
     else:
         _assert_same(lambda b: jnp.tanh(conv(lhs, b)), rhs, must_change=False)
@@ -351,6 +369,46 @@ CONV_CASES = {
 def test_conv_cases_equal_dense(name):
     fn, leaf = CONV_CASES[name]
     _assert_same(fn, leaf)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bias before a conv (a slice fixed in the channel only)",
+        "bias of a grouped (depthwise) conv's input",
+    ],
+)
+def test_wide_windows_take_a_one_channel_convolution(name, monkeypatch):
+    """Above SHIFTS_LIMIT window positions a moved input channel is convolved, not shifted."""
+    monkeypatch.setattr(_slices, "SHIFTS_LIMIT", 0)
+    fn, leaf = CONV_CASES[name]
+    _assert_same(fn, leaf)
+
+
+def test_conv_moves_compute_one_channel():
+    """A moved kernel entry reads one input channel; a moved input channel one kernel slice.
+
+    Vmapped over rows, no convolution of the whole input remains per row: the only
+    convolutions left are the base ones (unbatched), so XLA computes them once per batch.
+    """
+    fn = lambda k: jnp.sum(jnp.tanh(_conv2d(jnp.tanh(_conv2d(IMG, k)), K2)))
+    with precise():
+        leaf = jnp.asarray(K1)
+        rows = lambda i: call_at_entry(fn, leaf, i, leaf.reshape(-1)[i] + 0.1)
+        jaxpr = jax.make_jaxpr(jax.vmap(rows))(jnp.arange(5)).jaxpr
+    convs = [e for e in _eqns(jaxpr) if e.primitive.name == "conv_general_dilated"]
+    assert len(convs) == 2  # conv1 and conv2 at θ
+    for e in convs:  # the base convolutions have the unbatched shapes of f's own
+        assert e.outvars[0].aval.shape[0] == IMG.shape[0]
+
+
+def _eqns(jaxpr):
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            inner = getattr(v, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                yield from _eqns(inner)
 
 
 def test_group_entry_equals_dense_for_every_owner():

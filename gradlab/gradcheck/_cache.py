@@ -22,6 +22,10 @@ of another version never match), and puts everything back on exit, also on error
 
 While the block runs, other threads of the process that compile also use the cache.
 
+Inside the block gradlab also keeps its own programs, found before they are traced and lowered
+(:mod:`~gradlab.gradcheck._stored`), in the subfolder :data:`PROGRAMS` of the cache in use
+(gradlab's, or the one the user configured for JAX).
+
 It is off with ``GRADLAB_COMPILATION_CACHE=0`` (also ``false``, ``no``, ``off``) or
 ``enabled=False``; the argument wins over the variable. A variable holding a path (absolute,
 or starting with ``~``) puts the cache there instead.
@@ -45,9 +49,19 @@ from jax._src import compilation_cache as _jax_cache
 from jax._src import config as _jax_config
 
 from gradlab._errors import InputError
+from gradlab.gradcheck._stored import programs_in
 
-__all__ = ["ENV_VAR", "cache_dir", "compilation_cache", "resolve_enabled"]
+__all__ = [
+    "ENV_VAR",
+    "PROGRAMS",
+    "cache_dir",
+    "compilation_cache",
+    "jax_cache_off",
+    "resolve_enabled",
+]
 
+#: The subfolder of the cache where gradlab keeps its own programs (:mod:`._stored`).
+PROGRAMS = "gradlab-programs"
 #: The environment variable that turns the cache off (``0``) or moves it (a path).
 ENV_VAR = "GRADLAB_COMPILATION_CACHE"
 _OFF = frozenset({"0", "false", "no", "off"})
@@ -131,10 +145,12 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
         >>> path == before and jax.config.jax_compilation_cache_dir == before
         True
     """
-    on = resolve_enabled(enabled)
+    on = resolve_enabled(enabled) and bool(_jax_config.enable_compilation_cache.value)
     configured = _jax_config.compilation_cache_dir.value
-    if configured or not on or not _jax_config.enable_compilation_cache.value:
-        yield configured or None
+    if configured or not on:
+        programs = Path(configured) / PROGRAMS if configured and on else None
+        with programs_in(programs):
+            yield configured or None
         return
     path = cache_dir()
     try:
@@ -149,6 +165,7 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
     }
     with contextlib.ExitStack() as stack:
         stack.callback(_jax_cache.reset_cache)  # runs last: drop the cache object of our dir
+        stack.enter_context(programs_in(path / PROGRAMS))
         for state, value in settings.items():
             # global: the checker compiles in worker threads; thread-local: wins over a
             # thread-local value the caller set in this thread
@@ -157,3 +174,21 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
             stack.enter_context(state(value))
         _jax_cache.reset_cache()  # JAX creates its cache object once, from the first dir seen
         yield str(path)
+
+
+@contextlib.contextmanager
+def jax_cache_off() -> Iterator[None]:
+    """JAX's persistent cache off for the programs compiled inside (its settings restored).
+
+    gradlab keeps some programs itself (:mod:`._stored`); they must be compiled, not taken
+    from JAX's cache: on XLA:CPU an executable JAX loaded from its cache cannot be serialised
+    again (it runs, but a copy of it fails with "Function ... not found"; JAX 0.10.2).
+    """
+    state = _jax_config.enable_compilation_cache
+    with contextlib.ExitStack() as stack:
+        stack.callback(_jax_cache.reset_cache)  # runs last: JAX decides afresh next time
+        stack.callback(jax.config.update, state.name, state.get_global())
+        jax.config.update(state.name, False)
+        stack.enter_context(state(False))
+        _jax_cache.reset_cache()  # JAX remembers whether its cache is used until reset
+        yield

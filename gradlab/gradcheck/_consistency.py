@@ -1,6 +1,6 @@
 """Is ``f`` one function? Determinism across programs, and the primal of custom rules.
 
-Every check evaluates ``f(θ)`` in several separately traced and compiled programs: the
+Every check evaluates ``f(θ)`` in several separately compiled programs: the
 autodiff program (whose primal runs through custom rules' forward passes, and which also
 evaluates ``f`` plainly, as the differences do) and each sweep kernel (which computes
 ``f(θ)`` beside ``f(θ ± h)``).
@@ -8,6 +8,11 @@ Evaluations of ``f`` alone must agree to rounding; if they do not, finite differ
 measure the noise between programs, not the gradient, so the check fails and says where
 the difference comes from. An autodiff primal that differs from ``f`` (a custom rule whose
 forward pass computes something else) is reported too.
+
+The programs share ONE trace of ``f`` (:func:`~gradlab.gradcheck._problem.traced_once`), so
+an ``f`` whose Python draws values or reads state when traced would look consistent: it is
+traced once more afresh (:func:`retraced_value`), and when that trace differs, its ``f(θ)``
+joins the comparison.
 """
 
 from __future__ import annotations
@@ -16,9 +21,16 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
+from jax.extend import core as jex
 
-__all__ = ["DETERMINISM_RTOL", "Consistency", "consistency"]
+from gradlab.gradcheck._fingerprint import fingerprint
+from gradlab.gradcheck._kernels import project
+from gradlab.gradcheck._problem import Spec, traced_once
+from gradlab.gradcheck._promote import promoted
+
+__all__ = ["DETERMINISM_RTOL", "Consistency", "consistency", "retraced_value"]
 
 #: Evaluations of f(θ) by different programs may differ by this much relative to the size
 #: of f (reassociated sums in float64 stay many orders below it).
@@ -117,3 +129,28 @@ def _eqns(jaxpr: Any) -> list[Any]:
                 if hasattr(inner, "eqns"):
                     out.extend(_eqns(inner))
     return out
+
+
+def retraced_value(spec: Spec, dyn: tuple[Any, ...], cots: Any) -> np.ndarray | None:
+    """``F(θ)`` from a fresh trace of ``f``, when it differs from the trace the programs share.
+
+    Returns None when the fresh trace is the same program (the usual case: nothing is
+    compiled or run), or when the programs do not share a trace (an unhashable ``f``: each
+    traced ``f`` itself, and their values are compared anyway).
+    """
+    shared = traced_once(spec)
+    if not hasattr(shared, "trace"):
+        return None
+    # a new function object: make_jaxpr would return a trace JAX cached for the same one
+    afresh = lambda *args: spec.flat_value(*args)
+    fresh, shape = jax.make_jaxpr(afresh, return_shape=True)(*dyn)
+    if fingerprint(fresh, strict=False) == fingerprint(shared.trace(*dyn).jaxpr, strict=False):
+        return None
+    run = jex.jaxpr_as_fun(fresh)
+    tree = jax.tree_util.tree_structure(shape)
+
+    def value(*leaves: Any) -> Any:
+        fn = promoted(run, rules=False) if spec.promote else run
+        return project(jax.tree_util.tree_unflatten(tree, fn(*leaves)), cots)
+
+    return np.asarray(jax.jit(value)(*jax.tree_util.tree_leaves(dyn)))

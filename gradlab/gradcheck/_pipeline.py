@@ -15,17 +15,18 @@ import numpy as np
 
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck import _directional as directional
-from gradlab.gradcheck import _kernels
+from gradlab.gradcheck import _kernels, _stored
 from gradlab.gradcheck import _step as step
 from gradlab.gradcheck._audit import AuditRow, audit
 from gradlab.gradcheck._bands import relative_error, verdict
 from gradlab.gradcheck._cache import compilation_cache
-from gradlab.gradcheck._consistency import Consistency, consistency
+from gradlab.gradcheck._consistency import Consistency, consistency, retraced_value
+from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._forward import resolve_ad
 from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import default_budget
 from gradlab.gradcheck._options import CheckOptions
-from gradlab.gradcheck._problem import Problem, build_problem
+from gradlab.gradcheck._problem import Problem, build_problem, traced_once
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._promote import Promotion, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
@@ -41,6 +42,7 @@ from gradlab.gradcheck._sweep import (
     make_plans,
     n_calls,
     trace_error_hint,
+    translated_errors,
 )
 from gradlab.gradcheck._verify import Verified, verify_first_order
 from gradlab.gradcheck._vjp import (
@@ -176,8 +178,10 @@ def run_check(
         except BaseException:
             bar.close()
             raise
+        again = retraced_value(prep.problem.spec, prep.dyn, prep.cots)
+        sweeps = list(found.f0.values()) + ([] if again is None else [again])
         same = consistency(
-            prep.base.plain, list(found.f0.values()), prep.base.values, prep.base.scales,
+            prep.base.plain, sweeps, prep.base.values, prep.base.scales,
             prep.th.unit_roundoff,
             lambda: jax.make_jaxpr(prep.problem.spec.value)(*prep.problem.spec.rebuild(*prep.dyn)),
         )  # fmt: skip
@@ -215,10 +219,20 @@ def _prepare(
     runner = Runner(opts.devices or ([device] if device is not None else None))
     budget = opts.memory_budget or default_budget(runner.devices[0])
     ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
-                  budget=None if opts.chunk_size else budget)  # fmt: skip
+                  budget=None if opts.chunk_size else budget,
+                  fingerprint=_fingerprint_of_f(problem, dyn))  # fmt: skip
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
     plans = make_plans(problem, base, runner, steps, options=opts)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
+
+
+def _fingerprint_of_f(problem: Problem, dyn: tuple[Any, ...]) -> str | None:
+    """The fingerprint of the one trace of ``f`` the programs share, when programs are kept."""
+    shared = traced_once(problem.spec)
+    if _stored.directory() is None or not hasattr(shared, "trace"):
+        return None
+    with translated_errors():
+        return fingerprint(shared.trace(*dyn).jaxpr)
 
 
 def _sweep_and_judge(
@@ -316,7 +330,8 @@ def _mode_text(opts: CheckOptions) -> str:
 @functools.lru_cache(maxsize=64)
 def _promotion_cached(spec: Any, avals: tuple[Any, ...]) -> Promotion:
     args = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in avals]
-    return promotion_of(lambda *leaves: spec.value(*spec.rebuild(*_regroup(spec, leaves))), *args)
+    flat = traced_once(spec)
+    return promotion_of(lambda *leaves: flat(*_regroup(spec, leaves)), *args)
 
 
 def _promotion(problem: Problem, dyn: tuple[Any, ...]) -> Promotion:

@@ -7,6 +7,7 @@ the same function on arrays of the same shapes compiles nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck._promote import promoted
 
-__all__ = ["Leaf", "Problem", "Spec", "build_problem"]
+__all__ = ["Leaf", "Problem", "Spec", "build_problem", "traced_once"]
 
 
 class _Static:
@@ -81,9 +82,18 @@ class Spec:
         keeps custom derivative rules as written (autodiff), False runs their primals (an
         evaluation of ``f`` for finite differences).
         """
-        primals = self.rebuild(checked_leaves, fixed_leaves, rest_dyn)
-        f = promoted(self.value, rules=rules) if self.promote else self.value
-        return f(*primals)
+        args = (tuple(checked_leaves), tuple(fixed_leaves), tuple(map(tuple, rest_dyn)))
+        f = traced_once(self)
+        return promoted(f, rules=rules)(*args) if self.promote else f(*args)
+
+    def flat_value(
+        self,
+        checked_leaves: Sequence[jax.Array],
+        fixed_leaves: Sequence[jax.Array],
+        rest_dyn: Sequence[Sequence[jax.Array]],
+    ) -> Any:
+        """``f`` (without aux) on the arguments rebuilt from flat leaves, traced afresh."""
+        return self.value(*self.rebuild(checked_leaves, fixed_leaves, rest_dyn))
 
     def value(self, *primals: Any) -> Any:
         """``f(*primals)`` without its aux output."""
@@ -123,6 +133,41 @@ class Spec:
             leaves = [next(dyn_it) if s is None else s.value for s in static]
             primals[pos] = jax.tree_util.tree_unflatten(treedef, leaves)
         return primals
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(spec: Spec) -> Callable[..., Any]:
+    return jax.jit(spec.flat_value, inline=True)
+
+
+def traced_once(spec: Spec) -> Callable[..., Any]:
+    """:meth:`Spec.flat_value`, traced once per input types and reused by every program.
+
+    A check builds several programs around ``f`` (the gradient, the difference kernels, the
+    promotion analysis, the cost estimate); each used to trace ``f``'s Python afresh, a
+    large part of a small check's cold time. Wrapped in ``jax.jit(..., inline=True)``, ``f``
+    is traced once per argument types: the later programs reuse its jaxpr, transformed
+    (``vmap``, ``jvp``, transpose) at the jaxpr level and inlined, so the programs contain
+    the same operations as before. Custom derivative rules are kept in the jaxpr as written.
+    A function that cannot be hashed is traced each time, as before.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from gradlab.gradcheck._problem import build_problem
+        >>> calls = []
+        >>> def f(w):
+        ...     calls.append(1)
+        ...     return jnp.sum(w**2)
+        >>> spec = build_problem(f, (jnp.ones(3),), 0, False, jnp.float32).spec
+        >>> [float(traced_once(spec)((jnp.ones(3),), (), ())) for _ in range(2)], len(calls)
+        ([3.0, 3.0], 1)
+    """
+    try:
+        return _jitted(spec)
+    except TypeError as e:  # an unhashable f or static argument
+        if "unhashable" not in str(e):
+            raise
+        return spec.flat_value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradlab._errors import CheckInputError
+from gradlab.gradcheck import _stored
+from gradlab.gradcheck._cache import jax_cache_off
 
 __all__ = [
     "CHEAP_FLOPS",
@@ -182,6 +184,7 @@ class Executable:
         cheap: Compiled at the cheap tier (:data:`CHEAP_OPTIONS`).
         seconds: How long compiling it took.
         timed: Its first run was timed (whether to compile it optimised is decided).
+        loaded: Loaded from disk (:mod:`._stored`).
     """
 
     compiled: Any
@@ -189,6 +192,7 @@ class Executable:
     cheap: bool
     seconds: float
     timed: bool = False
+    loaded: bool = False
 
     def upgrade_if_it_pays(
         self, run_seconds: float, calls_left: int, factor: float | None = None
@@ -252,24 +256,58 @@ def lookup(key: Any) -> Executable | None:
     return hit
 
 
+def _keep(key: Any, made: Executable) -> None:
+    try:
+        _EXECUTABLES[key] = made
+    except TypeError:  # an unhashable static argument
+        return
+    while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+        _EXECUTABLES.popitem(last=False)
+
+
 def compile_tiered(
-    keys: Sequence[Any], lowerers: Sequence[Callable[[], Any]], cheap: Sequence[bool]
+    keys: Sequence[Any],
+    lowerers: Sequence[Callable[[], Any]],
+    cheap: Sequence[bool],
+    stored: Sequence[str | None] | None = None,
+    device: jax.Device | None = None,
 ) -> list[Executable]:
     """Compiles side by side what ``lowerers`` lower (``cheap``: at the cheap tier), by key.
 
-    Executables already kept under their key are reused: nothing is lowered or compiled.
+    Executables already kept under their key in this process are reused: nothing is lowered
+    or compiled. ``stored``: each program's key on disk (:mod:`._stored`; None: not kept
+    there), on ``device``: a program found there is loaded instead of lowered and compiled,
+    and a program compiled here is written there.
     """
     found = [lookup(k) for k in keys]
+    on_disk = list(stored) if stored is not None else [None] * len(keys)
+    for i, name in enumerate(on_disk):
+        if found[i] is None and name is not None and device is not None:
+            start = time.perf_counter()
+            compiled = _stored.load(name, device)
+            if compiled is not None:
+                loaded = Executable(
+                    compiled, None, cheap[i], time.perf_counter() - start, loaded=True
+                )
+                found[i] = loaded
+                _keep(keys[i], loaded)
     todo = [i for i, e in enumerate(found) if e is None]
     lowered = {i: lowerers[i]() for i in todo}
-    done = _timed_compiles([lowered[i] for i in todo], [cheap[i] for i in todo])
-    for i, (compiled, seconds) in zip(todo, done, strict=True):
+    kept = [i for i in todo if on_disk[i] is not None]
+    done: dict[int, tuple[Any, float]] = {}
+    if kept:  # compiled afresh, never taken from JAX's cache (see jax_cache_off)
+        with jax_cache_off():
+            runs = _timed_compiles([lowered[i] for i in kept], [cheap[i] for i in kept])
+        done.update(zip(kept, runs, strict=True))
+    others = [i for i in todo if on_disk[i] is None]
+    runs = _timed_compiles([lowered[i] for i in others], [cheap[i] for i in others])
+    done.update(zip(others, runs, strict=True))
+    for i in todo:
+        compiled, seconds = done[i]
+        name = on_disk[i]
+        if name is not None:
+            _stored.store(name, compiled)
         made = Executable(compiled, lowered[i] if cheap[i] else None, cheap[i], seconds)
         found[i] = made
-        try:
-            _EXECUTABLES[keys[i]] = made
-        except TypeError:
-            continue
-        while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-            _EXECUTABLES.popitem(last=False)
+        _keep(keys[i], made)
     return [e for e in found if e is not None]

@@ -22,7 +22,8 @@ import numpy as np
 
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck import _directional as directional
-from gradlab.gradcheck import _kernels
+from gradlab.gradcheck import _kernels, _stored
+from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._kernels import Kind
 from gradlab.gradcheck._memory import default_budget, plan_chunk, program_cost
 from gradlab.gradcheck._options import CheckOptions
@@ -143,6 +144,9 @@ class Base:
 
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # (kernel, static args, batch)
+#: Kernels that evaluate ``f`` without differentiating it: a function of ``f``'s jaxpr (its
+#: custom derivative rules unused), so kept on disk under ``f``'s fingerprint (:mod:`._stored`).
+FORWARD_ONLY = frozenset({_kernels.fd_chunk})
 #: FLOPs of f and its gradient (or of a perturbed gradient, an HVP) per FLOP of f alone:
 #: reverse mode costs about two more evaluations.
 GRADIENT_FLOPS = 3.0
@@ -161,6 +165,16 @@ class Context:
     scalar: bool
     sparse: bool = True  # carry an entry's move through f as a slice (see _slices)
     budget: int | None = None  # bytes per device a kernel call may use; None: chunks as given
+    fingerprint: str | None = None  # of f's jaxpr: keys its kernels on disk (None: not kept)
+
+    def _stored_key(self, job: Job, cheap: bool) -> str | None:
+        """The disk key of a kernel that evaluates ``f`` without differentiating it."""
+        kernel, static, batch = job
+        if self.fingerprint is None or kernel not in FORWARD_ONLY or self.runner.mesh is not None:
+            return None
+        env = _stored.environment(self.runner.devices[0], cheap)
+        which = (getattr(kernel, "__name__", ""), self.problem.spec.promote, static)
+        return _stored.program_key("fd", self.fingerprint, which, (self.dyn, batch), env)
 
     def _key(self, kernel: Callable[..., Any], static: tuple[Any, ...], batch: Any) -> Any:
         return executable_key(kernel, (self.problem.spec, *static), self.dyn, batch)
@@ -174,16 +188,15 @@ class Context:
     ) -> Any:
         """Runs ``kernel`` on one chunk, translating JAX's errors into clear ones.
 
-        A kernel compiled ahead at the cheap tier (:meth:`precompile`) runs its executable:
-        its first run is timed and, if ``calls_left`` more runs would pay for it, the kernel
+        A kernel compiled ahead (:meth:`precompile`) or loaded from disk runs its
+        executable (one not compiled ahead runs through ``jax.jit``). At the cheap tier its
+        first run is timed and, if ``calls_left`` more runs would pay for it, the kernel
         is compiled again optimised (:meth:`Executable.upgrade_if_it_pays`; off unless
-        :data:`~gradlab.gradcheck._runner.UPGRADE` is set). Kernels compiled
-        optimised run through ``jax.jit``'s own dispatch (faster per call), which finds the
-        executable compiled ahead in JAX's cache.
+        :data:`~gradlab.gradcheck._runner.UPGRADE` is set).
         """
         with translated_errors():
             hit = lookup(self._key(kernel, static, batch))
-            if hit is None or not hit.cheap:  # jit's own dispatch: it holds the executable
+            if hit is None:
                 return self.runner.run(kernel, (self.problem.spec, *static), self.dyn, batch)
             if hit.timed:
                 return self.runner.run_compiled(hit.compiled, self.dyn, batch)
@@ -207,8 +220,11 @@ class Context:
             k, static, b = job
             return lambda: self.runner.lower(k, (spec, *static), self.dyn, b)
 
+        stored = [self._stored_key(job, c) for job, c in zip(jobs, cheap, strict=True)]
         with translated_errors():
-            done = compile_tiered(keys, [lowerer(job) for job in jobs], cheap)
+            done = compile_tiered(
+                keys, [lowerer(job) for job in jobs], cheap, stored, self.runner.devices[0]
+            )
         return [e.compiled for e in done]
 
     def compile_plans(
@@ -301,6 +317,15 @@ def _bytes(compiled: Any) -> int:
     return int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
 
 
+def _device(tree: Any) -> jax.Device | None:
+    """The one device the arrays of ``tree`` live on (None: several, or not known)."""
+    found = set()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        devices = getattr(leaf, "devices", None)
+        found |= set(devices()) if devices else set()
+    return found.pop() if len(found) == 1 else None
+
+
 def _platform(tree: Any) -> str:
     """The platform the arrays of ``tree`` live on."""
     leaf = jax.tree_util.tree_leaves(tree)[0]
@@ -322,9 +347,18 @@ def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
     k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
     cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops)
     key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
-    (exe,) = compile_tiered(
-        [key], [lambda: _kernels.value_and_vjp.lower(spec, *dyn, cots)], [cheap]
-    )
+    exe = lookup(key)
+    if exe is None:
+        with translated_errors():
+            traced = _kernels.value_and_vjp.trace(spec, *dyn, cots)
+        device = _device(dyn)
+        # keyed by its own jaxpr: f's custom derivative rules are traced into it
+        found = fingerprint(traced.jaxpr) if _stored.directory() and device else None
+        stored = None
+        if found is not None and device is not None:
+            env = _stored.environment(device, cheap)
+            stored = _stored.program_key("value_and_vjp", found, (), (*dyn, cots), env)
+        (exe,) = compile_tiered([key], [traced.lower], [cheap], [stored], device)
     out, values, scales, grads, plain = exe.compiled(*dyn, cots)
     plain = np.asarray(plain)
     per_grad, per_eval = _bytes(exe.compiled), cost.bytes

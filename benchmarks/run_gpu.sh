@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 10 part 6: every benchmark on a GPU, in one call of the workplace's device tool.
+# The machine has its own Python (3.12) with jax + CUDA, flax, torch; nothing can be installed
+# from the internet there, so gradlab runs from this tree (PYTHONPATH) and the one missing
+# package (platformdirs) travels as a wheel in .whl/. Results go to $OUT (or benchmarks/results).
+#   device run: carry [".whl"], command "bash benchmarks/run_gpu.sh"
+set -u
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:/tmp/site" GRADLAB_COMPILATION_CACHE=0
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+fi
+stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s) $(date +%T)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n "${TAIL:-15}" "$OUT/$name.log"
+  echo "=== $name rc=$rc in $((SECONDS - t0)) s"
+}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
+  python3 -c "import sys, jax, flax, optax, chex, torch, numpy; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'chex', chex.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__); print(jax.devices())"
+} 2>&1 | tee "$OUT/env.log"
+# 1. the checker's verdicts on the GPU: trust cases, real bug corpora, correctness
+TAIL=6 stage pytest_gpu "${PYTEST_LIMIT:-150}" python3 -m pytest -p no:cacheprovider -q -x \
+  -W ignore::DeprecationWarning tests/test_check_trust.py tests/test_check_bugs.py \
+  tests/test_check_correct.py
+# 2. the architectures, gradlab against torch (CUDA) and the others, fresh processes
+stage arch "${ARCH_LIMIT:-200}" python3 benchmarks/bench_architectures.py --device gpu \
+  --max-entries 300 --out "$OUT/architectures_gpu.json"
+# 3. the reference MLP and a width sweep; 4. a million parameters
+stage check "${CHECK_LIMIT:-80}" python3 benchmarks/bench_check.py --device gpu --quick \
+  --out "$OUT/check_gpu.json"
+stage scale "${SCALE_LIMIT:-60}" python3 benchmarks/bench_check_scale.py \
+  --out "$OUT/check_scale_mlp_gpu.json"
+echo "=== done $(date +%T)"

@@ -1,0 +1,169 @@
+"""Compiled programs kept on disk, found again BEFORE they are traced and lowered.
+
+JAX's persistent compilation cache (:mod:`~gradlab.gradcheck._cache`) saves a second process
+the XLA compile, but not the tracing and lowering JAX needs to compute its key: for the small
+programs of a test suite's checks, those are most of what remains. gradlab therefore keeps
+the executables of its own programs under a key it can compute before tracing them:
+
+* a difference kernel (it evaluates ``f`` and never differentiates it) is keyed by the
+  fingerprint of ``f``'s jaxpr — traced once per check anyway — with the kernel's static
+  arguments and argument types;
+* the gradient program (it differentiates ``f``, so ``f``'s custom derivative rules are part
+  of it) is keyed by the fingerprint of its own traced jaxpr: only lowering is saved.
+
+Every key also holds :func:`environment`: the versions of JAX, jaxlib and gradlab's checker
+source, the backend and device, the compile options and the JAX settings that change how a
+program lowers. A program :func:`~gradlab.gradcheck._fingerprint.fingerprint` cannot see into
+(a host callback, a Python callable in a parameter) is never stored.
+
+The programs live in ``programs/`` beside JAX's cache in gradlab's cache folder and are on
+exactly when that cache is (:func:`~gradlab.gradcheck._cache.compilation_cache`). Loading an
+entry runs code, like JAX's own cache: the folder must be writable by its user only. An
+entry that cannot be read (truncated, another version) is compiled again and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jaxlib
+from jax.experimental import serialize_executable
+
+__all__ = ["directory", "environment", "load", "program_key", "programs_in", "store"]
+
+_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("gradlab_programs", default=None)
+#: JAX settings that change how a traced program lowers or compiles.
+_SETTINGS = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_numpy_rank_promotion",
+    "jax_numpy_dtype_promotion",
+    "jax_default_prng_impl",
+    "jax_threefry_partitionable",
+    "jax_debug_nans",
+    "jax_debug_infs",
+    "jax_enable_checks",
+    "jax_use_shardy_partitioner",
+)
+
+
+@contextlib.contextmanager
+def programs_in(path: Path | None) -> Iterator[None]:
+    """Keeps and finds programs under ``path`` inside the block (None: not at all)."""
+    token = _DIR.set(path)
+    try:
+        yield
+    finally:
+        _DIR.reset(token)
+
+
+def directory() -> Path | None:
+    """Where programs are kept now, or None when they are not."""
+    return _DIR.get()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """The checker's own source: a changed kernel or rule never meets an old program."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def environment(device: jax.Device, cheap: bool) -> str:
+    """Everything outside a program's jaxpr that its executable depends on.
+
+    Example:
+        >>> import jax
+        >>> environment(jax.devices()[0], True) == environment(jax.devices()[0], False)
+        False
+    """
+    settings = tuple((name, str(getattr(jax.config, name, None))) for name in _SETTINGS)
+    parts = (
+        jax.__version__,
+        jaxlib.__version__,
+        device.platform,
+        device.client.platform_version,
+        device.device_kind,
+        device.id,
+        cheap,
+        os.environ.get("XLA_FLAGS", ""),
+        settings,
+        _source_digest(),
+    )
+    return repr(parts)
+
+
+def _types(tree: Any) -> str:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return repr((treedef, [(tuple(x.shape), str(x.dtype)) for x in leaves]))
+
+
+def program_key(name: str, fingerprint: str, static: Any, args: Any, env: str) -> str:
+    """The file name a program is kept under.
+
+    Args:
+        name: Which program (a kernel's name).
+        fingerprint: The fingerprint of the jaxpr it is built from.
+        static: Its static arguments other than the function (a repr-able tuple).
+        args: Its dynamic arguments (types and structure count, not values).
+        env: :func:`environment`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> key = lambda x: program_key("k", "f", (0,), (x,), "env")
+        >>> key(jnp.ones(3)) == key(jnp.zeros(3)), key(jnp.ones(3)) == key(jnp.ones(4))
+        (True, False)
+    """
+    text = repr((name, fingerprint, static, _types(args), env))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load(key: str, device: jax.Device) -> Any | None:
+    """The executable kept under ``key``, loaded onto ``device``; None if there is none."""
+    folder = directory()
+    if folder is None:
+        return None
+    try:
+        blob = (folder / key).read_bytes()
+    except OSError:
+        return None
+    try:
+        payload, in_tree, out_tree = pickle.loads(blob)
+        return serialize_executable.deserialize_and_load(
+            payload, in_tree, out_tree, backend=device.client, execution_devices=[device]
+        )
+    except Exception:
+        return None
+
+
+def store(key: str, compiled: Any) -> bool:
+    """Keeps ``compiled`` under ``key`` (written whole or not at all); whether it was kept."""
+    folder = directory()
+    if folder is None:
+        return False
+    try:
+        blob = pickle.dumps(serialize_executable.serialize(compiled))
+    except Exception:
+        return False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(blob)
+        os.replace(tmp, folder / key)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,197 @@
+"""Programs kept on disk before tracing (gradlab.gradcheck._stored, ._fingerprint).
+
+The adversarial question for a cache keyed before tracing: can a program kept for one
+function stand in for another? Each test here changes something a stale program would hide
+(a custom rule, a closed-over constant, a literal) and asserts the check sees it. Programs
+are dropped from memory between checks (``jax.clear_caches()``), so the second check reads
+the disk as a fresh process would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src import monitoring
+
+import gradlab
+from gradlab.gradcheck import _stored
+from gradlab.gradcheck._cache import ENV_VAR, PROGRAMS
+from gradlab.gradcheck._fingerprint import fingerprint
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """gradlab's cache under tmp_path; returns the folder of kept programs."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    jax.clear_caches()
+    yield tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    jax.clear_caches()
+
+
+def _kept(folder: Path) -> set[str]:
+    return (
+        {p.name for p in folder.glob("*") if not p.name.startswith(".")}
+        if folder.exists()
+        else set()
+    )
+
+
+@contextlib.contextmanager
+def _events() -> Iterator[dict[str, int]]:
+    """Counts JAX's lowerings and XLA compiles inside the block."""
+    seen: dict[str, int] = {}
+
+    def count(name: str, secs: float, **kw: object) -> None:
+        key = name.rsplit("/", 1)[-1]
+        seen[key] = seen.get(key, 0) + 1
+
+    monitoring.register_event_duration_secs_listener(count)
+    try:
+        yield seen
+    finally:
+        monitoring.unregister_event_duration_listener(count)
+
+
+def _scaled_rule(scale: float):
+    """sum(sin(x)) with a custom_vjp whose backward is ``scale`` × the true one."""
+
+    @jax.custom_vjp
+    def g(x):
+        return jnp.sum(jnp.sin(x))
+
+    g.defvjp(lambda x: (g(x), x), lambda x, ct: (scale * ct * jnp.cos(x),))
+    return g
+
+
+THETA = np.linspace(-1.0, 1.0, 7)
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_the_fingerprint_sees_constants_literals_and_shapes():
+    def trace(c, k, n=5):
+        return jax.make_jaxpr(lambda x: jnp.sum(jnp.tanh(x * c) + k))(jnp.ones(n))
+
+    base = fingerprint(trace(np.arange(5.0), 2.0))
+    assert base == fingerprint(trace(np.arange(5.0), 2.0))
+    # changes float32 resolves (the tests run without x64): a constant, a literal, a shape
+    changed = [trace(np.arange(5.0) + 1e-3, 2.0), trace(np.arange(5.0), 2.0 + 1e-3),
+               trace(np.arange(6.0), 2.0, 6)]  # fmt: skip
+    assert all(fingerprint(c) != base for c in changed)
+
+
+def test_a_custom_rule_changes_the_gradient_program_but_not_the_forward_one():
+    forward = lambda s: jax.make_jaxpr(_scaled_rule(s))(jnp.ones(3))
+    gradient = lambda s: jax.jit(jax.grad(_scaled_rule(s))).trace(jnp.ones(3)).jaxpr
+    assert fingerprint(forward(1.0)) == fingerprint(forward(2.0)) is not None
+    assert fingerprint(gradient(1.0)) != fingerprint(gradient(2.0))
+    assert fingerprint(gradient(1.0)) is not None
+
+
+def test_host_callbacks_are_never_fingerprinted():
+    f = lambda x: jnp.sum(jax.pure_callback(np.sin, jax.ShapeDtypeStruct((3,), x.dtype), x))
+    closed = jax.make_jaxpr(f)(jnp.ones(3))
+    assert fingerprint(closed) is None
+    assert fingerprint(closed, strict=False) is not None  # comparable, not a key
+
+
+# ------------------------------------------------------------------ programs on disk
+
+
+def test_a_second_check_loads_instead_of_lowering_and_compiling(store):
+    f = lambda p, x: jnp.mean(jnp.tanh(x @ p["w"] + p["b"]))
+    rng = np.random.default_rng(0)
+    p, x = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}, rng.normal(size=(5, 4))
+    with _events() as first:
+        assert gradlab.check(f, p, x).ok
+    assert first.get("backend_compile_duration", 0) >= 2 and len(_kept(store)) >= 2
+    jax.clear_caches()
+    with _events() as second:
+        report = gradlab.check(f, p, x)
+    assert report.ok
+    assert second.get("backend_compile_duration", 0) == 0
+    assert second.get("jaxpr_to_mlir_module_duration", 0) == 0
+
+
+@pytest.mark.parametrize("order", [(1.0, 2.0), (2.0, 1.0)])
+def test_a_kept_program_never_stands_in_for_a_changed_custom_rule(store, order):
+    # the same forward pass (the difference kernel is shared and loaded), another backward
+    outcomes = []
+    for scale in order:
+        jax.clear_caches()
+        outcomes.append(gradlab.check(_scaled_rule(scale), THETA).outcome)
+    want = {1.0: "passed", 2.0: "failed"}
+    assert outcomes == [want[s] for s in order]
+
+
+def test_a_changed_constant_gets_programs_of_its_own(store):
+    def layer(c):
+        @jax.custom_vjp
+        def f(x):
+            return jnp.sum(jnp.sin(x * c))
+
+        # the rule is written for c = 1.5: right there, wrong for any other c
+        f.defvjp(lambda x: (f(x), x), lambda x, ct: (ct * 1.5 * jnp.cos(x * c),))
+        return f
+
+    assert gradlab.check(layer(np.full(7, 1.5)), THETA).ok
+    kept = _kept(store)
+    jax.clear_caches()
+    report = gradlab.check(layer(np.full(7, 1.25)), THETA)
+    assert report.outcome == "failed"
+    assert np.isclose(report.value, np.sum(np.sin(THETA * 1.25)))
+    assert _kept(store) > kept
+
+
+def test_an_unreadable_entry_is_compiled_again(store):
+    f = lambda w: jnp.sum(jnp.cos(w) ** 2)
+    assert gradlab.check(f, THETA).ok
+    for entry in store.iterdir():
+        entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    jax.clear_caches()
+    with _events() as seen:
+        assert gradlab.check(f, THETA).ok
+    assert seen.get("backend_compile_duration", 0) >= 2
+    jax.clear_caches()
+    with _events() as again:  # rewritten whole
+        assert gradlab.check(f, THETA).ok
+    assert again.get("backend_compile_duration", 0) == 0
+
+
+def test_callbacks_run_but_are_not_kept(store):
+    seen = []
+
+    def f(w):
+        jax.debug.callback(lambda v: seen.append(1), w)  # an effect: its program calls back
+        return jnp.sum(jnp.sin(w) ** 2)
+
+    assert gradlab.check(f, THETA).ok and seen
+    assert not _kept(store)
+
+
+def test_nothing_is_kept_when_the_cache_is_off(store, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "0")
+    assert gradlab.check(lambda w: jnp.sum(w**3), THETA).ok
+    assert not store.exists()
+
+
+def test_an_unwritable_folder_keeps_nothing_and_checks_anyway(store, monkeypatch):
+    store.parent.mkdir(parents=True)
+    store.write_text("a file where the folder should be")
+    assert gradlab.check(lambda w: jnp.sum(jnp.exp(w)), THETA).ok
+    assert store.is_file()
+
+
+def test_the_key_holds_the_device_settings_and_compile_tier():
+    device = jax.devices()[0]
+    assert _stored.environment(device, True) != _stored.environment(device, False)
+    with jax.default_matmul_precision("float32"):
+        other = _stored.environment(device, True)
+    assert other != _stored.environment(device, True)
