@@ -124,8 +124,8 @@ def main() -> None:
 
     builder, layers, width = BUILDERS[args.model]
     layers, width = args.layers or layers, args.width or width
-    platform_name = jax.default_backend()
-    out = args.out or Path(__file__).parent / "results" / f"check_scale_{args.model}_{platform_name}.json"
+    name = f"check_scale_{args.model}_{jax.default_backend()}.json"
+    out = args.out or Path(__file__).parent / "results" / name
     loss, params, x, y = builder(layers, width, args.batch)
     n_params = sum(a.size for a in jax.tree_util.tree_leaves(params))
     n_leaves = len(jax.tree_util.tree_leaves(params))
