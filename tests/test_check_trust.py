@@ -167,9 +167,10 @@ def test_host_randomness_at_trace_time_fails_as_not_deterministic():
         mask = jnp.asarray(rng.random(p.shape) > 0.5)  # drawn anew each time f is traced
         return jnp.sum(jnp.tanh(p * mask) ** 2)
 
-    report = gradlab.check(f, jnp.linspace(-1.0, 1.0, 12))
-    assert report.outcome == "failed", report
-    assert "not deterministic" in report.reasons[0] and "traced" in report.reasons[0]
+    for _ in range(2):  # the second check reuses the first one's programs: still caught
+        report = gradlab.check(f, jnp.linspace(-1.0, 1.0, 12))
+        assert report.outcome == "failed", report
+        assert "not deterministic" in report.reasons[0] and "traced" in report.reasons[0]
 
 
 def test_deterministic_twin_passes():

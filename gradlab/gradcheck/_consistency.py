@@ -18,6 +18,7 @@ joins the comparison.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,12 @@ def _eqns(jaxpr: Any) -> list[Any]:
     return out
 
 
+#: Shared traces that a fresh trace reproduced once: checked again, they are not retraced
+#: (what a later fresh trace could show — Python state changed since — the shared trace, like
+#: any of JAX's cached traces, would not follow anyway).
+_REPRODUCED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def retraced_value(spec: Spec, dyn: tuple[Any, ...], cots: Any) -> np.ndarray | None:
     """``F(θ)`` from a fresh trace of ``f``, when it differs from the trace the programs share.
 
@@ -141,10 +148,14 @@ def retraced_value(spec: Spec, dyn: tuple[Any, ...], cots: Any) -> np.ndarray | 
     shared = traced_once(spec)
     if not hasattr(shared, "trace"):
         return None
+    program = shared.trace(*dyn).jaxpr
+    if program in _REPRODUCED:
+        return None
     # a new function object: make_jaxpr would return a trace JAX cached for the same one
     afresh = lambda *args: spec.flat_value(*args)
     fresh, shape = jax.make_jaxpr(afresh, return_shape=True)(*dyn)
-    if fingerprint(fresh, strict=False) == fingerprint(shared.trace(*dyn).jaxpr, strict=False):
+    if fingerprint(fresh, strict=False) == fingerprint(program, strict=False):
+        _REPRODUCED.add(program)
         return None
     run = jex.jaxpr_as_fun(fresh)
     tree = jax.tree_util.tree_structure(shape)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,23 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
         >>> print(fingerprint(jax.make_jaxpr(hook)(jnp.ones(3))))
         None
     """
+    try:
+        return _MEMO[closed][strict]
+    except (KeyError, TypeError):
+        pass
+    digest = _digest(closed, strict)
+    try:
+        _MEMO.setdefault(closed, {})[strict] = digest
+    except TypeError:  # not weakly referable: not remembered
+        pass
+    return digest
+
+
+#: Fingerprints of jaxprs still alive (JAX hands out the same ClosedJaxpr for a cached trace).
+_MEMO: weakref.WeakKeyDictionary[Any, dict[bool, str | None]] = weakref.WeakKeyDictionary()
+
+
+def _digest(closed: Any, strict: bool) -> str | None:
     h = hashlib.sha256()
     try:
         if strict and closed.jaxpr.effects:
