@@ -39,8 +39,11 @@ from gradlab.gradcheck._sweep import (
     Context,
     LeafPlan,
     evaluate,
+    evaluation_cost,
+    first_jobs,
     make_plans,
     n_calls,
+    planning_base,
     trace_error_hint,
     translated_errors,
 )
@@ -112,7 +115,7 @@ def _steps(
     eps: float | str | None,
     ctx: Context,
     base: Any,
-    th: Thresholds,
+    th: Thresholds | None,
     seed: int,
     order: int,
     compute: str,
@@ -120,6 +123,7 @@ def _steps(
     """Each checked leaf's step, and what ``eps="auto"`` found (empty otherwise)."""
     leaves = ctx.problem.checked_leaves
     if eps == "auto":
+        assert th is not None, "eps='auto' needs f at θ and the thresholds"
         auto = step.auto_steps(ctx, base, th, seed)
         return [a.eps for a in auto], auto
     if eps is not None:
@@ -214,13 +218,21 @@ def _prepare(
     if not output.scalar:
         made = make_cotangents(output, opts.cotangents, opts.seed)
         cots = jax.tree_util.tree_map(jnp.asarray, made)
-    base = evaluate(problem, cots, dyn)
-    th = _thresholds(opts, compute, base, promotion)
     runner = Runner(opts.devices or ([device] if device is not None else None))
     budget = opts.memory_budget or default_budget(runner.devices[0])
     ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
                   budget=None if opts.chunk_size else budget,
                   fingerprint=_fingerprint_of_f(problem, dyn))  # fmt: skip
+    cost = evaluation_cost(problem, dyn)
+    alongside = None
+    if opts.order == 1 and opts.eps != "auto" and opts.ad in (None, "reverse"):
+        # the plan needs only shapes and costs: its first kernels compile beside the gradient
+        steps = _steps(opts.eps, ctx, None, None, opts.seed, 1, compute)[0]
+        early = make_plans(problem, planning_base(problem, cots, cost), runner, steps,
+                           options=opts)  # fmt: skip
+        alongside = first_jobs(ctx, early)
+    base = evaluate(problem, cots, dyn, cost=cost, alongside=alongside)
+    th = _thresholds(opts, compute, base, promotion)
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
     plans = make_plans(problem, base, runner, steps, options=opts)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)

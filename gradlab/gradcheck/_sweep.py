@@ -15,7 +15,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import numpy as np
@@ -25,7 +25,7 @@ from gradlab.gradcheck import _directional as directional
 from gradlab.gradcheck import _kernels, _stored
 from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._kernels import Kind
-from gradlab.gradcheck._memory import default_budget, plan_chunk, program_cost
+from gradlab.gradcheck._memory import Cost, default_budget, plan_chunk, program_cost
 from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Leaf, Problem
 from gradlab.gradcheck._progress import Progress
@@ -144,6 +144,21 @@ class Base:
 
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # (kernel, static args, batch)
+
+
+class Items(NamedTuple):
+    """Programs to compile together: in-process keys, lowerers, tiers and disk keys."""
+
+    keys: list[Any]
+    lowerers: list[Callable[[], Any]]
+    cheap: list[bool]
+    stored: list[str | None]
+
+    def __add__(self, other: Any) -> Items:
+        """Both lists of programs, to compile side by side."""
+        return Items(*(a + b for a, b in zip(self, other, strict=True)))
+
+
 #: Kernels that evaluate ``f`` without differentiating it: a function of ``f``'s jaxpr (its
 #: custom derivative rules unused), so kept on disk under ``f``'s fingerprint (:mod:`._stored`).
 FORWARD_ONLY = frozenset({_kernels.fd_chunk})
@@ -205,8 +220,8 @@ class Context:
             hit.upgrade_if_it_pays(time.perf_counter() - start, calls_left)
             return out
 
-    def precompile(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> list[Any]:
-        """Compiles ``(kernel, static, batch)`` jobs side by side before they run.
+    def compile_items(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> Items:
+        """What :func:`~gradlab.gradcheck._runner.compile_tiered` takes to compile ``jobs``.
 
         ``flops``: each job's estimated run cost over the whole check; the cheap ones
         compile at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
@@ -221,10 +236,13 @@ class Context:
             return lambda: self.runner.lower(k, (spec, *static), self.dyn, b)
 
         stored = [self._stored_key(job, c) for job, c in zip(jobs, cheap, strict=True)]
+        return Items(keys, [lowerer(job) for job in jobs], cheap, stored)
+
+    def precompile(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> list[Any]:
+        """Compiles ``(kernel, static, batch)`` jobs side by side before they run."""
+        items = self.compile_items(jobs, flops)
         with translated_errors():
-            done = compile_tiered(
-                keys, [lowerer(job) for job in jobs], cheap, stored, self.runner.devices[0]
-            )
+            done = compile_tiered(*items, device=self.runner.devices[0])
         return [e.compiled for e in done]
 
     def compile_plans(
@@ -333,32 +351,63 @@ def _platform(tree: Any) -> str:
     return next(iter(devices())).platform if devices else jax.devices()[0].platform
 
 
-def evaluate(problem: Problem, cots: Any, dyn: tuple[Any, ...]) -> Base:
+def evaluation_cost(problem: Problem, dyn: tuple[Any, ...]) -> Cost:
+    """FLOPs, memory and equations of one evaluation of ``f``, from its jaxpr."""
+    with translated_errors():
+        return program_cost(_kernels.value.trace(problem.spec, *dyn[:3]).jaxpr)
+
+
+def planning_base(problem: Problem, cots: Any, cost: Cost) -> Base:
+    """What planning needs of :class:`Base` before ``f`` has run: shapes and costs only."""
+    k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
+    shapes = [np.broadcast_to(np.zeros((), x.dtype), (k, *x.shape)) for x in problem.checked_leaves]
+    return Base(np.zeros(k), np.zeros(k), shapes, "float64", cost.bytes, 0, np.zeros(k),
+                cost.flops, cost.eqns)  # fmt: skip
+
+
+def _gradient_items(problem: Problem, cots: Any, dyn: tuple[Any, ...], cost: Cost) -> Items:
+    """The gradient program, traced (unless compiled in this process) and keyed for disk."""
+    spec = problem.spec
+    k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
+    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops)
+    key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
+    if lookup(key) is not None:
+        return Items([key], [lambda: None], [cheap], [None])
+    with translated_errors():
+        traced = _kernels.value_and_vjp.trace(spec, *dyn, cots)
+    device = _device(dyn)
+    # keyed by its own jaxpr: f's custom derivative rules are traced into it
+    found = fingerprint(traced.jaxpr) if _stored.directory() and device else None
+    stored = None
+    if found is not None and device is not None:
+        env = _stored.environment(device, cheap)
+        stored = _stored.program_key("value_and_vjp", found, (), (*dyn, cots), env)
+    return Items([key], [traced.lower], [cheap], [stored])
+
+
+def evaluate(
+    problem: Problem,
+    cots: Any,
+    dyn: tuple[Any, ...],
+    *,
+    cost: Cost | None = None,
+    alongside: Items | None = None,
+) -> Base:
     """``f(θ)``, its projections and gradients, with the input validated.
 
     One program computes them all, ``f``'s own evaluation included (no compile of ``f``
     alone): its cost and the memory of a perturbed evaluation (a forward pass) are estimated
     from ``f``'s jaxpr (:func:`~gradlab.gradcheck._memory.program_cost`), and a cheap program
     compiles at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
+    ``alongside``: other programs (the sweep's first kernels) compiled side by side with it,
+    so that the cores compile them at once.
     """
-    spec = problem.spec
+    cost = evaluation_cost(problem, dyn) if cost is None else cost
+    items = _gradient_items(problem, cots, dyn, cost)
+    if alongside is not None:
+        items = items + alongside
     with translated_errors():
-        cost = program_cost(_kernels.value.trace(spec, *dyn[:3]).jaxpr)
-    k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
-    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops)
-    key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
-    exe = lookup(key)
-    if exe is None:
-        with translated_errors():
-            traced = _kernels.value_and_vjp.trace(spec, *dyn, cots)
-        device = _device(dyn)
-        # keyed by its own jaxpr: f's custom derivative rules are traced into it
-        found = fingerprint(traced.jaxpr) if _stored.directory() and device else None
-        stored = None
-        if found is not None and device is not None:
-            env = _stored.environment(device, cheap)
-            stored = _stored.program_key("value_and_vjp", found, (), (*dyn, cots), env)
-        (exe,) = compile_tiered([key], [traced.lower], [cheap], [stored], device)
+        exe = compile_tiered(*items, device=_device(dyn))[0]
     out, values, scales, grads, plain = exe.compiled(*dyn, cots)
     plain = np.asarray(plain)
     per_grad, per_eval = _bytes(exe.compiled), cost.bytes
@@ -646,6 +695,15 @@ def _group_calls(problem: Problem, ks: tuple[int, ...], members: list[LeafPlan])
             segments.append(Segment(plan, "", p, m, i))
             i += m
         yield Call("group", ks, (owner, index), steps, np.ones(chunk, dtype), tuple(segments))
+
+
+def first_jobs(ctx: Context, plans: Sequence[LeafPlan]) -> Items:
+    """The difference kernels the first calls of ``plans`` run (reverse mode, order 1)."""
+    todo = first_calls(ctx.problem, plans)
+    jobs: list[Job] = [
+        (_kernels.fd_chunk, (c.k, c.kind, ctx.sparse), (c.batch, c.steps)) for c in todo
+    ]
+    return ctx.compile_items(jobs, [kernel_flops(plans, c) for c in todo])
 
 
 def first_calls(problem: Problem, plans: Sequence[LeafPlan]) -> list[Call]:
