@@ -26,15 +26,17 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.
   python3 -c "import sys, jax, flax, optax, chex, torch, numpy; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'chex', chex.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__); print(jax.devices())"
 } 2>&1 | tee "$OUT/env.log"
 # 1. the checker's verdicts on the GPU: trust cases, real bug corpora, correctness
-TAIL=6 stage pytest_gpu "${PYTEST_LIMIT:-150}" python3 -m pytest -p no:cacheprovider -q -x \
+TAIL=8 stage pytest_gpu "${PYTEST_LIMIT:-110}" python3 -m pytest -p no:cacheprovider -q --maxfail=5 \
   -W ignore::DeprecationWarning tests/test_check_trust.py tests/test_check_bugs.py \
   tests/test_check_correct.py
 # 2. the architectures, gradlab against torch (CUDA) and the others, fresh processes
-stage arch "${ARCH_LIMIT:-200}" python3 benchmarks/bench_architectures.py --device gpu \
-  --max-entries 300 --out "$OUT/architectures_gpu.json"
+# (torch on CUDA: its thread count changes nothing, so one torch column)
+stage arch "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py --device gpu \
+  --methods "gradlab,loop,torch 1 thr,jax check_grads" --max-entries 300 \
+  --out "$OUT/architectures_gpu.json"
 # 3. the reference MLP and a width sweep; 4. a million parameters
-stage check "${CHECK_LIMIT:-80}" python3 benchmarks/bench_check.py --device gpu --quick \
+stage check "${CHECK_LIMIT:-90}" python3 benchmarks/bench_check.py --device gpu --quick \
   --out "$OUT/check_gpu.json"
-stage scale "${SCALE_LIMIT:-60}" python3 benchmarks/bench_check_scale.py \
+stage scale "${SCALE_LIMIT:-45}" python3 benchmarks/bench_check_scale.py \
   --out "$OUT/check_scale_mlp_gpu.json"
 echo "=== done $(date +%T)"

@@ -89,8 +89,10 @@ def test_a_second_process_compiles_and_lowers_nothing(tmp_path):
     assert first["ok"] and path.parent == tmp_path and path.name == f"jax-{jax.__version__}"
     compiled = first["inside"].get("backend_compile_duration", 0)
     assert compiled >= 2 and first["inside"].get("cache_hits", 0) == 0
-    # gradlab keeps its programs itself (compiled afresh, not through JAX's cache)
-    assert len(_programs(path)) == compiled
+    # gradlab keeps its programs itself (compiled afresh, not through JAX's cache); an XLA
+    # that rejects a cheap-tier option records a compile for the refused attempt too
+    kept = len(_programs(path))
+    assert 2 <= kept <= compiled
 
     second = _run_worker(str(tmp_path))
     assert second["ok"] and second["path"] == first["path"]
@@ -102,7 +104,7 @@ def test_a_second_process_compiles_and_lowers_nothing(tmp_path):
     for run in (first, second):
         assert run["after"] == {n: getattr(jax_config, n[4:]).get_global() for n in SETTINGS}
         assert run["all"].get("cache_misses", 0) == run["inside"].get("cache_misses", 0)
-    assert len(_programs(path)) == compiled and not _files(path)
+    assert len(_programs(path)) == kept and not _files(path)
 
 
 def test_off_by_environment_variable_in_a_fresh_process(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,9 +150,32 @@ def cheap_tier(platform: str, flops: float) -> bool:
 
 def _compile(low: Any, cheap: bool) -> tuple[Any, float]:
     start = time.perf_counter()
-    options = dict(CHEAP_OPTIONS) if cheap else None
-    out = low.compile(options) if options else low.compile()
+    out = _compile_cheap(low) if cheap else low.compile()
     return out, time.perf_counter() - start
+
+
+#: Options of :data:`CHEAP_OPTIONS` that this jaxlib's XLA rejected (dropped from then on).
+_UNKNOWN_OPTIONS: set[str] = set()
+_UNKNOWN_OPTION = re.compile(r"No such compile option: '([A-Za-z0-9_]+)'")
+
+
+def _compile_cheap(low: Any) -> Any:
+    """``low`` compiled with the :data:`CHEAP_OPTIONS` this XLA knows.
+
+    XLA removes debug options between releases (jaxlib 0.11 has no
+    ``xla_cpu_use_fusion_emitters``) and rejects an unknown one; such an option is dropped
+    and the compile retried.
+    """
+    options = {k: v for k, v in CHEAP_OPTIONS.items() if k not in _UNKNOWN_OPTIONS}
+    while True:
+        try:
+            return low.compile(options) if options else low.compile()
+        except jax.errors.JaxRuntimeError as err:
+            match = _UNKNOWN_OPTION.search(str(err))
+            if match is None or match.group(1) not in options:
+                raise
+            _UNKNOWN_OPTIONS.add(match.group(1))
+            del options[match.group(1)]
 
 
 def compile_concurrently(lowered: Sequence[Any], cheap: Sequence[bool] | None = None) -> list[Any]:
