@@ -9,8 +9,10 @@ matmul and every ``tanh`` of the layer, once per entry.
 :func:`call_at_entry` evaluates ``fn`` on the moved leaf by interpreting ``fn``'s jaxpr with
 the leaf held as a :class:`Slice`: a base value plus the values on the slice where it
 differs. Rules carry slices through elementwise primitives, broadcasts, transposes,
-reshapes of a single entry, sums, and ``dot_general`` (``S @ D = base(S) @ D + Δ(S) @ D``,
-with ``Δ`` nonzero on the slice only); nested ``jit`` and the primal of ``custom_jvp`` /
+reshapes of a single entry, sums, ``dot_general`` (``S @ D = base(S) @ D + Δ(S) @ D``,
+with ``Δ`` nonzero on the slice only) and ``conv_general_dilated`` (a moved kernel entry
+changes one output channel by a shifted copy of one input channel; a moved input channel
+needs that channel's weights only); nested ``jit`` and the primal of ``custom_jvp`` /
 ``custom_vjp`` functions are interpreted in place. Every other primitive gets the dense
 value (the base with the slice written in), so any ``fn`` is evaluated, and evaluated
 exactly: the rules change the cost, not the function. Under ``jax.vmap`` over entries the
@@ -340,6 +342,12 @@ def _conv(eqn: Any, lhs: Any, rhs: Any) -> Any:
     )  # fmt: skip
 
 
+def _accumulated(eqn: Any, x: Any) -> Any:
+    """``x`` in the type the convolution accumulates in (``preferred_element_type``, if set)."""
+    dtype = eqn.params.get("preferred_element_type")
+    return x if dtype is None else x.astype(dtype)
+
+
 def _padded(eqn: Any, x: Any) -> Any:
     """The canonical input ``x`` dilated and padded as the convolution reads it."""
     p = eqn.params
@@ -377,9 +385,9 @@ def _shifted_sum(eqn: Any, delta: Any, w: Any) -> Any:
     operands both vary by row becomes a grouped convolution, which XLA:CPU runs several times
     slower (measured on the benchmark CNN: 36 ms against 8 ms per call of 24 rows).
     """
-    padded = _padded(eqn, delta)
+    padded = _padded(eqn, _accumulated(eqn, delta))
     window = w.shape[2:]
-    weights = w.reshape(w.shape[0], -1)
+    weights = _accumulated(eqn, w.reshape(w.shape[0], -1))
     change = None
     for k, at in enumerate(itertools.product(*map(range, window))):
         term = _window_at(eqn, padded, 0, at) * weights[:, k].reshape(1, -1, *[1] * len(window))
@@ -441,7 +449,8 @@ def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any
     if len(s.dims) == s.base.ndim:  # one entry: one shifted input channel times its change
         at = [s.idx[s.dims.index(d)] for d in rsp]
         c = g * per_group + jnp.asarray(s.idx[s.dims.index(ri)], jnp.int32)
-        change = _window_at(eqn, _padded(eqn, x), c, at) * s.delta()
+        delta = _accumulated(eqn, s.delta())
+        change = _window_at(eqn, _padded(eqn, _accumulated(eqn, x)), c, at) * delta
     else:
         delta = _canonical(_spread(s, [ro]), rspec)  # (1, I, *window)
         if groups > 1:  # the kernel over all input channels, zero outside o's group
