@@ -90,3 +90,34 @@ def test_a_kernel_over_the_memory_budget_gets_a_smaller_chunk(monkeypatch, capsy
         assert a.status == b.status
         noise = a.noise_floor / (2 * a.grad_norm)  # the floor as a relative error
         assert abs(a.relative_error - b.relative_error) < noise
+
+
+def test_a_cold_check_compiles_each_program_once_the_first_kernels_beside_the_gradient(
+    monkeypatch,
+):
+    # the plan is made from shapes and costs before f runs, so the sweep's first kernels
+    # compile in the same batch as the gradient program; the plan made after f ran must be
+    # the same, or its kernels would compile a second time
+    monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
+    batches = []
+    real = _runner.compile_tiered
+
+    def spy(keys, *args, **kwargs):
+        out = real(keys, *args, **kwargs)
+        batches.append([k[0] for k in keys])
+        return out
+
+    monkeypatch.setattr(_sweep, "compile_tiered", spy)
+    params, x = _model(width=3)
+    report = gradlab.check(
+        lambda p, x: _loss(p, x) * 1.5,
+        params,
+        x,
+        execution=gradlab.Execution(compilation_cache=False),
+    )
+    assert report.ok
+    first = batches[0]
+    assert first.count(_kernels.value_and_vjp) == 1 and first.count(_kernels.fd_chunk) == 2
+    compiled = [k for batch in batches for k in batch]
+    # later batches (the sweep's compile step) find every kernel already compiled
+    assert len(_fd_kernels()) == 2 and compiled.count(_kernels.value_and_vjp) == 1
