@@ -157,7 +157,7 @@ def _lstm() -> list[Check]:
 
     def loss(xp: Any, p: dict[str, Any], x: Any, y: Any) -> Any:  # the torch twin
         k, r, b = p["lstm"]["kernel"], p["lstm"]["recurrent_kernel"], p["lstm"]["bias"]
-        a = c = xp.zeros((x.shape[0], hidden), dtype=x.dtype)
+        a = c = x[:, 0, :1] @ (0.0 * r[:1, :hidden])  # zeros on x's device (torch: CUDA)
         for t in range(x.shape[1]):
             z = x[:, t] @ k + a @ r + b
             u, f, cand, o = (z[:, i * hidden : (i + 1) * hidden] for i in range(4))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Issue 10 part 6: every benchmark on a GPU, in one call of the workplace's device tool.
+# Issue 10 part 6: every benchmark on a GPU, in calls of the workplace's device tool.
 # The machine has its own Python (3.12) with jax + CUDA, flax, torch; nothing can be installed
 # from the internet there, so gradlab runs from this tree (PYTHONPATH) and the one missing
 # package (platformdirs) travels as a wheel in .whl/. Results go to $OUT (or benchmarks/results).
-#   device run: carry [".whl"], command "bash benchmarks/run_gpu.sh"
+#   device run: carry [".whl"], command "bash benchmarks/run_gpu.sh [STAGE ...]"
+# Stages (default: all, in this order): pytest arch check scale; "arch:W,W" runs only those
+# workloads of bench_architectures.py, "arch-torch:W" only its torch column.
 set -u
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
@@ -25,18 +27,34 @@ stage() {  # stage NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
   python3 -c "import sys, jax, flax, optax, chex, torch, numpy; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'chex', chex.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__); print(jax.devices())"
 } 2>&1 | tee "$OUT/env.log"
-# 1. the checker's verdicts on the GPU: trust cases, real bug corpora, correctness
-TAIL=8 stage pytest_gpu "${PYTEST_LIMIT:-110}" python3 -m pytest -p no:cacheprovider -q --maxfail=5 \
-  -W ignore::DeprecationWarning tests/test_check_trust.py tests/test_check_bugs.py \
-  tests/test_check_correct.py
-# 2. the architectures, gradlab against torch (CUDA) and the others, fresh processes
-# (torch on CUDA: its thread count changes nothing, so one torch column)
-stage arch "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py --device gpu \
-  --methods "gradlab,loop,torch 1 thr,jax check_grads" --max-entries 300 \
-  --out "$OUT/architectures_gpu.json"
-# 3. the reference MLP and a width sweep; 4. a million parameters
-stage check "${CHECK_LIMIT:-90}" python3 benchmarks/bench_check.py --device gpu --quick \
-  --out "$OUT/check_gpu.json"
-stage scale "${SCALE_LIMIT:-45}" python3 benchmarks/bench_check_scale.py \
-  --out "$OUT/check_scale_mlp_gpu.json"
+METHODS="gradlab,loop,torch 1 thr,jax check_grads"  # torch on CUDA: threads change nothing
+for what in "${@:-pytest arch check scale}"; do
+  for s in $what; do
+    case $s in
+      pytest)  # the checker's verdicts on the GPU: trust cases, bug corpora, correctness
+        TAIL=8 stage pytest_gpu "${PYTEST_LIMIT:-110}" python3 -m pytest -p no:cacheprovider \
+          -q --maxfail=5 -W ignore::DeprecationWarning tests/test_check_trust.py \
+          tests/test_check_bugs.py tests/test_check_correct.py ;;
+      arch)
+        stage arch "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py --device gpu \
+          --methods "$METHODS" --max-entries 300 --out "$OUT/architectures_gpu.json" ;;
+      arch:*)
+        w=${s#arch:}
+        stage "arch_${w//,/_}" "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py \
+          --device gpu --workloads "$w" --methods "$METHODS" --max-entries 300 \
+          --out "$OUT/architectures_gpu_${w//,/_}.json" ;;
+      arch-torch:*)
+        w=${s#arch-torch:}
+        stage "arch_torch_$w" "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py \
+          --device gpu --workloads "$w" --methods "torch 1 thr" --max-entries 300 \
+          --out "$OUT/architectures_gpu_torch_$w.json" ;;
+      check)  # the reference MLP (the bars), 3 repetitions
+        stage check "${CHECK_LIMIT:-90}" python3 benchmarks/bench_check.py --device gpu \
+          --sizes 64 --reps 3 --time-cap 5 --torch-threads 1 --out "$OUT/check_gpu.json" ;;
+      scale)  # a million parameters
+        stage scale "${SCALE_LIMIT:-45}" python3 benchmarks/bench_check_scale.py \
+          --out "$OUT/check_scale_mlp_gpu.json" ;;
+    esac
+  done
+done
 echo "=== done $(date +%T)"

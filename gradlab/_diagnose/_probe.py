@@ -19,6 +19,7 @@ from jax import lax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var
 
 from gradlab._diagnose._program import _CALLS, Program, _inner, shaped
+from gradlab._jax_compat import scan_counts
 
 Records = dict[str, dict[int, Any]]
 
@@ -146,7 +147,7 @@ class Interpreter:
     ) -> tuple[list[Any], Records]:
         p = eqn.params
         body: ClosedJaxpr = p["jaxpr"]
-        nc, ncar = p["num_consts"], p["num_carry"]
+        nc, ncar = scan_counts(p)
         consts, init, xs = invals[:nc], invals[nc : nc + ncar], invals[nc + ncar :]
         inside = self._inside(path, probes)
 

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var
 
+from gradlab._jax_compat import scan_counts
+
 # Ops through which a params leaf stays "the same weights" (and a value stays on a linear path).
 _PASS = frozenset(
     {
@@ -213,7 +215,7 @@ class _Walker:
 
     def _scan(self, eqn: Any, ins: list[Origin | None], path: tuple[int, ...], scans: Any) -> None:
         body: Jaxpr = eqn.params["jaxpr"].jaxpr
-        nc, ncar = eqn.params["num_consts"], eqn.params["num_carry"]
+        nc, ncar = scan_counts(eqn.params)
         for j, (iv, o) in enumerate(zip(body.invars, ins, strict=True)):
             if o is not None:
                 self.origins[iv] = Origin(o.leaf, True) if j >= nc + ncar else o

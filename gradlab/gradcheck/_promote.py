@@ -33,6 +33,8 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex
 
+from gradlab._jax_compat import scan_counts
+
 __all__ = ["Promotion", "narrow_dtype", "promoted", "promotion_of"]
 
 #: Call-like primitives interpreted in place (their sub-program parameter).
@@ -207,7 +209,7 @@ class _Interp:
 
     def _scan(self, eqn: Any, ins: list[Any]) -> list[Any]:
         p = eqn.params
-        n_c, n_carry = _scan_counts(p)
+        n_c, n_carry = scan_counts(p)
         consts, init, xs = ins[:n_c], ins[n_c : n_c + n_carry], ins[n_c + n_carry :]
 
         def body(carry: Any, x: Any) -> tuple[Any, Any]:
@@ -233,18 +235,6 @@ class _Interp:
             (lambda *ops, b=b: self.closed(b, ops)) for b in eqn.params["branches"]
         ]  # fmt: skip
         return list(lax.switch(ins[0], branches, *ins[1:]))
-
-
-def _scan_counts(params: dict[str, Any]) -> tuple[int, int]:
-    """How many of a ``scan``'s inputs are constants and how many are carries.
-
-    JAX 0.11 replaced the ``num_consts``/``num_carry`` parameters by ``ft_in``, a flat tree
-    of the (constants, carries, scanned inputs) groups whose lengths count their leaves.
-    """
-    if "ft_in" in params:
-        consts, carry, _ = params["ft_in"].unpack()
-        return len(consts), len(carry)
-    return params["num_consts"], params["num_carry"]
 
 
 def _has_program(params: dict[str, Any]) -> bool:
