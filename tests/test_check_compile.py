@@ -121,3 +121,30 @@ def test_a_cold_check_compiles_each_program_once_the_first_kernels_beside_the_gr
     compiled = [k for batch in batches for k in batch]
     # later batches (the sweep's compile step) find every kernel already compiled
     assert len(_fd_kernels()) == 2 and compiled.count(_kernels.value_and_vjp) == 1
+
+
+def test_a_function_with_a_convolution_never_compiles_at_the_cheap_tier(monkeypatch):
+    # a few thousand FLOPs (far under the cheap tier's limit), but unoptimised XLA:CPU runs
+    # convolutions 26x slower: neither the gradient program nor a kernel takes the cheap tier
+    monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
+    tiers = []
+    real = _runner.compile_tiered
+
+    def spy(keys, lowerers, cheap, *args, **kwargs):
+        tiers.extend(cheap)
+        return real(keys, lowerers, cheap, *args, **kwargs)
+
+    monkeypatch.setattr(_sweep, "compile_tiered", spy)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 1, 5, 5))
+
+    def f(k):
+        return jnp.sum(jnp.tanh(jax.lax.conv(x, k, (1, 1), "SAME")) ** 2)
+
+    no_cache = gradlab.Execution(compilation_cache=False)
+    assert gradlab.check(f, rng.normal(size=(1, 1, 3, 3)), execution=no_cache).ok
+    assert tiers and not any(tiers)
+    # the same size of work without a convolution does take it
+    tiers.clear()
+    assert gradlab.check(lambda w: jnp.sum(jnp.tanh(w * 1.5) ** 2), x, execution=no_cache).ok
+    assert tiers and all(tiers)

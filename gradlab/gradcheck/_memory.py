@@ -104,11 +104,14 @@ class Cost:
             benchmark workloads: fused elementwise chains hold about two arrays at a time).
         eqns: Equations, sub-programs' included once: the size of the program, which its
             compile time grows with.
+        convolutions: Convolutions among them (XLA:CPU runs them 26× slower unoptimised:
+            a program with one never compiles at the cheap tier).
     """
 
     flops: float
     bytes: int
     eqns: int = 0
+    convolutions: int = 0
 
 
 def _size(aval: Any) -> tuple[int, int]:
@@ -146,21 +149,23 @@ def _inner(eqn: Any) -> list[tuple[Any, float]]:
     return found
 
 
-def _walk(jaxpr: Any) -> tuple[float, list[int], int]:
-    flops, sizes, eqns = 0.0, [], 0
+def _walk(jaxpr: Any) -> tuple[float, list[int], int, int]:
+    flops, sizes, eqns, convs = 0.0, [], 0, 0
     for eqn in jaxpr.eqns:
         eqns += 1
+        convs += eqn.primitive.name == "conv_general_dilated"
         inner = _inner(eqn)
         if inner:
             for sub, times in inner[:1] if eqn.primitive.name == "cond" else inner:
-                f, s, n = _walk(sub)
+                f, s, n, c = _walk(sub)
                 flops += times * f
                 sizes += s
                 eqns += n
+                convs += c
         else:
             flops += _eqn_flops(eqn)
         sizes += [_size(v.aval)[1] for v in eqn.outvars]
-    return flops, sizes, eqns
+    return flops, sizes, eqns, convs
 
 
 def program_cost(jaxpr: Any) -> Cost:
@@ -173,5 +178,5 @@ def program_cost(jaxpr: Any) -> Cost:
         >>> cost.flops >= 2 * 8 * 4 * 3, cost.bytes > 0, cost.eqns
         (True, True, 4)
     """
-    flops, sizes, eqns = _walk(getattr(jaxpr, "jaxpr", jaxpr))
-    return Cost(flops, int(sum(sorted(sizes)[-2:])), eqns)
+    flops, sizes, eqns, convs = _walk(getattr(jaxpr, "jaxpr", jaxpr))
+    return Cost(flops, int(sum(sorted(sizes)[-2:])), eqns, convs)

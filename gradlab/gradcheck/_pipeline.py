@@ -220,10 +220,11 @@ def _prepare(
         cots = jax.tree_util.tree_map(jnp.asarray, made)
     runner = Runner(opts.devices or ([device] if device is not None else None))
     budget = opts.memory_budget or default_budget(runner.devices[0])
+    cost = evaluation_cost(problem, dyn)
     ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
                   budget=None if opts.chunk_size else budget,
-                  fingerprint=_fingerprint_of_f(problem, dyn))  # fmt: skip
-    cost = evaluation_cost(problem, dyn)
+                  fingerprint=_fingerprint_of_f(problem, dyn),
+                  convolutions=cost.convolutions)  # fmt: skip
     alongside = None
     if opts.order == 1 and opts.eps != "auto" and opts.ad in (None, "reverse"):
         # the plan needs only shapes and costs: its first kernels compile beside the gradient

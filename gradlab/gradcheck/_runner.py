@@ -137,15 +137,19 @@ class Runner:
         return jax.tree_util.tree_map(np.asarray, out)
 
 
-def cheap_tier(platform: str, flops: float) -> bool:
+def cheap_tier(platform: str, flops: float, convolutions: int = 0) -> bool:
     """Whether a program estimated at ``flops`` (all its runs) compiles at the cheap tier.
+
+    Never a program with convolutions: unoptimised, XLA:CPU runs them 26× slower.
 
     Example:
         >>> cheap_tier("cpu", 1e5), cheap_tier("cpu", 1e12), cheap_tier("gpu", 1e5)
         (True, False, False)
+        >>> cheap_tier("cpu", 1e5, convolutions=1)
+        False
     """
     limit = CHEAP_FLOPS.get(platform)
-    return limit is not None and flops < limit
+    return limit is not None and flops < limit and not convolutions
 
 
 def _compile(low: Any, cheap: bool) -> tuple[Any, float]:

@@ -181,6 +181,7 @@ class Context:
     sparse: bool = True  # carry an entry's move through f as a slice (see _slices)
     budget: int | None = None  # bytes per device a kernel call may use; None: chunks as given
     fingerprint: str | None = None  # of f's jaxpr: keys its kernels on disk (None: not kept)
+    convolutions: int = 0  # in f: its kernels never compile at the cheap tier
 
     def _stored_key(self, job: Job, cheap: bool) -> str | None:
         """The disk key of a kernel that evaluates ``f`` without differentiating it."""
@@ -228,7 +229,8 @@ class Context:
         """
         spec = self.problem.spec
         platform = self.runner.devices[0].platform
-        cheap = [cheap_tier(platform, f) for f in flops] if flops else [False] * len(jobs)
+        tier = lambda f: cheap_tier(platform, f, self.convolutions)
+        cheap = [tier(f) for f in flops] if flops else [False] * len(jobs)
         keys = [self._key(k, static, b) for k, static, b in jobs]
 
         def lowerer(job: Job) -> Callable[[], Any]:
@@ -369,7 +371,7 @@ def _gradient_items(problem: Problem, cots: Any, dyn: tuple[Any, ...], cost: Cos
     """The gradient program, traced (unless compiled in this process) and keyed for disk."""
     spec = problem.spec
     k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
-    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops)
+    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops, cost.convolutions)
     key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
     if lookup(key) is not None:
         return Items([key], [lambda: None], [cheap], [None])
