@@ -10,6 +10,10 @@ the disk as a fresh process would.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +199,24 @@ def test_the_key_holds_the_device_settings_and_compile_tier():
     with jax.default_matmul_precision("float32"):
         other = _stored.environment(device, True)
     assert other != _stored.environment(device, True)
+
+
+def test_a_program_calling_a_library_is_not_kept_and_a_fresh_process_runs_it(tmp_path):
+    # eigh lowers to a LAPACK custom call whose handler JAX registers while lowering; a kept
+    # program would skip that and crash the next process (it did, before this rule)
+    script = textwrap.dedent(
+        """
+        import jax.numpy as jnp, gradlab
+        f = lambda p: jnp.sum(jnp.linalg.eigh(p.reshape(3, 3))[0] * jnp.arange(1.0, 4.0))
+        p = jnp.array([2.0, 0.3, -0.1, 0.3, 1.0, 0.2, -0.1, 0.2, 3.0])
+        print(gradlab.check(f, p).outcome)
+        """
+    )
+    env = {**os.environ, ENV_VAR: str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip().splitlines()[-1] == "passed"
+    kept = tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    assert not _kept(kept), "a program with a custom call was kept"

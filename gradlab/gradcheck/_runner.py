@@ -333,7 +333,7 @@ def compile_tiered(
     for i in todo:
         compiled, seconds = done[i]
         name = on_disk[i]
-        if name is not None:
+        if name is not None and not _stored.calls_out(lowered[i]):
             _stored.store(name, compiled)
         made = Executable(compiled, lowered[i] if cheap[i] else None, cheap[i], seconds)
         found[i] = made

@@ -11,10 +11,12 @@ the executables of its own programs under a key it can compute before tracing th
 * the gradient program (it differentiates ``f``, so ``f``'s custom derivative rules are part
   of it) is keyed by the fingerprint of its own traced jaxpr: only lowering is saved.
 
-Every key also holds :func:`environment`: the versions of JAX, jaxlib and gradlab's checker
-source, the backend and device, the compile options and the JAX settings that change how a
-program lowers. A program :func:`~gradlab.gradcheck._fingerprint.fingerprint` cannot see into
-(a host callback, a Python callable in a parameter) is never stored.
+A program that calls a library through a custom call (LAPACK's ``eigh``, ...) is never kept
+(:func:`calls_out`). Every key also holds :func:`environment`: the versions of JAX, jaxlib
+and gradlab's checker source, the backend and device, the compile options and the JAX
+settings that change how a program lowers. A program that
+:func:`~gradlab.gradcheck._fingerprint.fingerprint` cannot see into (a host callback, a Python
+callable in a parameter) is never stored.
 
 The programs live in ``programs/`` beside JAX's cache in gradlab's cache folder and are on
 exactly when that cache is (:func:`~gradlab.gradcheck._cache.compilation_cache`). Loading an
@@ -39,7 +41,15 @@ import jax
 import jaxlib
 from jax.experimental import serialize_executable
 
-__all__ = ["directory", "environment", "load", "program_key", "programs_in", "store"]
+__all__ = [
+    "calls_out",
+    "directory",
+    "environment",
+    "load",
+    "program_key",
+    "programs_in",
+    "store",
+]
 
 _DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("gradlab_programs", default=None)
 #: JAX settings that change how a traced program lowers or compiles.
@@ -147,6 +157,25 @@ def load(key: str, device: jax.Device) -> Any | None:
         )
     except Exception:
         return None
+
+
+def calls_out(lowered: Any) -> bool:
+    """Whether a lowered program calls a library through a custom call (LAPACK, ...).
+
+    Such a program is never kept: JAX registers a custom call's handler when it lowers a
+    program that uses it, which a program loaded from disk skips — XLA:CPU then crashes
+    the process calling it (seen with ``eigh``'s ``lapack_dsyevd_ffi``, JAX 0.10.2).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> lower = lambda f: jax.jit(f).lower(jnp.eye(3))
+        >>> calls_out(lower(lambda a: jnp.linalg.eigh(a)[0])), calls_out(lower(jnp.tanh))
+        (True, False)
+    """
+    try:
+        return "custom_call" in lowered.as_text()
+    except Exception:
+        return True
 
 
 def store(key: str, compiled: Any) -> bool:
