@@ -24,7 +24,7 @@ from gradlab.gradcheck._consistency import Consistency, consistency, retraced_va
 from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._forward import resolve_ad
 from gradlab.gradcheck._judge import Thresholds
-from gradlab.gradcheck._memory import default_budget
+from gradlab.gradcheck._memory import Cost, default_budget
 from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Problem, build_problem, traced_once
 from gradlab.gradcheck._progress import Progress
@@ -37,6 +37,7 @@ from gradlab.gradcheck._sweep import (
     TRACING_ERRORS,
     Base,
     Context,
+    Items,
     LeafPlan,
     evaluate,
     evaluation_cost,
@@ -218,25 +219,47 @@ def _prepare(
     if not output.scalar:
         made = make_cotangents(output, opts.cotangents, opts.seed)
         cots = jax.tree_util.tree_map(jnp.asarray, made)
-    runner = Runner(opts.devices or ([device] if device is not None else None))
-    budget = opts.memory_budget or default_budget(runner.devices[0])
     cost = evaluation_cost(problem, dyn)
-    ctx = Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
-                  budget=None if opts.chunk_size else budget,
-                  fingerprint=_fingerprint_of_f(problem, dyn),
-                  convolutions=cost.convolutions)  # fmt: skip
-    alongside = None
-    if opts.order == 1 and opts.eps != "auto" and opts.ad in (None, "reverse"):
-        # the plan needs only shapes and costs: its first kernels compile beside the gradient
-        steps = _steps(opts.eps, ctx, None, None, opts.seed, 1, compute)[0]
-        early = make_plans(problem, planning_base(problem, cots, cost), runner, steps,
-                           options=opts)  # fmt: skip
-        alongside = first_jobs(ctx, early)
+    ctx = _context(problem, dyn, cots, output, cost, opts, device)
+    alongside = _first_kernels(ctx, cots, cost, opts, compute)
     base = evaluate(problem, cots, dyn, cost=cost, alongside=alongside)
     th = _thresholds(opts, compute, base, promotion)
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
-    plans = make_plans(problem, base, runner, steps, options=opts)
+    plans = make_plans(problem, base, ctx.runner, steps, options=opts)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
+
+
+def _context(
+    problem: Problem,
+    dyn: tuple[Any, ...],
+    cots: Any,
+    output: Output,
+    cost: Cost,
+    opts: CheckOptions,
+    device: jax.Device | None,
+) -> Context:
+    """Where and how the kernels run: devices, memory budget, f's fingerprint."""
+    runner = Runner(opts.devices or ([device] if device is not None else None))
+    budget = opts.memory_budget or default_budget(runner.devices[0])
+    return Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
+                   budget=None if opts.chunk_size else budget,
+                   fingerprint=_fingerprint_of_f(problem, dyn),
+                   convolutions=cost.convolutions)  # fmt: skip
+
+
+def _first_kernels(
+    ctx: Context, cots: Any, cost: Cost, opts: CheckOptions, compute: str
+) -> Items | None:
+    """The sweep's first kernels, to compile beside the gradient program.
+
+    The plan needs only shapes and costs (reverse mode at order 1, steps not ``"auto"``),
+    so it is made before ``f`` runs; the plan made after is the same, and finds them compiled.
+    """
+    if opts.order != 1 or opts.eps == "auto" or opts.ad not in (None, "reverse"):
+        return None
+    steps = _steps(opts.eps, ctx, None, None, opts.seed, 1, compute)[0]
+    base = planning_base(ctx.problem, cots, cost)
+    return first_jobs(ctx, make_plans(ctx.problem, base, ctx.runner, steps, options=opts))
 
 
 def _fingerprint_of_f(problem: Problem, dyn: tuple[Any, ...]) -> str | None:

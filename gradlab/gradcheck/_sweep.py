@@ -38,18 +38,23 @@ from gradlab.gradcheck._runner import (
 )
 
 __all__ = [
+    "FORWARD_ONLY",
     "Base",
     "Call",
     "Context",
+    "Items",
     "LeafPlan",
     "Raw",
     "Segment",
     "calls",
     "evaluate",
+    "evaluation_cost",
     "first_calls",
+    "first_jobs",
     "leaf_scale",
     "make_plans",
     "n_calls",
+    "planning_base",
     "shares_kernel",
     "sweep_first_order",
 ]
