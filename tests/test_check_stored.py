@@ -193,12 +193,15 @@ def test_an_unwritable_folder_keeps_nothing_and_checks_anyway(store, monkeypatch
     assert store.is_file()
 
 
-def test_the_key_holds_the_device_settings_and_compile_tier():
+def test_the_key_holds_the_device_settings_compile_tier_and_processor(monkeypatch):
     device = jax.devices()[0]
     assert _stored.environment(device, True) != _stored.environment(device, False)
     with jax.default_matmul_precision("float32"):
         other = _stored.environment(device, True)
     assert other != _stored.environment(device, True)
+    here = _stored.environment(device, True)
+    monkeypatch.setattr(_stored, "_host", lambda: "another processor's instruction set")
+    assert _stored.environment(device, True) != here
 
 
 def test_a_program_calling_a_library_is_not_kept_and_a_fresh_process_runs_it(tmp_path):

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import os
 import pickle
+import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,22 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def _host() -> str:
+    """The host processor: XLA:CPU compiles for its instruction set (AVX-512, AMX, ...).
+
+    A home folder shared by machines of different processors (a cluster's network home) must
+    never hand one an executable compiled for another: it would stop on an illegal
+    instruction.
+    """
+    text = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+    keep = [line for line in text.splitlines()[:64] if line.startswith(("model name", "flags"))]
+    mine = "\n".join(sorted(set(keep))) or platform.processor() or platform.machine()
+    return hashlib.sha256(mine.encode()).hexdigest()
+
+
 def environment(device: jax.Device, cheap: bool) -> str:
     """Everything outside a program's jaxpr that its executable depends on.
 
@@ -108,6 +125,7 @@ def environment(device: jax.Device, cheap: bool) -> str:
         device.client.platform_version,
         device.device_kind,
         device.id,
+        _host() if device.platform == "cpu" else "",
         cheap,
         os.environ.get("XLA_FLAGS", ""),
         settings,
