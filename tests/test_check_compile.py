@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradlab
 from gradlab.gradcheck import _kernels, _runner, _sweep
@@ -123,28 +124,95 @@ def test_a_cold_check_compiles_each_program_once_the_first_kernels_beside_the_gr
     assert len(_fd_kernels()) == 2 and compiled.count(_kernels.value_and_vjp) == 1
 
 
+def _tiers_compiled(monkeypatch) -> list[_runner.Tier]:
+    """Every compile tier the checks of a test ask for (the executable cache emptied)."""
+    monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
+    tiers: list[_runner.Tier] = []
+    real = _runner.compile_tiered
+
+    def spy(keys, lowerers, asked, *args, **kwargs):
+        tiers.extend(asked)
+        return real(keys, lowerers, asked, *args, **kwargs)
+
+    monkeypatch.setattr(_sweep, "compile_tiered", spy)
+    return tiers
+
+
+NO_CACHE = gradlab.Execution(compilation_cache=False)
+
+
+@pytest.mark.skipif(jax.devices()[0].platform != "cpu", reason="the tiers are XLA:CPU's")
 def test_a_function_with_a_convolution_never_compiles_at_the_cheap_tier(monkeypatch):
     # a few thousand FLOPs (far under the cheap tier's limit), but unoptimised XLA:CPU runs
     # convolutions 26x slower: neither the gradient program nor a kernel takes the cheap tier
-    monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
-    tiers = []
-    real = _runner.compile_tiered
-
-    def spy(keys, lowerers, cheap, *args, **kwargs):
-        tiers.extend(cheap)
-        return real(keys, lowerers, cheap, *args, **kwargs)
-
-    monkeypatch.setattr(_sweep, "compile_tiered", spy)
+    tiers = _tiers_compiled(monkeypatch)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 1, 5, 5))
 
     def f(k):
         return jnp.sum(jnp.tanh(jax.lax.conv(x, k, (1, 1), "SAME")) ** 2)
 
-    no_cache = gradlab.Execution(compilation_cache=False)
-    assert gradlab.check(f, rng.normal(size=(1, 1, 3, 3)), execution=no_cache).ok
-    assert tiers and not any(tiers)
+    assert gradlab.check(f, rng.normal(size=(1, 1, 3, 3)), execution=NO_CACHE).ok
+    assert tiers and set(tiers) == {_runner.Tier.QUICK}
     # the same size of work without a convolution does take it
     tiers.clear()
-    assert gradlab.check(lambda w: jnp.sum(jnp.tanh(w * 1.5) ** 2), x, execution=no_cache).ok
-    assert tiers and all(tiers)
+    assert gradlab.check(lambda w: jnp.sum(jnp.tanh(w * 1.5) ** 2), x, execution=NO_CACHE).ok
+    assert tiers and set(tiers) == {_runner.Tier.CHEAP}
+
+
+@pytest.mark.skipif(jax.devices()[0].platform != "cpu", reason="the tiers are XLA:CPU's")
+def test_a_function_with_a_loop_compiles_at_xla_defaults_and_others_quickly(monkeypatch):
+    # past the cheap tier's FLOPs, XLA:CPU's loop emitters compile faster and run as fast,
+    # except loops, which its fusion emitters run faster: every program of a check with a
+    # scan compiles FULL, every program of one without compiles QUICK
+    monkeypatch.setitem(_runner.CHEAP_FLOPS, "cpu", 0.0)
+    tiers = _tiers_compiled(monkeypatch)
+    rng = np.random.default_rng(0)
+    w, x = rng.normal(size=(6, 6)) / 3, rng.normal(size=(4, 6))
+
+    def rnn(w):
+        h, _ = jax.lax.scan(lambda h, _: (jnp.tanh(h @ w), None), x, None, length=5)
+        return jnp.sum(h**2)
+
+    assert gradlab.check(rnn, w, execution=NO_CACHE).ok
+    assert tiers and set(tiers) == {_runner.Tier.FULL}
+    tiers.clear()
+    assert gradlab.check(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2), w, execution=NO_CACHE).ok
+    assert tiers and set(tiers) == {_runner.Tier.QUICK}
+
+
+class _Lowered:
+    """Stands for a lowered program: records the options each compile gets."""
+
+    def __init__(self, refuse: str | None = None, fail: str | None = None) -> None:
+        self.refuse, self.fail, self.asked = refuse, fail, []
+
+    def compile(self, options=None):
+        self.asked.append(dict(options or {}))
+        if self.fail is not None:
+            raise jax.errors.JaxRuntimeError(self.fail)
+        if self.refuse is not None and self.refuse in (options or {}):
+            raise jax.errors.JaxRuntimeError(f"No such compile option: '{self.refuse}'")
+        return "compiled"
+
+
+def test_each_tier_compiles_with_its_options_and_an_unknown_option_is_dropped(monkeypatch):
+    monkeypatch.setattr(_runner, "_UNKNOWN_OPTIONS", set())
+    for tier, options in _runner.TIER_OPTIONS.items():
+        low = _Lowered()
+        assert _runner._compile(low, tier)[0] == "compiled"
+        assert low.asked == [options]
+    assert _runner.TIER_OPTIONS[_runner.Tier.FULL] == {}
+    # an XLA without the loop emitters' switch (jaxlib 0.11): dropped, compiled without it
+    low = _Lowered(refuse="xla_cpu_use_fusion_emitters")
+    assert _runner._compile(low, _runner.Tier.QUICK)[0] == "compiled"
+    assert low.asked == [{"xla_cpu_use_fusion_emitters": False}, {}]
+    # and never asked for again
+    again = _Lowered(refuse="xla_cpu_use_fusion_emitters")
+    _runner._compile(again, _runner.Tier.CHEAP)
+    assert again.asked == [{"xla_backend_optimization_level": 0}]
+    # any other error is the caller's, an unknown option not asked for included
+    for fail in ("RESOURCE_EXHAUSTED: out of memory", "No such compile option: 'xla_other'"):
+        with pytest.raises(jax.errors.JaxRuntimeError, match=fail.split(":")[0]):
+            _runner._compile(_Lowered(fail=fail), _runner.Tier.CHEAP)
+    assert _runner._UNKNOWN_OPTIONS == {"xla_cpu_use_fusion_emitters"}

@@ -46,6 +46,13 @@ def test_program_cost_counts_products_convolutions_and_loops():
     once = program_cost(jax.make_jaxpr(lambda c: body(c, None)[0])(a)).flops
     looped = program_cost(jax.make_jaxpr(lambda c: lax.scan(body, c, None, length=10)[0])(a))
     assert looped.flops == pytest.approx(10 * once, rel=0.05)
+    # what sets a program's compile tier: its convolutions and its loops, nested ones too
+    assert program_cost(jax.make_jaxpr(conv)(x, k)).convolutions == 1
+    assert (looped.loops, looped.convolutions) == (1, 0)
+    assert program_cost(jax.make_jaxpr(jnp.matmul)(a, b)).loops == 0
+    nested = jax.jit(lambda c: lax.while_loop(lambda c: c.sum() < 0, jnp.tanh, c))
+    both = program_cost(jax.make_jaxpr(lambda c: nested(c).sum() + conv(x, k).sum())(a))
+    assert (both.loops, both.convolutions) == (1, 1)
 
 
 def test_a_leaf_gets_its_own_kernel_when_its_dense_rows_outweigh_a_compile():
@@ -133,17 +140,18 @@ def test_a_small_check_compiles_cheaply_and_a_second_compiles_nothing(fresh_exec
 
 def test_a_cheap_kernel_is_compiled_again_when_its_remaining_calls_pay_for_it():
     low = jax.jit(lambda v: jnp.tanh(v) @ v.T).lower(jnp.ones((4, 4)))
-    (exe,) = _runner.compile_tiered([("test", 1)], [lambda: low], [True])
+    cheap = [_runner.Tier.CHEAP]
+    (exe,) = _runner.compile_tiered([("test", 1)], [lambda: low], cheap)
     assert exe.cheap and exe.lowered is not None
     # 100 more runs of a run as long as its compile: more than 3 compiles' worth
-    assert exe.upgrade_if_it_pays(exe.seconds, calls_left=100, factor=3.0)
-    assert not exe.cheap and exe.lowered is None
+    assert exe.upgrade_if_it_pays(exe.seconds, calls_left=100, factor=3.0, to=_runner.Tier.QUICK)
+    assert exe.tier is _runner.Tier.QUICK and exe.lowered is None
     np.testing.assert_allclose(exe.compiled(jnp.eye(4)), jnp.tanh(jnp.eye(4)))
-    (again,) = _runner.compile_tiered([("test", 2)], [lambda: low], [True])
+    (again,) = _runner.compile_tiered([("test", 2)], [lambda: low], cheap)
     assert not again.upgrade_if_it_pays(again.seconds / 1e3, calls_left=1, factor=3.0)
     assert again.cheap and again.timed
     # by default no timing decides anything: the numbers must not depend on the load
-    (third,) = _runner.compile_tiered([("test", 3)], [lambda: low], [True])
+    (third,) = _runner.compile_tiered([("test", 3)], [lambda: low], cheap)
     assert _runner.UPGRADE is None
     assert not third.upgrade_if_it_pays(third.seconds, calls_left=10**6)
     assert third.cheap

@@ -27,6 +27,7 @@ import gradlab
 from gradlab.gradcheck import _stored
 from gradlab.gradcheck._cache import ENV_VAR, PROGRAMS
 from gradlab.gradcheck._fingerprint import fingerprint
+from gradlab.gradcheck._runner import Tier
 
 
 @pytest.fixture
@@ -195,13 +196,14 @@ def test_an_unwritable_folder_keeps_nothing_and_checks_anyway(store, monkeypatch
 
 def test_the_key_holds_the_device_settings_compile_tier_and_processor(monkeypatch):
     device = jax.devices()[0]
-    assert _stored.environment(device, True) != _stored.environment(device, False)
+    keys = {_stored.environment(device, tier) for tier in Tier}
+    assert len(keys) == len(Tier)
     with jax.default_matmul_precision("float32"):
-        other = _stored.environment(device, True)
-    assert other != _stored.environment(device, True)
-    here = _stored.environment(device, True)
+        other = _stored.environment(device, Tier.CHEAP)
+    assert other != _stored.environment(device, Tier.CHEAP)
+    here = _stored.environment(device, Tier.CHEAP)
     monkeypatch.setattr(_stored, "_host", lambda: "another processor's instruction set")
-    assert _stored.environment(device, True) != here
+    assert _stored.environment(device, Tier.CHEAP) != here
 
 
 def test_a_program_calling_a_library_is_not_kept_and_a_fresh_process_runs_it(tmp_path):

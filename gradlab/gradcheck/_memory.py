@@ -106,12 +106,16 @@ class Cost:
             compile time grows with.
         convolutions: Convolutions among them (XLA:CPU runs them 26× slower unoptimised:
             a program with one never compiles at the cheap tier).
+        loops: Loops (``scan``, ``while``) among them (XLA:CPU's fusion emitters run them
+            faster: such a program compiles at XLA's defaults, see
+            :func:`~gradlab.gradcheck._runner.compile_tier`).
     """
 
     flops: float
     bytes: int
     eqns: int = 0
     convolutions: int = 0
+    loops: int = 0
 
 
 def _size(aval: Any) -> tuple[int, int]:
@@ -149,23 +153,28 @@ def _inner(eqn: Any) -> list[tuple[Any, float]]:
     return found
 
 
-def _walk(jaxpr: Any) -> tuple[float, list[int], int, int]:
-    flops, sizes, eqns, convs = 0.0, [], 0, 0
+_LOOPS = frozenset({"scan", "while"})
+
+
+def _walk(jaxpr: Any) -> tuple[float, list[int], int, int, int]:
+    flops, sizes, eqns, convs, loops = 0.0, [], 0, 0, 0
     for eqn in jaxpr.eqns:
         eqns += 1
         convs += eqn.primitive.name == "conv_general_dilated"
+        loops += eqn.primitive.name in _LOOPS
         inner = _inner(eqn)
         if inner:
             for sub, times in inner[:1] if eqn.primitive.name == "cond" else inner:
-                f, s, n, c = _walk(sub)
+                f, s, n, c, w = _walk(sub)
                 flops += times * f
                 sizes += s
                 eqns += n
                 convs += c
+                loops += w
         else:
             flops += _eqn_flops(eqn)
         sizes += [_size(v.aval)[1] for v in eqn.outvars]
-    return flops, sizes, eqns, convs
+    return flops, sizes, eqns, convs, loops
 
 
 def program_cost(jaxpr: Any) -> Cost:
@@ -178,5 +187,5 @@ def program_cost(jaxpr: Any) -> Cost:
         >>> cost.flops >= 2 * 8 * 4 * 3, cost.bytes > 0, cost.eqns
         (True, True, 4)
     """
-    flops, sizes, eqns, convs = _walk(getattr(jaxpr, "jaxpr", jaxpr))
-    return Cost(flops, int(sum(sorted(sizes)[-2:])), eqns, convs)
+    flops, sizes, eqns, convs, loops = _walk(getattr(jaxpr, "jaxpr", jaxpr))
+    return Cost(flops, int(sum(sorted(sizes)[-2:])), eqns, convs, loops)

@@ -244,7 +244,7 @@ def _context(
     return Context(problem, runner, runner.replicate((*dyn, cots)), output.scalar, opts.sparse,
                    budget=None if opts.chunk_size else budget,
                    fingerprint=_fingerprint_of_f(problem, dyn),
-                   convolutions=cost.convolutions)  # fmt: skip
+                   convolutions=cost.convolutions, loops=cost.loops)  # fmt: skip
 
 
 def _first_kernels(

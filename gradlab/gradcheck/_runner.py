@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import os
 import re
 import time
@@ -29,24 +30,48 @@ from gradlab.gradcheck._cache import jax_cache_off
 
 __all__ = [
     "CHEAP_FLOPS",
-    "CHEAP_OPTIONS",
+    "TIER_OPTIONS",
     "UPGRADE",
     "Executable",
     "Runner",
-    "cheap_tier",
-    "compile_concurrently",
+    "Tier",
+    "compile_tier",
     "compile_tiered",
     "executable_key",
     "lookup",
 ]
 
-#: The XLA options of the cheap compile tier (XLA:CPU): LLVM at optimisation level 0 and
-#: the loop emitters instead of the fusion emitters. Measured on a small layer's kernel
-#: (2 shared cores, load 7): compile 0.30–0.39 s against 0.46–0.86 s at level 0 alone and
-#: 1.2–1.7 s by default; runs 3–7× slower (``docs/benchmarks.md``, "Cold cost").
-CHEAP_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+class Tier(enum.Enum):
+    """How hard XLA optimises a program: its compile time against its run time.
+
+    * ``CHEAP``: LLVM at optimisation level 0 and XLA:CPU's loop emitters instead of its
+      fusion emitters. Measured on a small layer's kernel (2 shared cores, load 7): compile
+      0.30–0.39 s against 0.46–0.86 s at level 0 alone and 1.2–1.7 s by default; runs 3–7×
+      slower (``docs/benchmarks.md``, "Cold cost").
+    * ``QUICK``: optimised, with XLA:CPU's loop emitters. Compiles 1.5–2.3× faster than
+      ``FULL`` and runs as fast, except loops (benchmark workloads, 2 cores: the CNN's
+      programs 2.7 → 1.7 s of compile, its kernels as fast; the transformer block's first
+      check 6.1–6.8 → 4.4–4.8 s; an LSTM's scans run 1.3× slower, so loops stay ``FULL``).
+    * ``FULL``: XLA's defaults.
+
+    Other platforms than the CPU always compile ``FULL``; an option a jaxlib's XLA does not
+    know (jaxlib 0.11 has no ``xla_cpu_use_fusion_emitters``) is dropped.
+    """
+
+    CHEAP = "cheap"
+    QUICK = "quick"
+    FULL = "full"
+
+
+#: The XLA options of each :class:`Tier`.
+TIER_OPTIONS: dict[Tier, dict[str, Any]] = {
+    Tier.CHEAP: {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+    Tier.QUICK: {"xla_cpu_use_fusion_emitters": False},
+    Tier.FULL: {},
+}
 #: A program whose run is estimated below this many FLOPs (all its calls together) compiles
-#: at the cheap tier, per platform: 2e7 FLOPs run in 0.04–0.5 s there (dense layers about
+#: at the ``CHEAP`` tier, per platform: 2e7 FLOPs run in 0.04–0.5 s there (dense layers about
 #: 0.5 GFLOP/s, convolutions 0.04). Other platforms were not measured: they always compile
 #: optimised.
 CHEAP_FLOPS = {"cpu": 2e7}
@@ -137,40 +162,47 @@ class Runner:
         return jax.tree_util.tree_map(np.asarray, out)
 
 
-def cheap_tier(platform: str, flops: float, convolutions: int = 0) -> bool:
-    """Whether a program estimated at ``flops`` (all its runs) compiles at the cheap tier.
+def compile_tier(platform: str, flops: float, *, convolutions: int = 0, loops: int = 0) -> Tier:
+    """The :class:`Tier` of a program estimated at ``flops`` (all its runs) on ``platform``.
 
-    Never a program with convolutions: unoptimised, XLA:CPU runs them 26× slower.
+    ``convolutions`` and ``loops``: how many the checked function holds (every program of a
+    check gets the same treatment). A program with a convolution never compiles ``CHEAP``
+    (unoptimised, XLA:CPU runs convolutions 26× slower); one with a loop compiles ``FULL``
+    unless it is cheap (XLA:CPU's fusion emitters run loops faster).
 
     Example:
-        >>> cheap_tier("cpu", 1e5), cheap_tier("cpu", 1e12), cheap_tier("gpu", 1e5)
-        (True, False, False)
-        >>> cheap_tier("cpu", 1e5, convolutions=1)
-        False
+        >>> compile_tier("cpu", 1e5), compile_tier("cpu", 1e12), compile_tier("gpu", 1e5)
+        (<Tier.CHEAP: 'cheap'>, <Tier.QUICK: 'quick'>, <Tier.FULL: 'full'>)
+        >>> compile_tier("cpu", 1e5, convolutions=1), compile_tier("cpu", 1e12, loops=1)
+        (<Tier.QUICK: 'quick'>, <Tier.FULL: 'full'>)
     """
     limit = CHEAP_FLOPS.get(platform)
-    return limit is not None and flops < limit and not convolutions
+    if limit is None:
+        return Tier.FULL
+    if flops < limit and not convolutions:
+        return Tier.CHEAP
+    return Tier.FULL if loops else Tier.QUICK
 
 
-def _compile(low: Any, cheap: bool) -> tuple[Any, float]:
+def _compile(low: Any, tier: Tier) -> tuple[Any, float]:
     start = time.perf_counter()
-    out = _compile_cheap(low) if cheap else low.compile()
+    out = _compile_with(low, TIER_OPTIONS[tier])
     return out, time.perf_counter() - start
 
 
-#: Options of :data:`CHEAP_OPTIONS` that this jaxlib's XLA rejected (dropped from then on).
+#: Options of :data:`TIER_OPTIONS` that this jaxlib's XLA rejected (dropped from then on).
 _UNKNOWN_OPTIONS: set[str] = set()
 _UNKNOWN_OPTION = re.compile(r"No such compile option: '([A-Za-z0-9_]+)'")
 
 
-def _compile_cheap(low: Any) -> Any:
-    """``low`` compiled with the :data:`CHEAP_OPTIONS` this XLA knows.
+def _compile_with(low: Any, wanted: dict[str, Any]) -> Any:
+    """``low`` compiled with the options of ``wanted`` this XLA knows.
 
     XLA removes debug options between releases (jaxlib 0.11 has no
     ``xla_cpu_use_fusion_emitters``) and rejects an unknown one; such an option is dropped
     and the compile retried.
     """
-    options = {k: v for k, v in CHEAP_OPTIONS.items() if k not in _UNKNOWN_OPTIONS}
+    options = {k: v for k, v in wanted.items() if k not in _UNKNOWN_OPTIONS}
     while True:
         try:
             return low.compile(options) if options else low.compile()
@@ -182,24 +214,17 @@ def _compile_cheap(low: Any) -> Any:
             del options[match.group(1)]
 
 
-def compile_concurrently(lowered: Sequence[Any], cheap: Sequence[bool] | None = None) -> list[Any]:
-    """Compiles lowered computations on a thread per core (``cheap``: at the cheap tier).
+def _timed_compiles(lowered: Sequence[Any], tiers: Sequence[Tier]) -> list[tuple[Any, float]]:
+    """Compiles lowered computations on a thread per core, each at its tier; with times.
 
     XLA compiles a computation on one thread and releases the GIL meanwhile, so the kernels
     of a check (one per leaf) compile side by side.
     """
-    return [c for c, _ in _timed_compiles(lowered, cheap)]
-
-
-def _timed_compiles(
-    lowered: Sequence[Any], cheap: Sequence[bool] | None = None
-) -> list[tuple[Any, float]]:
-    tiers = list(cheap) if cheap is not None else [False] * len(lowered)
     if len(lowered) <= 1:
-        return [_compile(low, c) for low, c in zip(lowered, tiers, strict=True)]
+        return [_compile(low, t) for low, t in zip(lowered, tiers, strict=True)]
     workers = min(len(lowered), os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="gradlab-compile") as pool:
-        return list(pool.map(lambda lc: _compile(*lc), zip(lowered, tiers, strict=True)))
+        return list(pool.map(lambda lt: _compile(*lt), zip(lowered, tiers, strict=True)))
 
 
 @dataclasses.dataclass
@@ -209,7 +234,7 @@ class Executable:
     Attributes:
         compiled: The executable (called with the dynamic arguments only).
         lowered: What it was compiled from, kept while it may be compiled again optimised.
-        cheap: Compiled at the cheap tier (:data:`CHEAP_OPTIONS`).
+        tier: How it was compiled (:class:`Tier`).
         seconds: How long compiling it took.
         timed: Its first run was timed (whether to compile it optimised is decided).
         loaded: Loaded from disk (:mod:`._stored`).
@@ -217,19 +242,28 @@ class Executable:
 
     compiled: Any
     lowered: Any | None
-    cheap: bool
+    tier: Tier
     seconds: float
     timed: bool = False
     loaded: bool = False
 
-    def upgrade_if_it_pays(
-        self, run_seconds: float, calls_left: int, factor: float | None = None
-    ) -> bool:
-        """Compiles optimised if the calls still to run would outweigh the compile.
+    @property
+    def cheap(self) -> bool:
+        """Compiled at the ``CHEAP`` tier."""
+        return self.tier is Tier.CHEAP
 
-        That is: when ``calls_left`` runs of ``run_seconds`` cost more than ``factor``
-        (default :data:`UPGRADE`; None: never) times the cheap compile. Returns whether it
-        compiled.
+    def upgrade_if_it_pays(
+        self,
+        run_seconds: float,
+        calls_left: int,
+        factor: float | None = None,
+        to: Tier = Tier.FULL,
+    ) -> bool:
+        """Compiles at tier ``to`` if the calls still to run would outweigh the compile.
+
+        Only a ``CHEAP`` executable, and only when ``calls_left`` runs of ``run_seconds``
+        cost more than ``factor`` (default :data:`UPGRADE`; None: never) times its compile.
+        Returns whether it compiled.
         """
         factor = UPGRADE if factor is None else factor
         self.timed = True
@@ -238,8 +272,8 @@ class Executable:
             return False
         if calls_left * run_seconds <= factor * self.seconds:
             return False
-        self.compiled, self.seconds = _compile(lowered, False)
-        self.cheap = False
+        self.compiled, self.seconds = _compile(lowered, to)
+        self.tier = to
         return True
 
 
@@ -296,11 +330,11 @@ def _keep(key: Any, made: Executable) -> None:
 def compile_tiered(
     keys: Sequence[Any],
     lowerers: Sequence[Callable[[], Any]],
-    cheap: Sequence[bool],
+    tiers: Sequence[Tier],
     stored: Sequence[str | None] | None = None,
     device: jax.Device | None = None,
 ) -> list[Executable]:
-    """Compiles side by side what ``lowerers`` lower (``cheap``: at the cheap tier), by key.
+    """Compiles side by side what ``lowerers`` lower, each at its :class:`Tier`, by key.
 
     Executables already kept under their key in this process are reused: nothing is lowered
     or compiled. ``stored``: each program's key on disk (:mod:`._stored`; None: not kept
@@ -315,7 +349,7 @@ def compile_tiered(
             compiled = _stored.load(name, device)
             if compiled is not None:
                 loaded = Executable(
-                    compiled, None, cheap[i], time.perf_counter() - start, loaded=True
+                    compiled, None, tiers[i], time.perf_counter() - start, loaded=True
                 )
                 found[i] = loaded
                 _keep(keys[i], loaded)
@@ -325,17 +359,18 @@ def compile_tiered(
     done: dict[int, tuple[Any, float]] = {}
     if kept:  # compiled afresh, never taken from JAX's cache (see jax_cache_off)
         with jax_cache_off():
-            runs = _timed_compiles([lowered[i] for i in kept], [cheap[i] for i in kept])
+            runs = _timed_compiles([lowered[i] for i in kept], [tiers[i] for i in kept])
         done.update(zip(kept, runs, strict=True))
     others = [i for i in todo if on_disk[i] is None]
-    runs = _timed_compiles([lowered[i] for i in others], [cheap[i] for i in others])
+    runs = _timed_compiles([lowered[i] for i in others], [tiers[i] for i in others])
     done.update(zip(others, runs, strict=True))
     for i in todo:
         compiled, seconds = done[i]
         name = on_disk[i]
         if name is not None and not _stored.calls_out(lowered[i]):
             _stored.store(name, compiled)
-        made = Executable(compiled, lowered[i] if cheap[i] else None, cheap[i], seconds)
+        cheap = tiers[i] is Tier.CHEAP
+        made = Executable(compiled, lowered[i] if cheap else None, tiers[i], seconds)
         found[i] = made
         _keep(keys[i], made)
     return [e for e in found if e is not None]

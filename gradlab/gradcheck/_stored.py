@@ -36,11 +36,14 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jaxlib
 from jax.experimental import serialize_executable
+
+if TYPE_CHECKING:
+    from gradlab.gradcheck._runner import Tier
 
 __all__ = [
     "calls_out",
@@ -109,12 +112,16 @@ def _host() -> str:
     return hashlib.sha256(mine.encode()).hexdigest()
 
 
-def environment(device: jax.Device, cheap: bool) -> str:
+def environment(device: jax.Device, tier: Tier) -> str:
     """Everything outside a program's jaxpr that its executable depends on.
+
+    ``tier``: how it is compiled (:class:`~gradlab.gradcheck._runner.Tier`).
 
     Example:
         >>> import jax
-        >>> environment(jax.devices()[0], True) == environment(jax.devices()[0], False)
+        >>> from gradlab.gradcheck._runner import Tier
+        >>> cpu = jax.devices()[0]
+        >>> environment(cpu, Tier.CHEAP) == environment(cpu, Tier.QUICK)
         False
     """
     settings = tuple((name, str(getattr(jax.config, name, None))) for name in _SETTINGS)
@@ -126,7 +133,7 @@ def environment(device: jax.Device, cheap: bool) -> str:
         device.device_kind,
         device.id,
         _host() if device.platform == "cpu" else "",
-        cheap,
+        tier.value,
         os.environ.get("XLA_FLAGS", ""),
         settings,
         _source_digest(),

@@ -31,7 +31,8 @@ from gradlab.gradcheck._problem import Leaf, Problem
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import (
     Runner,
-    cheap_tier,
+    Tier,
+    compile_tier,
     compile_tiered,
     executable_key,
     lookup,
@@ -156,7 +157,7 @@ class Items(NamedTuple):
 
     keys: list[Any]
     lowerers: list[Callable[[], Any]]
-    cheap: list[bool]
+    tiers: list[Tier]
     stored: list[str | None]
 
     def __add__(self, other: Any) -> Items:
@@ -187,13 +188,19 @@ class Context:
     budget: int | None = None  # bytes per device a kernel call may use; None: chunks as given
     fingerprint: str | None = None  # of f's jaxpr: keys its kernels on disk (None: not kept)
     convolutions: int = 0  # in f: its kernels never compile at the cheap tier
+    loops: int = 0  # in f: its kernels compile at XLA's defaults (see compile_tier)
 
-    def _stored_key(self, job: Job, cheap: bool) -> str | None:
+    def _tier(self, flops: float) -> Tier:
+        """The compile tier of a kernel of this check estimated at ``flops`` (all its runs)."""
+        platform = self.runner.devices[0].platform
+        return compile_tier(platform, flops, convolutions=self.convolutions, loops=self.loops)
+
+    def _stored_key(self, job: Job, tier: Tier) -> str | None:
         """The disk key of a kernel that evaluates ``f`` without differentiating it."""
         kernel, static, batch = job
         if self.fingerprint is None or kernel not in FORWARD_ONLY or self.runner.mesh is not None:
             return None
-        env = _stored.environment(self.runner.devices[0], cheap)
+        env = _stored.environment(self.runner.devices[0], tier)
         which = (getattr(kernel, "__name__", ""), self.problem.spec.promote, static)
         return _stored.program_key("fd", self.fingerprint, which, (self.dyn, batch), env)
 
@@ -223,27 +230,26 @@ class Context:
                 return self.runner.run_compiled(hit.compiled, self.dyn, batch)
             start = time.perf_counter()
             out = self.runner.run_compiled(hit.compiled, self.dyn, batch)
-            hit.upgrade_if_it_pays(time.perf_counter() - start, calls_left)
+            hit.upgrade_if_it_pays(time.perf_counter() - start, calls_left, to=self._tier(math.inf))
             return out
 
     def compile_items(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> Items:
         """What :func:`~gradlab.gradcheck._runner.compile_tiered` takes to compile ``jobs``.
 
-        ``flops``: each job's estimated run cost over the whole check; the cheap ones
-        compile at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
+        ``flops``: each job's estimated run cost over the whole check, which sets its
+        compile tier (:func:`~gradlab.gradcheck._runner.compile_tier`; None: the tier of an
+        expensive job).
         """
         spec = self.problem.spec
-        platform = self.runner.devices[0].platform
-        tier = lambda f: cheap_tier(platform, f, self.convolutions)
-        cheap = [tier(f) for f in flops] if flops else [False] * len(jobs)
+        tiers = [self._tier(f) for f in flops] if flops else [self._tier(math.inf)] * len(jobs)
         keys = [self._key(k, static, b) for k, static, b in jobs]
 
         def lowerer(job: Job) -> Callable[[], Any]:
             k, static, b = job
             return lambda: self.runner.lower(k, (spec, *static), self.dyn, b)
 
-        stored = [self._stored_key(job, c) for job, c in zip(jobs, cheap, strict=True)]
-        return Items(keys, [lowerer(job) for job in jobs], cheap, stored)
+        stored = [self._stored_key(job, t) for job, t in zip(jobs, tiers, strict=True)]
+        return Items(keys, [lowerer(job) for job in jobs], tiers, stored)
 
     def precompile(self, jobs: Sequence[Job], flops: Sequence[float] | None = None) -> list[Any]:
         """Compiles ``(kernel, static, batch)`` jobs side by side before they run."""
@@ -376,10 +382,11 @@ def _gradient_items(problem: Problem, cots: Any, dyn: tuple[Any, ...], cost: Cos
     """The gradient program, traced (unless compiled in this process) and keyed for disk."""
     spec = problem.spec
     k = 1 if cots is None else int(jax.tree_util.tree_leaves(cots)[0].shape[0])
-    cheap = cheap_tier(_platform(dyn), GRADIENT_FLOPS * k * cost.flops, cost.convolutions)
+    flops = GRADIENT_FLOPS * k * cost.flops
+    tier = compile_tier(_platform(dyn), flops, convolutions=cost.convolutions, loops=cost.loops)
     key = executable_key(_kernels.value_and_vjp, (spec,), (*dyn, cots), ())
     if lookup(key) is not None:
-        return Items([key], [lambda: None], [cheap], [None])
+        return Items([key], [lambda: None], [tier], [None])
     with translated_errors():
         traced = _kernels.value_and_vjp.trace(spec, *dyn, cots)
     device = _device(dyn)
@@ -387,9 +394,9 @@ def _gradient_items(problem: Problem, cots: Any, dyn: tuple[Any, ...], cost: Cos
     found = fingerprint(traced.jaxpr) if _stored.directory() and device else None
     stored = None
     if found is not None and device is not None:
-        env = _stored.environment(device, cheap)
+        env = _stored.environment(device, tier)
         stored = _stored.program_key("value_and_vjp", found, (), (*dyn, cots), env)
-    return Items([key], [traced.lower], [cheap], [stored])
+    return Items([key], [traced.lower], [tier], [stored])
 
 
 def evaluate(
@@ -404,8 +411,8 @@ def evaluate(
 
     One program computes them all, ``f``'s own evaluation included (no compile of ``f``
     alone): its cost and the memory of a perturbed evaluation (a forward pass) are estimated
-    from ``f``'s jaxpr (:func:`~gradlab.gradcheck._memory.program_cost`), and a cheap program
-    compiles at the cheap tier (:func:`~gradlab.gradcheck._runner.cheap_tier`).
+    from ``f``'s jaxpr (:func:`~gradlab.gradcheck._memory.program_cost`), which also sets the
+    program's compile tier (:func:`~gradlab.gradcheck._runner.compile_tier`).
     ``alongside``: other programs (the sweep's first kernels) compiled side by side with it,
     so that the cores compile them at once.
     """
