@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gradlab.gradcheck._problem import Spec
-from gradlab.gradcheck._slices import call_at_entry
+from gradlab.gradcheck._slices import call_at_entry, entry
 
 __all__ = [
     "Kind",
@@ -257,7 +257,7 @@ def fd_chunk(
     def one(p: Any, h: jax.Array) -> tuple[jax.Array, Any]:
         if sparse and kind == "entry":
             i = _one(k)
-            x = checked[i].reshape(-1)[p]
+            x = entry(checked[i], p)
             fn = lambda leaf: at(_with_leaf(checked, i, leaf))
             return call_at_entry(fn, checked[i], p, x + h), (x + h) - x
         moved, taken = _perturb(checked, k, kind, p, h)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core as jex
 
-__all__ = ["Slice", "call_at_entry", "call_at_group_entry"]
+__all__ = ["Slice", "call_at_entry", "call_at_group_entry", "entry"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +89,50 @@ def _starts(ndim: int, dims: Sequence[int], idx: Sequence[Any]) -> list[Any]:
     return [jnp.asarray(pos.get(d, 0), jnp.int32) for d in range(ndim)]
 
 
+# Every index the rules compute is an entry's position, a channel or a window offset: never
+# negative. Saying so spares a compare and a select per index (JAX's wrap-around of negative
+# starts), in tracing and in the compiled program alike.
+
+
+def _slice(x: Any, starts: Sequence[Any], sizes: Sequence[int]) -> Any:
+    """``lax.dynamic_slice`` at non-negative ``starts``."""
+    return lax.dynamic_slice(x, starts, sizes, allow_negative_indices=False)
+
+
+def _update(x: Any, update: Any, starts: Sequence[Any]) -> Any:
+    """``lax.dynamic_update_slice`` at non-negative ``starts``."""
+    return lax.dynamic_update_slice(x, update, starts, allow_negative_indices=False)
+
+
+def _div(i: Any, n: int) -> Any:
+    """``i // n`` for a non-negative int32 ``i`` (C division: no sign correction)."""
+    return lax.div(jnp.asarray(i, jnp.int32), jnp.int32(n))
+
+
+def _rem(i: Any, n: int) -> Any:
+    """``i % n`` for a non-negative int32 ``i`` (C remainder: no sign correction)."""
+    return lax.rem(jnp.asarray(i, jnp.int32), jnp.int32(n))
+
+
 def take(x: Any, dims: Sequence[int], idx: Sequence[Any]) -> Any:
     """``x`` at positions ``idx`` along ``dims``, those dimensions dropped."""
     if not dims:
         return x
     x = jnp.asarray(x)
     sizes = [1 if d in dims else n for d, n in enumerate(x.shape)]
-    return lax.squeeze(lax.dynamic_slice(x, _starts(x.ndim, dims, idx), sizes), tuple(dims))
+    return lax.squeeze(_slice(x, _starts(x.ndim, dims, idx), sizes), tuple(dims))
+
+
+def entry(leaf: Any, index: Any) -> Any:
+    """Entry ``index`` (flat, non-negative, in range) of ``leaf``, without a gather.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> w = jnp.arange(6.0).reshape(2, 3)
+        >>> float(entry(w, 4)), jax.vmap(lambda i: entry(w, i))(jnp.array([5, 0])).tolist()
+        (4.0, [5.0, 0.0])
+    """
+    return take(jnp.reshape(leaf, -1), (0,), (index,))
 
 
 def put(base: Any, dims: Sequence[int], idx: Sequence[Any], vals: Any) -> Any:
@@ -103,7 +140,7 @@ def put(base: Any, dims: Sequence[int], idx: Sequence[Any], vals: Any) -> Any:
     if not dims:
         return vals
     update = lax.expand_dims(jnp.asarray(vals, base.dtype), tuple(dims))
-    return lax.dynamic_update_slice(base, update, _starts(base.ndim, dims, idx))
+    return _update(base, update, _starts(base.ndim, dims, idx))
 
 
 def _bind(eqn: Any, ins: Sequence[Any], **changed: Any) -> list[Any]:
@@ -302,7 +339,7 @@ def _along(x: Any, dim: int, start: Any, size: int) -> Any:
     """``x[..., start : start + size, ...]`` along ``dim`` (``start`` may be traced)."""
     starts = [jnp.asarray(0, jnp.int32)] * x.ndim
     starts[dim] = jnp.asarray(start, jnp.int32)
-    return lax.dynamic_slice(x, starts, [size if d == dim else n for d, n in enumerate(x.shape)])
+    return _slice(x, starts, [size if d == dim else n for d, n in enumerate(x.shape)])
 
 
 def _spread(s: Slice, narrow: Sequence[int]) -> Any:
@@ -367,7 +404,7 @@ def _window_at(eqn: Any, padded: Any, channel: Any, at: Sequence[Any]) -> Any:
     if all(isinstance(i, int) for i in starts):  # a static window: one strided slice
         ends = [i + n for i, n in zip(starts, sizes, strict=True)]
         return lax.slice(padded, starts, ends, (1, 1, *strides))
-    x = lax.dynamic_slice(padded, [jnp.asarray(i, jnp.int32) for i in starts], sizes)
+    x = _slice(padded, [jnp.asarray(i, jnp.int32) for i in starts], sizes)
     return lax.slice(x, [0] * x.ndim, x.shape, (1, 1, *strides))
 
 
@@ -415,8 +452,8 @@ def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]
     n_out, per_group = w.shape[0], w.shape[1]
     out_per_group = n_out // groups
     c = jnp.asarray(s.idx[s.dims.index(lf)], jnp.int32)
-    g = c // per_group
-    w = _along(_along(w, 1, c % per_group, 1), 0, g * out_per_group, out_per_group)
+    g = _div(c, per_group)
+    w = _along(_along(w, 1, _rem(c, per_group), 1), 0, g * out_per_group, out_per_group)
     delta = _canonical(delta, eqn.params["dimension_numbers"][0])  # (N', 1, *spatial)
     if math.prod(w.shape[2:]) <= SHIFTS_LIMIT:
         change = _shifted_sum(eqn, delta, w)
@@ -426,7 +463,7 @@ def _conv_input_moved(eqn: Any, s: Slice, rhs: Any) -> tuple[Any, dict[int, Any]
         full = (change.shape[0], n_out, *change.shape[2:])
         at = [jnp.asarray(0, jnp.int32)] * change.ndim
         at[1] = g * out_per_group
-        change = lax.dynamic_update_slice(jnp.zeros(full, change.dtype), change, at)
+        change = _update(jnp.zeros(full, change.dtype), change, at)
     return change, fixed
 
 
@@ -444,7 +481,7 @@ def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any
     groups = eqn.params["feature_group_count"]
     n_out, per_group = s.base.shape[ro], s.base.shape[ri]
     o = jnp.asarray(s.idx[s.dims.index(ro)], jnp.int32)
-    g = o // (n_out // groups)
+    g = _div(o, n_out // groups)
     x = _canonical(lhs, lspec)  # (N, C, *spatial): does not move, computed once per batch
     if len(s.dims) == s.base.ndim:  # one entry: one shifted input channel times its change
         at = [s.idx[s.dims.index(d)] for d in rsp]
@@ -457,7 +494,7 @@ def _conv_kernel_moved(eqn: Any, lhs: Any, s: Slice) -> tuple[Any, dict[int, Any
             full = (1, x.shape[1], *delta.shape[2:])
             at = [jnp.asarray(0, jnp.int32)] * delta.ndim
             at[1] = g * per_group
-            delta = lax.dynamic_update_slice(jnp.zeros(full, delta.dtype), delta, at)
+            delta = _update(jnp.zeros(full, delta.dtype), delta, at)
         change = _conv(eqn, x, delta)
     return change, {of: o}
 
@@ -606,7 +643,7 @@ def call_at_group_entry(
     def branch(j: int) -> Callable[[Any, Any], tuple[Any, Any]]:
         def moved(i: Any, h: Any) -> tuple[Any, Any]:
             i = jnp.minimum(i, leaves[j].size - 1)
-            x = leaves[j].reshape(-1)[i]
+            x = entry(leaves[j], i)
             new = x + jnp.asarray(h, x.dtype)
             at = lambda leaf: fn((*leaves[:j], leaf, *leaves[j + 1 :]))
             return call_at_entry(at, leaves[j], i, new), new - x
