@@ -70,8 +70,8 @@ class Tier(enum.Enum):
     FULL = "full"
 
 
-#: The XLA options of each :class:`Tier`.
 _ONE_MODULE = {"xla_cpu_parallel_codegen_split_count": 1}
+#: The XLA options of each :class:`Tier`.
 TIER_OPTIONS: dict[Tier, dict[str, Any]] = {
     Tier.CHEAP: {
         "xla_backend_optimization_level": 0,
@@ -176,8 +176,8 @@ class Runner:
 def compile_tier(platform: str, flops: float, *, convolutions: int = 0, loops: int = 0) -> Tier:
     """The :class:`Tier` of a program estimated at ``flops`` (all its runs) on ``platform``.
 
-    ``convolutions`` and ``loops``: how many the checked function holds (every program of a
-    check gets the same treatment). A program with a convolution never compiles ``CHEAP``
+    ``convolutions`` and ``loops``: how many the checked function holds (so every program
+    of a check is judged by the same ones). A program with a convolution never compiles ``CHEAP``
     (unoptimised, XLA:CPU runs convolutions 26× slower); one with a loop compiles ``FULL``
     unless it is cheap (XLA:CPU's fusion emitters run loops faster).
 
@@ -234,8 +234,12 @@ def _lower_and_compile(
     compile side by side, on a thread per core, while this thread traces and lowers the
     next (Python, under the GIL). Returns ``{i: (lowered, compiled, compile seconds)}``.
     """
-    if len(todo) <= 1:
-        return {i: (low, *_compile(low, tiers[i])) for i in todo for low in [lowerers[i]()]}
+    if len(todo) <= 1:  # nothing to overlap
+        done = {}
+        for i in todo:
+            low = lowerers[i]()
+            done[i] = (low, *_compile(low, tiers[i]))
+        return done
     workers = min(len(todo), os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="gradlab-compile") as pool:
         pending = {}
