@@ -126,6 +126,10 @@ def take(x: Any, dims: Sequence[int], idx: Sequence[Any]) -> Any:
 def entry(leaf: Any, index: Any) -> Any:
     """Entry ``index`` (flat, non-negative, in range) of ``leaf``, without a gather.
 
+    One dynamic slice, whatever the leaf's size: what a leaf's own kernel reads per row.
+    (A group kernel, whose leaves are small, reads by a one-hot select instead:
+    ``_kernels._entry``, which also writes the entry back.)
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> w = jnp.arange(6.0).reshape(2, 3)

@@ -18,7 +18,7 @@ settings that change how a program lowers. A program that
 :func:`~gradlab.gradcheck._fingerprint.fingerprint` cannot see into (a host callback, a Python
 callable in a parameter) is never stored.
 
-The programs live in ``programs/`` beside JAX's cache in gradlab's cache folder and are on
+The programs live in the subfolder ``gradlab-programs`` of the cache folder in use and are on
 exactly when that cache is (:func:`~gradlab.gradcheck._cache.compilation_cache`). Loading an
 entry runs code, like JAX's own cache: the folder must be writable by its user only. An
 entry that cannot be read (truncated, another version) is compiled again and replaced.
