@@ -1,14 +1,35 @@
-"""Reading JAX's internal program parameters the same way on every supported JAX version.
+"""Every use of JAX's private or experimental APIs, in one place, the same on every JAX.
 
-gradlab walks jaxprs (the checker's promotion, the diagnosis); the parameters of some
-primitives changed between JAX releases. The helpers here hide those changes.
+gradlab reaches past JAX's public API in a few places: it walks jaxprs (the checker's
+promotion, the diagnosis), registers its own in-process cache with ``jax.clear_caches``, scopes
+the persistent compilation cache's settings, names the user's source line of an equation, and
+keeps compiled programs on disk. Those APIs can move in any JAX release; importing them only
+here means a move breaks one module, and ``tests/test_jax_compat.py`` (run on the oldest and
+the newest supported JAX) says which.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["scan_counts"]
+import jax
+from jax._src import compilation_cache as _compilation_cache
+from jax._src import config as _config
+from jax._src import source_info_util as _source_info_util
+from jax._src import util as _util
+from jax.experimental import serialize_executable as _serialize_executable
+
+__all__ = [
+    "CacheSettings",
+    "cache_settings",
+    "deserialize_executable",
+    "register_cache",
+    "reset_compilation_cache",
+    "scan_counts",
+    "serialize_executable",
+    "user_frame",
+]
 
 
 def scan_counts(params: dict[str, Any]) -> tuple[int, int]:
@@ -29,3 +50,75 @@ def scan_counts(params: dict[str, Any]) -> tuple[int, int]:
         consts, carry, _ = params["ft_in"].unpack()
         return len(consts), len(carry)
     return int(params["num_consts"]), int(params["num_carry"])
+
+
+def register_cache(cache: Any, name: str) -> None:
+    """Registers ``cache`` (an object with ``cache_clear()``) with ``jax.clear_caches()``.
+
+    Args:
+        cache: Anything with a ``cache_clear()`` method; JAX keeps a reference to it.
+        name: What the cache holds (JAX shows it when debugging its caches).
+    """
+    _util.register_cache(cache, name)
+
+
+def user_frame(traceback: Any) -> Any:
+    """The innermost frame of ``traceback`` outside JAX (``file_name``, ``start_line``), or None.
+
+    Args:
+        traceback: An equation's ``eqn.source_info.traceback``.
+    """
+    return _source_info_util.user_frame(traceback)
+
+
+class CacheSettings(NamedTuple):
+    """JAX's persistent compilation cache settings, as scoped states.
+
+    Each field is one of JAX's config states: ``.value`` reads it, ``.get_global()`` the
+    process-wide value, ``.name`` is what ``jax.config.update`` takes, and calling it with a
+    value gives a context manager that sets it in the current thread.
+    """
+
+    enabled: Any
+    directory: Any
+    min_compile_time_secs: Any
+    min_entry_size_bytes: Any
+
+
+def cache_settings() -> CacheSettings:
+    """JAX's persistent compilation cache settings (see :class:`CacheSettings`).
+
+    Example:
+        >>> import jax
+        >>> cache_settings().directory.value == jax.config.jax_compilation_cache_dir
+        True
+    """
+    return CacheSettings(
+        enabled=_config.enable_compilation_cache,
+        directory=_config.compilation_cache_dir,
+        min_compile_time_secs=_config.persistent_cache_min_compile_time_secs,
+        min_entry_size_bytes=_config.persistent_cache_min_entry_size_bytes,
+    )
+
+
+def reset_compilation_cache() -> None:
+    """Makes JAX forget its persistent cache object; the next compile reads the settings anew."""
+    _compilation_cache.reset_cache()
+
+
+def serialize_executable(compiled: jax.stages.Compiled) -> tuple[bytes, Any, Any]:
+    """A compiled program as ``(payload, in_tree, out_tree)``; raises if it cannot be kept."""
+    return _serialize_executable.serialize(compiled)  # type: ignore[no-any-return]
+
+
+def deserialize_executable(
+    payload: bytes, in_tree: Any, out_tree: Any, device: Any, devices: Sequence[Any]
+) -> jax.stages.Compiled:
+    """Loads a program kept by :func:`serialize_executable` onto ``device``'s client.
+
+    Loading runs code from ``payload``: only pass what this process's user wrote and can
+    vouch for (gradlab checks a digest and the folder's owner before it gets here).
+    """
+    return _serialize_executable.deserialize_and_load(
+        payload, in_tree, out_tree, backend=device.client, execution_devices=list(devices)
+    )

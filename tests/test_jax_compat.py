@@ -1,0 +1,84 @@
+"""Every private or experimental JAX API gradlab uses still works, on this JAX.
+
+CI runs this on the oldest and the newest supported JAX: when a release moves one of these,
+the failure names it here rather than somewhere deep inside a check.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _jax_compat as compat
+
+
+def test_scan_counts_reads_constants_and_carries():
+    def f(a, b, xs):
+        body = lambda carry, x: ((carry[0] * a + x, carry[1] + b), x)
+        return jax.lax.scan(body, (0.0, 1.0), xs)
+
+    eqn = jax.make_jaxpr(f)(1.0, 2.0, jnp.ones(3)).jaxpr.eqns[-1]
+    assert eqn.primitive.name == "scan"
+    assert compat.scan_counts(eqn.params) == (2, 2)
+
+
+def test_register_cache_is_cleared_by_jax_clear_caches():
+    cleared = []
+
+    class Cache:
+        def cache_clear(self):
+            cleared.append(True)
+
+    cache = Cache()
+    compat.register_cache(cache, "gradlab test cache")
+    jax.clear_caches()
+    assert cleared
+
+
+def test_user_frame_names_this_file():
+    def f(x):
+        return jnp.sin(x) * 2.0
+
+    eqns = jax.make_jaxpr(f)(1.0).jaxpr.eqns
+    frame = compat.user_frame(eqns[0].source_info.traceback)
+    assert frame is not None
+    assert frame.file_name.endswith("test_jax_compat.py")
+    assert frame.start_line > 0
+
+
+def test_cache_settings_are_scoped_states(tmp_path):
+    settings = compat.cache_settings()
+    for state in settings:
+        assert isinstance(state.name, str) and state.name.startswith("jax_")
+        state.get_global()  # readable process-wide
+    before = settings.directory.value
+    with settings.directory(str(tmp_path)):
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path)
+    assert settings.directory.value == before
+    assert settings.enabled.name == "jax_enable_compilation_cache"
+    compat.reset_compilation_cache()  # callable without a cache object
+
+
+def test_executables_serialise_and_load_back():
+    device = jax.devices("cpu")[0]
+    compiled = jax.jit(lambda x: jnp.tanh(x) * 3.0).lower(jnp.arange(4.0)).compile()
+    payload, in_tree, out_tree = compat.serialize_executable(compiled)
+    assert isinstance(payload, bytes) and payload
+    loaded = compat.deserialize_executable(payload, in_tree, out_tree, device, [device])
+    x = jnp.linspace(-1.0, 1.0, 4)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(compiled(x)))
+
+
+def test_no_private_jax_import_outside_the_compat_module():
+    import pathlib
+    import re
+
+    root = pathlib.Path(compat.__file__).parent
+    pattern = re.compile(r"^\s*(from|import)\s+(jax\._src|jaxlib\._|jax\.experimental\.serialize)")
+    offenders = [
+        f"{path.relative_to(root.parent)}:{number}"
+        for path in root.rglob("*.py")
+        if path.name != "_jax_compat.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.match(line)
+    ]
+    assert not offenders, f"private JAX imports outside gradlab/_jax_compat.py: {offenders}"
