@@ -86,6 +86,10 @@ PROBE_JS = r"""
       if (!maths[i].querySelector(".katex")) unrendered++;
     }
     if (unrendered) found.push({what: "formula not rendered", text: unrendered + " formulas"});
+    var errors = col.querySelectorAll(".katex-error");
+    for (var i = 0; i < errors.length; i++) {
+      found.push({what: "formula with a TeX error", text: label(errors[i])});
+    }
     var out = document.createElement("pre");
     out.id = "gradlab-probe";
     out.textContent = JSON.stringify({
