@@ -47,8 +47,9 @@ PROBE_JS = r"""
       var r = el.getBoundingClientRect();
       var hidden = el.scrollWidth - el.clientWidth;
       // a table's scroll box reaches into the column's padding by design: only what it hides
-      // counts; on a phone a code block reaches to the screen's edge, also by design
-      var bleed = el.tagName === "CODE" ? pr.right - cr.right : 0;
+      // counts; on a phone code blocks and formulas reach to the screen's edge, also by design
+      var bleed = el.tagName === "CODE" || el.classList.contains("katex-display") ?
+        pr.right - cr.right : 0;
       var beyond = el.classList.contains("md-typeset__scrollwrap") ? 0 : r.right - cr.right - bleed;
       if (hidden > 1 || beyond > 1) {
         found.push({what: "overflow", tag: el.tagName.toLowerCase() + "." + el.className,
