@@ -1,9 +1,9 @@
 """The documentation site, built and looked at in a headless browser.
 
 The site is built as ``mkdocs build --strict`` builds it, a small probe script is added to every
-page, and Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``) loads each
-page at 1400 px and at 390 px (a phone) and writes what the probe measured into the page, which
-``--dump-dom`` hands back. At 1400 px nothing may overflow: no table, code block or displayed
+page, and Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``) shows each
+page in a frame 1400 px wide and in one 390 px wide (a phone); the probe posts what it measured
+to the frame's parent, which writes it into its own page, which ``--dump-dom`` hands back. At 1400 px nothing may overflow: no table, code block or displayed
 formula wider than its box (a scroll bar hides columns or the ends of lines), no inline code
 in a table broken inside a word, no copy button over the text of a code block, no formula left
 unrendered. At 390 px the same measurements are reported (``-s`` shows them), not asserted:
@@ -96,6 +96,7 @@ PROBE_JS = r"""
     out.textContent = JSON.stringify({
       column: Math.round(cr.width), boxes: boxes.length, formulas: maths.length, found: found});
     document.body.appendChild(out);
+    if (window.parent !== window) window.parent.postMessage(out.textContent, "*");
   }
   window.addEventListener("load", function () { setTimeout(probe, 300); });
 })();
@@ -156,8 +157,24 @@ def pages(site: Path) -> list[Path]:
     return sorted(site.rglob("index.html"))
 
 
+#: A page shown in a frame ``width`` px wide (headless Chromium's windows are at least 500 px
+#: wide, so a phone's 390 px needs a frame); the probe in the page posts its findings here.
+FRAME_HTML = """<!doctype html><html><body style="margin:0">
+<iframe src="{src}" style="width:{width}px;height:1000px;border:0"></iframe>
+<script>
+window.addEventListener("message", function (e) {{
+  var out = document.createElement("pre");
+  out.id = "gradlab-probe";
+  out.textContent = e.data;
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
 def measure(chromium: str, page: Path, width: int) -> dict:
-    """What the probe found on ``page`` in a window ``width`` px wide."""
+    """What the probe found on ``page`` shown ``width`` px wide."""
+    frame = page.parent / f"gradlab-frame-{width}.html"
+    frame.write_text(FRAME_HTML.format(src=page.name, width=width))
     run = subprocess.run(
         [
             chromium,
@@ -167,9 +184,9 @@ def measure(chromium: str, page: Path, width: int) -> dict:
             "--hide-scrollbars",
             "--run-all-compositor-stages-before-draw",
             "--virtual-time-budget=5000",
-            f"--window-size={width},1000",
+            f"--window-size={max(width, 800) + 40},1100",
             "--dump-dom",
-            page.as_uri(),
+            frame.as_uri(),
         ],
         capture_output=True,
         text=True,
