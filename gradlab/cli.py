@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "norms over many seeds, prints a table and writes JSON and a figure.",
         epilog="Initialisers: "
         + ", ".join(init.NAMES)
-        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, normal:0.9).",
+        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, fan_in_normal:0.9).",
     )
     fl.add_argument("--arch", choices=("mlp", "residual", "lstm", "rnn"), default="mlp")
     fl.add_argument("--depth", type=_non_negative, default=150, help="layers (mlp, residual)")
