@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import textwrap
 
 import pytest
@@ -58,6 +60,15 @@ def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
     lecture = {r["weight"]: r for r in summary["lecture"]["rows"]}
     assert lecture[1.1]["lecture_chain"] == pytest.approx(1.1**150, rel=1e-9)
     assert 10 ** lecture[1.1]["orthogonal_log10_mean"] == pytest.approx(1.1**150, rel=1e-3)
+    # every row of the lecture's table is measured with both kinds of weights, --quick too:
+    # the Gaussian 1.1 row is not a nan (it was when --quick measured one kind per row)
+    for row in lecture.values():
+        for kind in ("orthogonal", "normal"):
+            for stat in ("mean", "std"):
+                assert math.isfinite(row[f"{kind}_log10_{stat}"]), (row["weight"], kind, stat)
+        # Gaussian weights N(0, w²/n): measured within 5 spreads of the exact theory
+        spread = math.hypot(row["normal_log10_std"], row["gaussian_theory_log10_std"])
+        assert abs(row["normal_log10_mean"] - row["gaussian_theory_log10_mean"]) < 5 * spread
     checks = {r["model"]: r for r in summary["checks"]["rows"]}
     assert not checks["buggy custom_vjp tanh (deliberate)"]["ok"]
     assert all(r["ok"] for name, r in checks.items() if "buggy" not in name)
@@ -74,6 +85,7 @@ def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000  # --quick: PNG only
     printed = capsys.readouterr().out
     assert "summary.md" in printed and "The lecture's chains" in printed
+    assert not re.search(r"\bnan\b", printed) and not re.search(r"\bnan\b", md)
 
 
 def test_check_passes_on_a_correct_function(user_module, capsys, tmp_path):
