@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gradlab
@@ -251,6 +252,13 @@ def test_piped_diagnose_table_is_not_cut(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{LONG}_00" in out and f"{LONG}_11" in out
     assert "…" not in out
+    # --json -: the diagnosis as JSON on stdout alone, the table on stderr
+    assert (
+        main(["diagnose", f"{tmp_path / 'longnames.py'}:make", "--no-verify", "--json", "-"]) == 1
+    )
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["flags"][0]["kind"] == "vanishing"
+    assert f"{LONG}_00" in captured.err
 
 
 def test_piped_console_is_wide_and_its_rules_are_not(capsys):
@@ -357,3 +365,38 @@ def test_bad_input_found_after_parsing_exits_2_with_the_message(monkeypatch, cap
     monkeypatch.setattr(cli, "_cmd_flow", refuse)
     assert main(["flow"]) == 2
     assert "gradlab flow: error: depth must be >= 1; pass --depth 10" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def test_validators_name_the_argument_and_the_fix():
+    from gradlab import _validate as v
+
+    assert v.integer("n", 3) == 3 and v.integer("n", np.int64(3)) == 3 and v.integer("n", 3.0) == 3
+    assert type(v.integer("n", np.int64(3))) is int
+    for bad in (True, 2.5, "3", None, 0, float("nan")):
+        with pytest.raises(gradlab.InputError, match=r"n must be an integer >= 1, got .*; pass"):
+            v.integer("n", bad)
+    with pytest.raises(gradlab.InputError, match="integer >= 1"):
+        v.integer("n", 3.0, exact=True)  # exact: ints only
+    assert v.positive_number("eps", 1) == 1.0
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(gradlab.InputError, match="eps must be a finite number > 0"):
+            v.positive_number("eps", bad)
+    assert v.nonnegative_number("gain", 0) == 0.0
+    with pytest.raises(gradlab.InputError, match=">= 0"):
+        v.nonnegative_number("gain", -1e-9)
+    assert v.boolean("flag", False) is False
+    with pytest.raises(gradlab.InputError, match="True or False"):
+        v.boolean("flag", 1)
+    assert v.choice("loss", "bce", ("readout", "bce")) == "bce"
+    for bad in ("BCE", 1, np.array(["bce", "bce"])):  # an array is not one of them either
+        with pytest.raises(gradlab.InputError, match="loss must be one of 'readout', 'bce'"):
+            v.choice("loss", bad, ("readout", "bce"))
+
+    class CustomError(Exception):
+        pass
+
+    with pytest.raises(CustomError, match="Sample: per_leaf must be an integer >= 1"):
+        v.integer("Sample: per_leaf", 0, exact=True, error=CustomError)
