@@ -7,12 +7,10 @@ Exit status: 0 passed, 1 failed, 2 bad usage or input, 3 inconclusive (0 with
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
+from gradlab.cli import USAGE_ROW, _positive_float, exit_status
 from gradlab.cli import _positive as _positive_int
-from gradlab.cli import _positive_float
 
 __all__ = ["INCONCLUSIVE_EXIT", "register"]
 
@@ -47,8 +45,14 @@ def register(sub: Any) -> None:
         help="gradient-check your function: MODULE:FUNCTION returning (f, params, args)",
         description="Imports FUNCTION from MODULE (a dotted module path, or a .py file path), "
         "calls it with no arguments to get (f, params, args), runs gradlab.check(f, params, "
-        "*args) and prints the report. Exit status: 0 passed, 1 failed, 2 bad usage or input, "
-        f"{INCONCLUSIVE_EXIT} inconclusive.",
+        "*args) and prints the report. A .py file's folder is on the import path while it "
+        "loads, so it can import the modules next to it.",
+        epilog=exit_status(
+            (0, "passed (or inconclusive, with --allow-inconclusive)"),
+            (1, "failed: a gradient is wrong"),
+            USAGE_ROW,
+            (INCONCLUSIVE_EXIT, "inconclusive: nothing wrong found, but not everything verified"),
+        ),
     )
     ck.add_argument(
         "target",
@@ -74,7 +78,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="check Hessian-vector products (gradlab.check_second_order)",
     )
-    what.add_argument("--dtype", choices=("float64", "float32"), default=None, help="check in")
+    what.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default=None,
+        help="the dtype the check computes in (default: float64; float32 on a device without "
+        "float64)",
+    )
     what.add_argument(
         "--projections",
         type=_positive_int,
@@ -111,7 +121,13 @@ def register(sub: Any) -> None:
     run.add_argument("--chunk-size", type=_positive_int, default=None, help="moves per batch")
     run.add_argument("--verbose", action="store_true", help="print the plan and time estimate")
     run.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
-    run.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON")
+    run.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write the report as JSON to PATH; '-' writes it to stdout, alone (the "
+        "printed report then goes to stderr)",
+    )
     ck.set_defaults(handler=_cmd_check)
 
 
@@ -135,10 +151,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import gradlab
-    from gradlab.cli import _console, _load_problem
+    from gradlab.cli import _console, _load_problem, _write_json
 
     f, params, f_args = _load_problem(args.target, parser, "check")
-    console = _console()
+    console = _console(stderr=args.json == "-")  # '--json -': stdout holds the JSON alone
     options = _options(args)
     if args.second_order:
         if options.get("eps") == "auto" or args.check_determinism:
@@ -149,14 +165,11 @@ def _cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     try:
         report = run(f, params, *f_args, **options)
     except gradlab.InputError as e:
-        console.print(f"[bold red]gradlab check: bad input:[/] {e}")
+        _console(stderr=True).print(f"[bold red]gradlab check: bad input:[/] {e}")
         return 2
     console.print(report)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=1, default=str))
-        console.print(f"wrote {path}")
+        _write_json(report.to_dict(), args.json, console)
     if report.outcome == "passed" or (report.outcome == "inconclusive" and args.allow_inconclusive):
         return 0
     return 1 if report.outcome == "failed" else INCONCLUSIVE_EXIT

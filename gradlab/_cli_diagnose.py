@@ -1,6 +1,6 @@
 """The command line's ``gradlab diagnose`` (gradient flow in your own model).
 
-``gradlab diagnose MODULE:FUNCTION [--json PATH] [--out DIR] [--decades D] [--no-verify]``
+``gradlab diagnose MODULE:FUNCTION [--json PATH|-] [--out DIR] [--decades D] [--no-verify]``
 calls ``FUNCTION()`` for ``(f, params, args)`` and prints the diagnosis. The exit status is 0
 when no layer is flagged, 1 when some are, 2 for bad usage or bad input.
 """
@@ -8,9 +8,10 @@ when no layer is flagged, 1 when some are, 2 for bad usage or bad input.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from gradlab.cli import USAGE_ROW, exit_status
 
 __all__ = ["register"]
 
@@ -30,7 +31,13 @@ def register(sub: Any) -> None:
         help="where gradients vanish or explode in your model, why, and what to change",
         description=(
             "Diagnose gradient flow in your own model. FUNCTION() returns (f, params, args) "
-            "like `gradlab check`: f(params, *args) is the scalar loss."
+            "like `gradlab check`: f(params, *args) is the scalar loss. A .py file's folder is "
+            "on the import path while it loads, so it can import the modules next to it."
+        ),
+        epilog=exit_status(
+            (0, "no layer flagged"),
+            (1, "gradients vanish or explode somewhere: the flagged layers are printed"),
+            USAGE_ROW,
         ),
     )
     p.add_argument(
@@ -38,7 +45,13 @@ def register(sub: Any) -> None:
         metavar="MODULE:FUNCTION",
         help="e.g. mypkg.model:make or path/to/file.py:make",
     )
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the diagnosis as JSON")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write the diagnosis as JSON to PATH; '-' writes it to stdout, alone (the "
+        "printed diagnosis then goes to stderr)",
+    )
     p.add_argument(
         "--out", metavar="DIR", default=None, help="write the figure as DIR/diagnose.png and .svg"
     )
@@ -54,30 +67,19 @@ def register(sub: Any) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from rich.console import Console
-
     from gradlab._errors import InputError
-    from gradlab.cli import _load_target
+    from gradlab.cli import _console, _load_problem, _write_json
     from gradlab.flow import diagnose
 
-    fn = _load_target(args.target, parser)
-    try:
-        problem = fn()
-    except Exception as e:
-        parser.error(f"diagnose: {args.target}() raised {type(e).__name__}: {e}")
-    if not (isinstance(problem, tuple | list) and len(problem) == 3 and callable(problem[0])):
-        parser.error(f"diagnose: {args.target}() must return (f, params, args) with f callable")
-    f, params, f_args = problem
-    if not isinstance(f_args, tuple | list):
-        f_args = (f_args,)
+    f, params, f_args = _load_problem(args.target, parser, "diagnose")
     options: dict[str, Any] = {}
     if args.decades is not None:
         options["decades"] = args.decades
-    console = Console()
+    console = _console(stderr=args.json == "-")  # '--json -': stdout holds the JSON alone
     try:
         d = diagnose(f, params, *f_args, **options)
     except InputError as e:
-        console.print(f"[bold red]gradlab diagnose: bad input:[/] {e}")
+        _console(stderr=True).print(f"[bold red]gradlab diagnose: bad input:[/] {e}")
         return 2
     console.print(d)
     console.print(f"({d.seconds:.2f} s)")
@@ -93,8 +95,5 @@ def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         paths = plots.save(d.figure(), Path(args.out) / "diagnose")
         console.print("wrote " + ", ".join(str(p) for p in paths))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1, default=str))
-        console.print(f"wrote {path}")
+        _write_json(out, args.json, console)
     return 0 if d.ok else 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gradlab.cli import _non_negative, _positive
+from gradlab.cli import USAGE_ROW, _non_negative, _positive, exit_status
 
 __all__ = ["register"]
 
@@ -40,7 +40,12 @@ def register(sub: Any) -> None:
         help="training experiments: which initialisers and architectures train",
         description="Runs one learning experiment (or lists them with 'list'), prints its "
         "claims with the measured evidence, and writes DIR/NAME/result.json and figures.",
-        epilog="Experiments: " + ", ".join(experiments.names()),
+        epilog="Experiments: "
+        + ", ".join(experiments.names())
+        + "\n\n"
+        + exit_status(
+            (0, "it ran and wrote its results, whether or not its claims held"), USAGE_ROW
+        ),
     )
     p.add_argument("name", metavar="NAME|list", help="an experiment's name, or 'list'")
     p.add_argument(
@@ -62,13 +67,13 @@ def register(sub: Any) -> None:
 
 
 def _cmd_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from gradlab import experiments
     from gradlab._errors import InputError
+    from gradlab.cli import _console
 
-    console = Console()
+    console = _console()
     if args.name == "list":
         table = Table("experiment", "what it shows")
         for name in experiments.names():

@@ -1,25 +1,37 @@
-"""The ``gradlab`` command line: ``gradlab demo``, ``gradlab flow``, ``gradlab check``.
+"""The ``gradlab`` command line: ``gradlab demo``, ``gradlab flow``, ``gradlab check``, ...
 
 Run ``gradlab --help`` or ``gradlab COMMAND --help``; ``python -m gradlab`` is the same.
 :func:`main` returns the exit status: 0 on success, 1 when ``gradlab check`` finds a wrong
-gradient, 2 for bad usage (argparse's convention), 3 when a check is inconclusive.
+gradient or ``gradlab diagnose`` flags a layer, 2 for bad usage or input (argparse's
+convention), 3 when a check is inconclusive. Results go to stdout (``--json -`` puts the JSON
+there alone), messages about bad usage or input to stderr; tables are never cut to a width when
+the output is piped or redirected.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
-import math
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from gradlab._errors import InputError
+from gradlab._validate import for_argparse, integer, positive_number
 
 __all__ = ["build_parser", "main"]
 
 _ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "gelu")
+
+#: Width of tables and text when the output is not a terminal: wide enough that no row is cut.
+PIPED_WIDTH = 1000
+#: Width of the horizontal rules between sections when the output is not a terminal.
+PIPED_RULE_WIDTH = 80
 
 
 def _init_name(value: str) -> str:
@@ -32,41 +44,17 @@ def _init_name(value: str) -> str:
     return value
 
 
-def _positive(value: str) -> int:
+def _spread_seeds(name: str, value: Any) -> int:
     try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+        return integer(name, value, minimum=2)
+    except InputError as e:
+        raise InputError(f"{e} (a spread needs two seeds)") from None
 
 
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
-
-
-def _at_least_two(value: str) -> int:
-    n = _positive(value)
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2 (a spread needs two seeds), got {n}")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not (math.isfinite(x) and x > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
-    return x
+_positive = for_argparse(integer, minimum=1)
+_non_negative = for_argparse(integer, minimum=0)
+_at_least_two = for_argparse(_spread_seeds)
+_positive_float = for_argparse(positive_number, float)
 
 
 def _branch_scale(value: str) -> float | str | None:
@@ -82,15 +70,59 @@ def _branch_scale(value: str) -> float | str | None:
         ) from None
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog as a paragraph; keeps indented lines whole.
+
+    So that lists (the exit statuses) keep their layout and nothing is cut: argparse's default
+    joins every line of a text into one paragraph.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for line in text.splitlines():
+            if not line.strip() or line.startswith("  "):
+                out.append(indent + line)
+            else:
+                out.append(
+                    textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n".join(out)
+
+
+def exit_status(*rows: tuple[int, str]) -> str:
+    """The ``exit status:`` block of a command's ``--help`` epilog.
+
+    Example:
+        >>> print(exit_status((0, "done"), (2, "bad usage or input")))
+        exit status:
+          0  done
+          2  bad usage or input
+    """
+    return "exit status:\n" + "\n".join(f"  {code}  {text}" for code, text in rows)
+
+
+#: The exit status of bad usage or input, the same for every command.
+USAGE_ROW = (2, "bad usage or input (the message, on stderr, says what to change)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    from gradlab import init
+    from gradlab import __version__, init
 
     parser = argparse.ArgumentParser(
         prog="gradlab",
         description="See and fix vanishing and exploding gradients in JAX, and verify "
         "gradients numerically.",
+        epilog=exit_status(
+            (0, "success"),
+            (1, "check: a gradient is wrong; diagnose: gradients vanish or explode somewhere"),
+            USAGE_ROW,
+            (3, "check: inconclusive (nothing wrong found, not everything verified)"),
+        )
+        + "\n\nEach command's --help lists its own.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -101,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LSTMs/RNNs over many seeds, compares them with closed-form theory, runs gradient "
         "checks on the built-in models, prints tables and writes figures, summary.json and "
         "summary.md.",
+        epilog=exit_status((0, "done"), USAGE_ROW),
     )
     demo.add_argument("--out", default="gradlab-out", help="output folder (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="reduced sizes, a few seconds")
@@ -115,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "norms over many seeds, prints a table and writes JSON and a figure.",
         epilog="Initialisers: "
         + ", ".join(init.NAMES)
-        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, normal:0.9).",
+        + " (parametric ones take NAME:VALUE, e.g. orthogonal:1.1, fan_in_normal:0.9).\n\n"
+        + exit_status((0, "measured, table printed, files written"), USAGE_ROW),
     )
     fl.add_argument("--arch", choices=("mlp", "residual", "lstm", "rnn"), default="mlp")
     fl.add_argument("--depth", type=_non_negative, default=150, help="layers (mlp, residual)")
@@ -155,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in _EXTENSIONS:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():  # every command's help, extensions' included
+        command.formatter_class = _HelpFormatter
     return parser
 
 
@@ -170,10 +206,37 @@ _EXTENSIONS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- commands
 
 
-def _console() -> Any:
-    from rich.console import Console
+def _console(*, stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr); when that is not a terminal, tables are not cut.
 
-    return Console()
+    Rich lays out for 80 columns when the output is piped or redirected, which cuts table
+    cells (``hidden[1…``). There every command prints at :data:`PIPED_WIDTH` columns without
+    wrapping text, and draws its rules :data:`PIPED_RULE_WIDTH` wide.
+    """
+    from rich.console import Console
+    from rich.rule import Rule
+
+    class _PipedConsole(Console):
+        def rule(self, title: Any = "", **kwargs: Any) -> None:
+            self.print(Rule(title, **kwargs), width=PIPED_RULE_WIDTH)
+
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return _PipedConsole(stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
+
+
+def _write_json(data: Any, dest: str, console: Any) -> None:
+    """Writes ``data`` as JSON to the file ``dest``, or to stdout alone when ``dest`` is ``-``."""
+    text = json.dumps(data, indent=1, default=str)
+    if dest == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    console.print(f"wrote {path}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -247,49 +310,79 @@ def _cmd_flow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _load_target(target: str, parser: argparse.ArgumentParser) -> Any:
+@contextlib.contextmanager
+def _importable(target: str) -> Iterator[None]:
+    """While loading ``target``: its file's folder (or the cwd, for a module) on ``sys.path``.
+
+    So that a file imports its neighbours (``import helpers`` next to ``problem.py``) and a
+    module path resolves from the current folder, as ``python path/to/file.py`` and ``python -m``
+    would. ``sys.path`` is restored afterwards; the modules imported stay imported.
+    """
+    module_part = target.rpartition(":")[0]
+    path = Path(module_part)
+    if module_part.endswith(".py") or path.is_file():
+        folder = str(path.resolve().parent)
+    else:
+        folder = str(Path.cwd())
+    saved = list(sys.path)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _load_target(target: str, parser: argparse.ArgumentParser, command: str = "check") -> Any:
+    """Imports ``FUNCTION`` from ``MODULE`` (a dotted path or a ``.py`` file).
+
+    Call it inside :func:`_importable` so that the target's neighbours import.
+    """
     module_part, sep, func_name = target.rpartition(":")
     if not sep or not module_part or not func_name:
         parser.error(
-            f"check: expected MODULE:FUNCTION (e.g. mypkg.layers:problem or "
+            f"{command}: expected MODULE:FUNCTION (e.g. mypkg.layers:problem or "
             f"path/to/file.py:problem), got {target!r}"
         )
     path = Path(module_part)
     if module_part.endswith(".py") or path.is_file():
         if not path.is_file():
-            parser.error(f"check: no such file {module_part!r}")
+            parser.error(f"{command}: no such file {module_part!r}")
         name = f"_gradlab_check_target_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            parser.error(f"check: cannot import {module_part!r} as a Python file")
+            parser.error(f"{command}: cannot import {module_part!r} as a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as e:
-            parser.error(f"check: importing {module_part!r} raised {type(e).__name__}: {e}")
+            parser.error(f"{command}: importing {module_part!r} raised {type(e).__name__}: {e}")
     else:
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
         try:
             module = importlib.import_module(module_part)
         except Exception as e:
-            parser.error(f"check: cannot import module {module_part!r}: {type(e).__name__}: {e}")
+            parser.error(
+                f"{command}: cannot import module {module_part!r}: {type(e).__name__}: {e}"
+            )
     fn = getattr(module, func_name, None)
     if fn is None or not callable(fn):
-        parser.error(f"check: {module_part!r} has no function {func_name!r}")
+        parser.error(f"{command}: {module_part!r} has no function {func_name!r}")
     return fn
 
 
 def _load_problem(
     target: str, parser: argparse.ArgumentParser, command: str
 ) -> tuple[Any, Any, tuple[Any, ...]]:
-    """``MODULE:FUNCTION`` loaded and called: the ``(f, params, args)`` it returns."""
-    fn = _load_target(target, parser)
-    try:
-        problem = fn()
-    except Exception as e:
-        parser.error(f"{command}: {target}() raised {type(e).__name__}: {e}")
+    """``MODULE:FUNCTION`` loaded and called: the ``(f, params, args)`` it returns.
+
+    Bad targets end in ``parser.error`` (the message on stderr, exit status 2).
+    """
+    with _importable(target):
+        fn = _load_target(target, parser, command)
+        try:
+            problem = fn()
+        except Exception as e:
+            parser.error(f"{command}: {target}() raised {type(e).__name__}: {e}")
     if not (isinstance(problem, tuple | list) and len(problem) == 3):
         parser.error(
             f"{command}: {target}() must return (f, params, args) with args a tuple, got "
@@ -311,11 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 when ``gradlab check`` fails, 2 for bad usage, 3 when a check is
-        inconclusive.
+        0 on success, 1 when ``gradlab check`` fails or ``gradlab diagnose`` flags a layer, 2
+        for bad usage or input, 3 when a check is inconclusive.
     """
-    from gradlab._errors import InputError
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import math
+import os
+import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+import gradlab
 from gradlab.cli import main
 
 USER_MODULE = textwrap.dedent(
@@ -39,6 +49,10 @@ USER_MODULE = textwrap.dedent(
 
     def not_a_problem():
         return 42
+
+
+    def integer_params():  # integers: nothing to check
+        return (lambda p: jnp.sum(p**2)), jnp.arange(3), ()
     """
 )
 
@@ -58,6 +72,15 @@ def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
     lecture = {r["weight"]: r for r in summary["lecture"]["rows"]}
     assert lecture[1.1]["lecture_chain"] == pytest.approx(1.1**150, rel=1e-9)
     assert 10 ** lecture[1.1]["orthogonal_log10_mean"] == pytest.approx(1.1**150, rel=1e-3)
+    # every row of the lecture's table is measured with both kinds of weights, --quick too:
+    # the Gaussian 1.1 row is not a nan (it was when --quick measured one kind per row)
+    for row in lecture.values():
+        for kind in ("orthogonal", "normal"):
+            for stat in ("mean", "std"):
+                assert math.isfinite(row[f"{kind}_log10_{stat}"]), (row["weight"], kind, stat)
+        # Gaussian weights N(0, w²/n): measured within 5 spreads of the exact theory
+        spread = math.hypot(row["normal_log10_std"], row["gaussian_theory_log10_std"])
+        assert abs(row["normal_log10_mean"] - row["gaussian_theory_log10_mean"]) < 5 * spread
     checks = {r["model"]: r for r in summary["checks"]["rows"]}
     assert not checks["buggy custom_vjp tanh (deliberate)"]["ok"]
     assert all(r["ok"] for name, r in checks.items() if "buggy" not in name)
@@ -74,6 +97,7 @@ def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000  # --quick: PNG only
     printed = capsys.readouterr().out
     assert "summary.md" in printed and "The lecture's chains" in printed
+    assert not re.search(r"\bnan\b", printed) and not re.search(r"\bnan\b", md)
 
 
 def test_check_passes_on_a_correct_function(user_module, capsys, tmp_path):
@@ -124,13 +148,15 @@ def test_an_inconclusive_check_exits_3_unless_allowed(user_module, capsys):
         (["check", "no_such_module_xyz:f"], "cannot import module"),
         (["check", "missing_file.py:f"], "no such file"),
         (["check", "my_layers:not_a_problem"], "must return (f, params, args)"),
-        (["check", "my_layers:correct", "--eps", "-1"], "positive number"),
+        (["check", "my_layers:correct", "--eps", "-1"], "must be a finite number > 0"),
         (["check", "my_layers:correct", "--entries", "some"], "sample:N"),
-        (["check", "my_layers:correct", "--entries", "sample:0"], "must be >= 1"),
+        (["check", "my_layers:correct", "--entries", "sample:0"], "must be an integer >= 1"),
         (["check", "my_layers:correct", "--autodiff", "sideways"], "invalid choice"),
         (["flow", "--init", "xavier"], "Valid names: lecun_normal"),
         (["flow", "--arch", "transformer"], "invalid choice"),
-        (["flow", "--seeds", "0"], "must be >= 1"),
+        (["flow", "--seeds", "0"], "must be an integer >= 1"),
+        (["flow", "--init", "normal:2"], "renamed fan_in_normal"),
+        (["check", "my_layers:integer_params"], "bad input"),  # found by the checker
         (["flow", "--branch-scale", "huge"], "rezero, fixup or a number"),
         (["demo", "--seeds", "many"], "is not an integer"),
         (["demo", "--seeds", "1"], "a spread needs two seeds"),
@@ -140,7 +166,9 @@ def test_an_inconclusive_check_exits_3_unless_allowed(user_module, capsys):
 )
 def test_bad_usage_exits_2_with_a_helpful_message(user_module, capsys, argv, message):
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""  # messages go to stderr: stdout stays clean for a pipe
 
 
 def test_help(capsys):
@@ -148,6 +176,154 @@ def test_help(capsys):
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "MODULE:FUNCTION" in out and "orthogonal:1.1" in out
+
+
+# What each command's --help must say about its exit status.
+EXIT_STATUSES = {
+    (): ("0  success", "1  check: a gradient is wrong", "2  bad usage", "3  check: inconclusive"),
+    ("demo",): ("0  done", "2  bad usage"),
+    ("flow",): ("0  measured", "2  bad usage"),
+    ("check",): ("0  passed", "1  failed", "2  bad usage", "3  inconclusive"),
+    ("diagnose",): ("0  no layer flagged", "1  gradients vanish or explode", "2  bad usage"),
+    ("experiment",): ("0  it ran", "2  bad usage"),
+}
+
+
+@pytest.mark.parametrize("command", list(EXIT_STATUSES), ids=lambda c: " ".join(c) or "gradlab")
+def test_every_help_documents_the_exit_statuses(command, capsys):
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for line in EXIT_STATUSES[command]:  # one line each: the list is not joined into prose
+        assert re.search(rf"^  {re.escape(line)}", out, re.M), line
+
+
+def test_every_command_documents_its_exit_statuses():
+    """No command escapes the test above: every subcommand of the parser has an epilog."""
+    from gradlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.epilog and "exit status:" in parser.epilog, name
+
+
+def test_help_texts_are_whole(capsys):
+    assert main(["check", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the help wraps lines; join them
+    assert "the dtype the check computes in (default: float64;" in out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"gradlab {gradlab.__version__}" and captured.err == ""
+
+
+def test_json_dash_writes_the_report_to_stdout_alone(user_module, capsys):
+    assert main(["check", "my_layers:correct", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout is the JSON and nothing else
+    assert report["ok"] is True and report["outcome"] == "passed"
+    assert "gradlab.check OK" in captured.err  # the printed report went to stderr
+    assert not (user_module.parent / "-").exists()  # no file named '-'
+
+
+LONG = "encoder_block_with_a_long_descriptive_name_that_a_terminal_of_80_columns_would_cut"
+
+_DIAGNOSE_TARGET = f"""
+import jax.numpy as jnp, numpy as np
+
+def make():
+    rng = np.random.default_rng(0)
+    ws = {{f"{LONG}_{{i:02d}}": jnp.asarray(rng.normal(size=(8, 8)) * 0.2) for i in range(12)}}
+    def f(ws, x):
+        for name in sorted(ws):
+            x = jnp.tanh(x @ ws[name])
+        return jnp.sum(x)
+    return f, ws, (jnp.ones((2, 8)),)
+"""
+
+
+def test_piped_diagnose_table_is_not_cut(tmp_path, capsys):
+    # capsys's stdout is not a terminal, as a pipe is not: rich would lay the table out in 80
+    # columns and cut the layer names ('encoder_bl…'); every command prints them whole
+    (tmp_path / "longnames.py").write_text(_DIAGNOSE_TARGET)
+    assert main(["diagnose", f"{tmp_path / 'longnames.py'}:make", "--no-verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"{LONG}_00" in out and f"{LONG}_11" in out
+    assert "…" not in out
+    # --json -: the diagnosis as JSON on stdout alone, the table on stderr
+    assert (
+        main(["diagnose", f"{tmp_path / 'longnames.py'}:make", "--no-verify", "--json", "-"]) == 1
+    )
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["flags"][0]["kind"] == "vanishing"
+    assert f"{LONG}_00" in captured.err
+
+
+def test_piped_console_is_wide_and_its_rules_are_not(capsys):
+    from gradlab.cli import PIPED_RULE_WIDTH, PIPED_WIDTH, _console
+
+    console = _console()
+    assert not console.is_terminal and console.width == PIPED_WIDTH
+    console.rule("section")
+    line = capsys.readouterr().out.rstrip("\n")
+    assert len(line) == PIPED_RULE_WIDTH and "section" in line
+
+
+_SIBLING = """
+import jax.numpy as jnp
+
+def layer(w, x):
+    return jnp.tanh(x @ w)
+"""
+
+_FILE_TARGET = f"""
+import jax.numpy as jnp
+from helpers import layer  # a module next to this file, not on the import path
+
+def problem():
+    w = jnp.arange(1.0, 7.0).reshape(2, 3) / 7.0
+    params = {{"{LONG}": w}}
+    x = jnp.linspace(-1.0, 1.0, 8).reshape(4, 2)
+    return (lambda p, x: jnp.sum(layer(p["{LONG}"], x) ** 2)), params, (x,)
+"""
+
+
+def test_file_target_imports_its_neighbours_and_pipes_whole_rows(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "helpers.py").write_text(_SIBLING)
+    (folder / "problem.py").write_text(_FILE_TARGET)
+    elsewhere = tmp_path / "elsewhere"  # run from another folder: only the file's has helpers
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(gradlab.__file__).parents[1])}
+    run = subprocess.run(
+        [sys.executable, "-m", "gradlab", "check", str(folder / "problem.py") + ":problem"],
+        cwd=elsewhere,
+        capture_output=True,  # stdout is a pipe
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "gradlab.check OK" in run.stdout and LONG in run.stdout  # the leaf name whole
+    assert "error" not in run.stderr
+
+
+def test_file_target_leaves_the_import_path_as_found(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "helpers.py").write_text(_SIBLING)
+    (folder / "problem.py").write_text(_FILE_TARGET)
+    before = list(sys.path)
+    assert main(["check", f"{folder / 'problem.py'}:problem"]) == 0
+    assert sys.path == before
+    # without the file's folder on the path the neighbour is not found: the test above tests
+    # the fix, not an accident of the working folder
+    sys.modules.pop("helpers", None)
+    with pytest.raises(ImportError):
+        importlib.import_module("helpers")
 
 
 def test_flow_command_writes_json_and_figure(tmp_path, capsys):
@@ -189,3 +365,38 @@ def test_bad_input_found_after_parsing_exits_2_with_the_message(monkeypatch, cap
     monkeypatch.setattr(cli, "_cmd_flow", refuse)
     assert main(["flow"]) == 2
     assert "gradlab flow: error: depth must be >= 1; pass --depth 10" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- validators
+
+
+def test_validators_name_the_argument_and_the_fix():
+    from gradlab import _validate as v
+
+    assert v.integer("n", 3) == 3 and v.integer("n", np.int64(3)) == 3 and v.integer("n", 3.0) == 3
+    assert type(v.integer("n", np.int64(3))) is int
+    for bad in (True, 2.5, "3", None, 0, float("nan")):
+        with pytest.raises(gradlab.InputError, match=r"n must be an integer >= 1, got .*; pass"):
+            v.integer("n", bad)
+    with pytest.raises(gradlab.InputError, match="integer >= 1"):
+        v.integer("n", 3.0, exact=True)  # exact: ints only
+    assert v.positive_number("eps", 1) == 1.0
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(gradlab.InputError, match="eps must be a finite number > 0"):
+            v.positive_number("eps", bad)
+    assert v.nonnegative_number("gain", 0) == 0.0
+    with pytest.raises(gradlab.InputError, match=">= 0"):
+        v.nonnegative_number("gain", -1e-9)
+    assert v.boolean("flag", False) is False
+    with pytest.raises(gradlab.InputError, match="True or False"):
+        v.boolean("flag", 1)
+    assert v.choice("loss", "bce", ("readout", "bce")) == "bce"
+    for bad in ("BCE", 1, np.array(["bce", "bce"])):  # an array is not one of them either
+        with pytest.raises(gradlab.InputError, match="loss must be one of 'readout', 'bce'"):
+            v.choice("loss", bad, ("readout", "bce"))
+
+    class CustomError(Exception):
+        pass
+
+    with pytest.raises(CustomError, match="Sample: per_leaf must be an integer >= 1"):
+        v.integer("Sample: per_leaf", 0, exact=True, error=CustomError)

@@ -86,7 +86,9 @@ def test_claim_all_needs_every_seed():
     json.dumps(result_mod.jsonable({"a": np.array([np.inf, 1.0])}), allow_nan=False)
 
 
-@pytest.mark.parametrize("name", ["he_normal", "glorot_normal", "lecture_glorot", "normal:1.5"])
+@pytest.mark.parametrize(
+    "name", ["he_normal", "glorot_normal", "lecture_glorot", "fan_in_normal:1.5"]
+)
 def test_from_lecun_matches_the_initialiser(name):
     """Rescaled LeCun draws have the target initialiser's variance, layer by layer."""
     model = nn.MLP(40, 1, width=60, depth=3, rngs=nnx.Rngs(0))

@@ -80,7 +80,7 @@ def test_gaussian_linear_z_test():
         depth=depth,
         width=width,
         activation="linear",
-        init=f"normal:{sigma}",
+        init=f"fan_in_normal:{sigma}",
         seeds=400,
         batch=1,
         weight_gradients=False,
@@ -132,7 +132,7 @@ def test_tanh_chaotic_mean_field_z_test():
         depth=depth,
         width=width,
         activation="tanh",
-        init="normal:2",  # the lecture's std 2/sqrt(n_prev)
+        init="fan_in_normal:2",  # the lecture's std 2/sqrt(n_prev)
         seeds=32,
         batch=1,
         weight_gradients=False,
@@ -146,8 +146,8 @@ def test_tanh_chaotic_mean_field_z_test():
     assert float(theory.chi1(4.0, 0.0)) > 1
     # the line is gradlab.theory's at the initialiser's own numbers, by name or by object
     kw = dict(depth=depth, width=width, activation="tanh", seeds=32, batch=1, key=13)
-    _same_by_object(p, init.normal(2.0), weight_gradients=False, **kw)
-    s2 = init.normal(2.0).weight_variance
+    _same_by_object(p, init.fan_in_normal(2.0), weight_gradients=False, **kw)
+    s2 = init.fan_in_normal(2.0).weight_variance
     expected = theory.mean_field_profile(depth, s2, 0.0, "tanh", input_q=s2, width=width)
     np.testing.assert_allclose(s.theory.mean, expected.log10_norm_mean, rtol=1e-12)
 
@@ -283,7 +283,7 @@ def test_residual_line_is_theory_residual_stack(branch_scale, alpha):
 def test_input_errors_say_the_fix():
     with pytest.raises(gradlab.InputError, match="Valid names: lecun_normal"):
         flow.depth_profile("mlp", init="xavier")
-    with pytest.raises(gradlab.InputError, match="use 'normal:2'"):
+    with pytest.raises(gradlab.InputError, match="use 'fan_in_normal:2'"):
         flow.depth_profile("mlp", init="lecture_2_over_sqrt_n")
     with pytest.raises(gradlab.InputError, match="initialiser name"):
         flow.time_profile("rnn", init=3)

@@ -48,14 +48,14 @@ NAMED = [
     ("glorot_normal", init.glorot_normal, "normal", lambda fi, fo: 2 / (fi + fo)),
     ("glorot_uniform", init.glorot_uniform, "uniform", lambda fi, fo: 2 / (fi + fo)),
     ("lecture_glorot", init.lecture_glorot, "normal", lambda fi, fo: 4 / (fi + fo)),
-    ("normal(2)", init.normal(2.0), "normal", lambda fi, fo: 4 / fi),
+    ("fan_in_normal(2)", init.fan_in_normal(2.0), "normal", lambda fi, fo: 4 / fi),
     (
         "variance_scaling(9, uniform)",
         init.variance_scaling(9.0, "fan_in", "uniform"),
         "uniform",
         lambda fi, fo: 9 / fi,
     ),
-    ("normal(1.5)", init.normal(1.5), "normal", lambda fi, fo: 2.25 / fi),
+    ("fan_in_normal(1.5)", init.fan_in_normal(1.5), "normal", lambda fi, fo: 2.25 / fi),
 ]
 
 # shape, keyword arguments, (fan_in, fan_out)
@@ -241,10 +241,12 @@ def test_gaussian_fixed_std_any_rank():
         assert_variance(w, 0.09, "normal")
 
 
-def test_normal_contains_lecun_and_he():
-    chex.assert_trees_all_equal(init.normal(1.0)(KEY, (9, 7)), init.lecun_normal(KEY, (9, 7)))
+def test_fan_in_normal_contains_lecun_and_he():
+    chex.assert_trees_all_equal(
+        init.fan_in_normal(1.0)(KEY, (9, 7)), init.lecun_normal(KEY, (9, 7))
+    )
     chex.assert_trees_all_close(
-        init.normal(2**0.5)(KEY, (9, 7)), init.he_normal(KEY, (9, 7)), rtol=1e-6
+        init.fan_in_normal(2**0.5)(KEY, (9, 7)), init.he_normal(KEY, (9, 7)), rtol=1e-6
     )
 
 
@@ -263,10 +265,10 @@ def test_stacked_accepts_unhashable_initialisers():
         k: float
 
         def __call__(self, key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
-            return init.normal(self.k)(key, shape, dtype)
+            return init.fan_in_normal(self.k)(key, shape, dtype)
 
     w = init.stacked(Scaled(2.0))(KEY, (3, 4, 4))
-    chex.assert_trees_all_close(w, init.stacked(init.normal(2.0))(KEY, (3, 4, 4)), rtol=1e-6)
+    chex.assert_trees_all_close(w, init.stacked(init.fan_in_normal(2.0))(KEY, (3, 4, 4)), rtol=1e-6)
 
 
 def test_constant_zeros_ones():
@@ -287,7 +289,13 @@ def test_usable_as_flax_kernel_init():
 
 @pytest.mark.parametrize(
     "init_fn",
-    [init.lecun_normal, init.he_uniform, init.orthogonal(), init.near_identity(), init.normal(2.0)],
+    [
+        init.lecun_normal,
+        init.he_uniform,
+        init.orthogonal(),
+        init.near_identity(),
+        init.fan_in_normal(2.0),
+    ],
 )
 def test_rank_below_two_raises(init_fn):
     with pytest.raises(ValueError, match="rank >= 2"):
@@ -303,7 +311,7 @@ def test_non_float_dtype_raises(dtype):
 
 def test_bad_arguments_raise():
     with pytest.raises(gradlab.InputError, match="scale must be"):
-        init.normal(-1.0)
+        init.fan_in_normal(-1.0)
     with pytest.raises(ValueError, match="mode"):
         init.variance_scaling(1.0, "fan_geo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distribution"):
@@ -332,7 +340,7 @@ _FAN_INITS = [
     init.he_normal,
     init.glorot_uniform,
     init.lecture_glorot,
-    init.normal(2.0),
+    init.fan_in_normal(2.0),
     init.orthogonal(1.3),
     init.near_identity(0.1),
 ]
@@ -390,7 +398,7 @@ def test_property_batch_axis_fans_equal_layer_fans(shape):
 # --------------------------------------------------------------------------- names
 
 # A value for the parametric names (gaussian needs one; the others have defaults).
-_VALUES = {"normal": "1.7", "orthogonal": "1.1", "near_identity": "0.05", "gaussian": "0.3"}
+_VALUES = {"fan_in_normal": "1.7", "orthogonal": "1.1", "near_identity": "0.05", "gaussian": "0.3"}
 
 
 def _spec(name: str) -> init.InitSpec:
@@ -431,23 +439,23 @@ def test_names_are_one_per_distribution():
 
 def test_get_returns_the_named_objects_and_factory_equals():
     assert init.get("he_normal") is init.he_normal
-    assert init.get("normal:2") == init.normal(2.0)
+    assert init.get("fan_in_normal:2") == init.fan_in_normal(2.0)
     assert init.get("orthogonal") == init.orthogonal(1.0)
     assert init.get("near_identity").name == "near_identity:0.01"
-    assert init.get("normal:2").weight_variance == 4.0  # the lecture's std 2/sqrt(n_prev)
+    assert init.get("fan_in_normal:2").weight_variance == 4.0  # the lecture's std 2/sqrt(n_prev)
     assert init.lecture_glorot.weight_variance == 2.0  # 4/(n+n) for a square layer
-    assert init.normal(1.1).name == "normal:1.1"
+    assert init.fan_in_normal(1.1).name == "fan_in_normal:1.1"
 
 
 @pytest.mark.parametrize(
     ("name", "match"),
     [
         ("xavier", "Valid names: lecun_normal"),
-        ("lecture_2_over_sqrt_n", "use 'normal:2'"),
-        ("scaled:0.9", "use 'normal:K'"),
+        ("lecture_2_over_sqrt_n", "use 'fan_in_normal:2'"),
+        ("scaled:0.9", "use 'fan_in_normal:K'"),
         ("he_normal:2", "takes no ':value'"),
         ("orthogonal:abc", "not a number"),
-        ("normal:-1", ">= 0"),
+        ("fan_in_normal:-1", ">= 0"),
         ("gaussian", "needs a value"),
     ],
 )
@@ -473,3 +481,114 @@ def test_named_initialisers_carry_their_docstrings_for_help_and_doctest():
         assert ">>>" in spec.__doc__ and spec.__doc__ != init.InitSpec.__doc__
     found = {t.name.rsplit(".", 1)[-1] for t in doctest.DocTestFinder().find(named) if t.examples}
     assert set(NAMED) <= found
+
+
+# --------------------------------------------------------------------------- JAX's conventions
+
+# Names gradlab shares with jax.nn.initializers, each a factory there.
+SHARED = ("lecun_normal", "lecun_uniform", "he_normal", "he_uniform")
+SHARED += ("glorot_normal", "glorot_uniform")
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_named_initialisers_are_also_factories_like_jax(name):
+    ours, theirs = getattr(init, name), getattr(jax.nn.initializers, name)
+    assert ours() is ours  # he_normal() is he_normal, as jax's he_normal() is an initialiser
+    shape = (300, 200)
+    w_ours, w_jax = ours()(KEY, shape), theirs()(KEY, shape)
+    chex.assert_equal_shape([w_ours, w_jax])
+    chex.assert_type(w_ours, w_jax.dtype)
+    # The same variance, scale / fan, for the same name (the uniform ones: the same arrays).
+    dist = "uniform" if name.endswith("uniform") else "normal"
+    fan_in, fan_out = shape
+    var = {"lecun": 1 / fan_in, "he": 2 / fan_in, "glorot": 2 / (fan_in + fan_out)}
+    expected = var[name.split("_")[0]]
+    assert_variance(w_ours, expected, dist)
+    assert_variance(w_jax, expected, dist)  # jax's truncated normal has the same variance
+    if dist == "uniform":
+        chex.assert_trees_all_equal(w_ours, w_jax)
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_factory_options_are_jaxs(name):
+    ours, theirs = getattr(init, name), getattr(jax.nn.initializers, name)
+    shape = (6, 40, 24)  # read as 6 stacked (40, 24) layers, then as (in=24, out=40) per layer
+    options: dict[str, Any] = {"in_axis": -1, "out_axis": -2, "batch_axis": 0}
+    made = ours(**options)
+    assert made != ours and made.name == f"{name}(in_axis=-1, out_axis=-2)"
+    w = made(KEY, shape)
+    if name.endswith("uniform"):  # the same arrays as jax's with the same options
+        chex.assert_trees_all_equal(w, theirs(**options)(KEY, shape))
+    else:  # per layer fan_in = 24, fan_out = 40: the variance says which axes were read
+        var = {"lecun": 1 / 24, "he": 2 / 24, "glorot": 2 / 64}[name.split("_")[0]]
+        assert_variance(w, var, "normal")
+        scale = {"lecun": 1.0, "he": 2.0, "glorot": 1.0}[name.split("_")[0]]
+        mode = "fan_avg" if name.startswith("glorot") else "fan_in"
+        chex.assert_trees_all_close(
+            w,
+            jax.nn.initializers.variance_scaling(scale, mode, "normal", **options)(KEY, shape),
+            rtol=1e-6,
+            atol=1e-7,
+        )
+    # dtype=... is the dtype drawn when the call passes none, as in jax
+    half = ours(dtype=jnp.float16)
+    chex.assert_type(half(KEY, (4, 4)), jnp.float16)
+    chex.assert_type(half(KEY, (4, 4), jnp.float32), jnp.float32)
+    assert half != ours and ours(dtype=jnp.float16) == half
+
+
+def test_gaussian_is_jaxs_normal():
+    """``gaussian(std)`` draws what ``jax.nn.initializers.normal(std)`` draws: a fixed std."""
+    for shape in [(300, 200), (40000,)]:
+        ours, theirs = init.gaussian(0.5)(KEY, shape), jax.nn.initializers.normal(0.5)(KEY, shape)
+        assert_variance(ours, 0.25, "normal")  # std 0.5 whatever the fans
+        chex.assert_trees_all_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    # the fan-scaled Gaussian is a different distribution: std 0.5 / sqrt(300)
+    assert_variance(init.fan_in_normal(0.5)(KEY, (300, 200)), 0.25 / 300, "normal")
+
+
+def test_structured_and_constant_factories_are_called_like_jaxs():
+    assert init.orthogonal(1.1)() == init.orthogonal(1.1)
+    chex.assert_trees_all_equal(
+        init.orthogonal(1.1)(batch_axis=())(KEY, (8, 8)),
+        jax.nn.initializers.orthogonal(1.1)(KEY, (8, 8)),
+    )
+    stacked = init.orthogonal()(batch_axis=0)(KEY, (3, 8, 8))
+    np.testing.assert_allclose(
+        np.asarray(stacked[1]).T @ np.asarray(stacked[1]), np.eye(8), atol=1e-5
+    )
+    chex.assert_trees_all_equal(
+        init.constant(0.5)(KEY, (2, 3)), jax.nn.initializers.constant(0.5)(KEY, (2, 3))
+    )
+    for ours, theirs in (
+        (init.zeros, jax.nn.initializers.zeros),
+        (init.ones, jax.nn.initializers.ones),
+    ):
+        chex.assert_trees_all_equal(ours(KEY, (2, 3)), theirs(KEY, (2, 3)))
+
+
+def test_factory_form_works_as_flax_kernel_init():
+    layer = nnx.Linear(64, 32, kernel_init=init.he_uniform(), rngs=nnx.Rngs(0))
+    flax_layer = nnx.Linear(64, 32, kernel_init=jax.nn.initializers.he_uniform(), rngs=nnx.Rngs(0))
+    chex.assert_trees_all_equal(layer.kernel[...], flax_layer.kernel[...])
+
+
+def test_former_name_normal_says_which_to_use():
+    # jax.nn.initializers.normal(0.5) draws std 0.5; the fan-scaled one draws 0.5/sqrt(fan_in).
+    # One name cannot mean both: 'normal' raises, naming both, in Python and by name.
+    assert "normal" not in init.__all__ and "normal" not in init.NAMES
+    for call in (lambda: init.normal(0.5), lambda: init.normal(), lambda: init.get("normal:2")):
+        with pytest.raises(gradlab.InputError, match="fan_in_normal") as e:
+            call()
+        assert "gaussian(stddev)" in str(e.value) and "jax.nn.initializers.normal" in str(e.value)
+
+
+def test_factory_form_errors_say_the_fix():
+    with pytest.raises(gradlab.InputError, match=r"pass a key and a shape"):
+        init.he_normal(KEY)  # type: ignore[call-overload]
+    with pytest.raises(gradlab.InputError, match="options of the factory form"):
+        init.he_normal(KEY, (4, 4), in_axis=0)  # type: ignore[call-overload]
+    with pytest.raises(gradlab.InputError, match="no fans"):
+        init.orthogonal()(in_axis=0)
+    with pytest.raises(gradlab.InputError, match="real floating dtype"):
+        init.he_normal(dtype=jnp.int32)

@@ -15,7 +15,7 @@ def depth_profiles():
     kw = dict(depth=12, width=8, seeds=3, batch=2)
     return [
         flow.depth_profile("mlp", activation="linear", init="orthogonal:0.9", **kw),
-        flow.depth_profile("mlp", activation="linear", init="normal:1.1", **kw),
+        flow.depth_profile("mlp", activation="linear", init="fan_in_normal:1.1", **kw),
     ]
 
 

@@ -11,16 +11,18 @@ from gradlab import flow, theory
 from gradlab import init as gradlab_init
 from gradlab.demo._settings import DemoSettings, _fmt_ratio, _pm, _regime, _Runner
 
+#: The linear nets' initialisers by the kind the summary names them ("normal" is Gaussian).
+_LINEAR_INITS = {"orthogonal": "orthogonal", "normal": "fan_in_normal"}
+
 
 def _lecture_section(s: DemoSettings, r: _Runner) -> tuple[dict[str, Any], dict[str, Any]]:
     gains = (1.1, 0.9)
     profiles: dict[str, flow.FlowProfile] = {}
     rows = []
     for w in gains:
-        kinds: tuple[str, ...] = ("orthogonal", "normal")
-        if s.quick:  # one of each: orthogonal for 1.1, Gaussian for 0.9
-            kinds = ("orthogonal",) if w > 1 else ("normal",)
-        for kind in kinds:
+        # every row of the table has both measurements, in --quick too (a linear net at the
+        # quick width costs little): a row without one would print and store no value
+        for kind in ("orthogonal", "normal"):
             name = f"linear_{kind}_{w:g}"
             profiles[name] = r.step(
                 f"linear net, {kind} weights x {w:g}, depth {s.depth}",
@@ -30,7 +32,7 @@ def _lecture_section(s: DemoSettings, r: _Runner) -> tuple[dict[str, Any], dict[
                     depth=s.depth,
                     width=s.width,
                     activation="linear",
-                    init=f"{kind}:{w:g}",
+                    init=f"{_LINEAR_INITS[kind]}:{w:g}",
                     seeds=s.seeds,
                     batch=s.batch,
                     weight_gradients=False,
@@ -46,11 +48,9 @@ def _lecture_section(s: DemoSettings, r: _Runner) -> tuple[dict[str, Any], dict[
             "gaussian_theory_rms": float(theory.chain(w, s.depth)),
         }
         for kind in ("orthogonal", "normal"):
-            key = f"linear_{kind}_{w:g}"
-            if key in profiles:
-                h = profiles[key].headline()
-                row[f"{kind}_log10_mean"] = h["log10_ratio_mean"]
-                row[f"{kind}_log10_std"] = h["log10_ratio_std"]
+            h = profiles[f"linear_{kind}_{w:g}"].headline()
+            row[f"{kind}_log10_mean"] = h["log10_ratio_mean"]
+            row[f"{kind}_log10_std"] = h["log10_ratio_std"]
         rows.append(row)
     table = Table(
         title=f"1. The lecture's chains vs a {s.depth}-layer linear network (width {s.width}): "
@@ -67,15 +67,14 @@ def _lecture_section(s: DemoSettings, r: _Runner) -> tuple[dict[str, Any], dict[
     ):
         table.add_column(col, justify="right")
     for row in rows:
-        orth = _fmt_ratio(row["orthogonal_log10_mean"]) if "orthogonal_log10_mean" in row else "—"
-        gm = row.get("normal_log10_mean", float("nan"))
+        gm = row["normal_log10_mean"]
         table.add_row(
             f"{row['weight']:g}",
             f"{row['lecture_chain']:.3g}",
-            orth,
+            _fmt_ratio(row["orthogonal_log10_mean"]),
             _fmt_ratio(gm),
             f"{row['gaussian_theory_typical']:.3g}",
-            f"{_pm(gm, row.get('normal_log10_std', float('nan')))} vs "
+            f"{_pm(gm, row['normal_log10_std'])} vs "
             f"{_pm(row['gaussian_theory_log10_mean'], row['gaussian_theory_log10_std'])}",
         )
     r.console.print(table)
@@ -90,15 +89,15 @@ def _lecture_section(s: DemoSettings, r: _Runner) -> tuple[dict[str, Any], dict[
 
 _TANH_INITS = {
     "lecture 1/√n (LeCun)": "lecun_normal",
-    "lecture 2/√n": "normal:2",
+    "lecture 2/√n": "fan_in_normal:2",
     "lecture 2/√(n_in+n_out)": "lecture_glorot",
-    "lecture K/√n, K=0.9": "normal:0.9",
+    "lecture K/√n, K=0.9": "fan_in_normal:0.9",
     "orthogonal": "orthogonal",
 }
 _RELU_INITS = {
     "He N(0, 2/n)": "he_normal",
     "lecture 1/√n (LeCun)": "lecun_normal",
-    "lecture 2/√n": "normal:2",
+    "lecture 2/√n": "fan_in_normal:2",
 }
 
 

@@ -62,7 +62,7 @@ def run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    total = 9 if settings.quick else 22  # measurements + checks, as listed in each section
+    total = 11 if settings.quick else 22  # measurements + checks, as listed in each section
     console.rule("[bold]gradlab demo[/]: vanishing and exploding gradients, measured vs theory")
     runner = _Runner(console, total)
     with runner.progress:

@@ -26,12 +26,11 @@ def _markdown(summary: dict[str, Any]) -> str:
         "Gaussian, exact theory (log10) |",
         "|---|---|---|---|---|",
     ]
-    nan = float("nan")
     for r in summary["lecture"]["rows"]:
-        orth = _fmt_ratio(r["orthogonal_log10_mean"]) if "orthogonal_log10_mean" in r else "—"
         lines.append(
-            f"| {r['weight']:g} | {r['lecture_chain']:.3g} | {orth} | "
-            f"{_pm(r.get('normal_log10_mean', nan), r.get('normal_log10_std', nan))}"
+            f"| {r['weight']:g} | {r['lecture_chain']:.3g} | "
+            f"{_fmt_ratio(r['orthogonal_log10_mean'])} | "
+            f"{_pm(r['normal_log10_mean'], r['normal_log10_std'])}"
             f" | {_pm(r['gaussian_theory_log10_mean'], r['gaussian_theory_log10_std'])} |"
         )
     lines += [

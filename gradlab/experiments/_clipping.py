@@ -76,7 +76,7 @@ def run(cfg: Config, seeds: int, out: Path, first_seed: int = 0) -> dict[str, An
     seed_ids = range(first_seed, first_seed + seeds)
     apply_fn, _ = nn.pure(_model(cfg, 0))
     kernels = {"w_in": None, "w_hidden": 0, "w_out": None}
-    nets = [from_lecun(nn.pure(_model(cfg, 1000 + s))[1], f"normal:{cfg.k:g}", kernels)
+    nets = [from_lecun(nn.pure(_model(cfg, 1000 + s))[1], f"fan_in_normal:{cfg.k:g}", kernels)
             for s in seed_ids]  # fmt: skip
     params = stack_trees(nets + nets)  # the same nets, unclipped then clipped
     keys = jnp.stack([jax.random.key(s) for s in seed_ids] * 2)

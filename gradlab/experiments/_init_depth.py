@@ -55,12 +55,12 @@ CONFIGS = {
     "large": Config(width=256, dim=64, batch=256, steps=1000, seeds=16),
 }
 
-#: The initialisers compared, by :func:`gradlab.init.get` name (and ``normal:K`` for each K).
+#: The initialisers compared, by :func:`gradlab.init.get` name (and ``fan_in_normal:K`` for each K).
 BASE_INITS = ("he_normal", "glorot_normal", "lecun_normal", "lecture_glorot")
 
 
 def _inits(cfg: Config) -> list[str]:
-    return [*BASE_INITS, *(f"normal:{k:g}" for k in cfg.ks)]
+    return [*BASE_INITS, *(f"fan_in_normal:{k:g}" for k in cfg.ks)]
 
 
 _KERNELS = {"w_in": None, "w_hidden": 0, "w_out": None}

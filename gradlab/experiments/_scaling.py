@@ -28,7 +28,7 @@ _FAN_AVG = frozenset({"glorot_normal", "lecture_glorot"})
 def gaussian_init(name: str) -> tuple[float, str]:
     """``(scale, mode)`` of a Gaussian :mod:`gradlab.init` name: ``W ~ N(0, scale / fan)``.
 
-    >>> gaussian_init("normal:2")  # the lecture's std 2/sqrt(n_prev)
+    >>> gaussian_init("fan_in_normal:2")  # the lecture's std 2/sqrt(n_prev)
     (4.0, 'fan_in')
     >>> gaussian_init("lecture_glorot")  # the lecture's std 2/sqrt(n_prev + n_cur)
     (2.0, 'fan_avg')
@@ -37,7 +37,7 @@ def gaussian_init(name: str) -> tuple[float, str]:
     if spec.family != "normal" or spec.weight_variance is None:
         raise InputError(
             f"{name!r} is not a Gaussian variance-scaling initialiser; use one of "
-            "he_normal, glorot_normal, lecun_normal, lecture_glorot or 'normal:K'."
+            "he_normal, glorot_normal, lecun_normal, lecture_glorot or 'fan_in_normal:K'."
         )
     return float(spec.weight_variance), "fan_avg" if spec.name in _FAN_AVG else "fan_in"
 

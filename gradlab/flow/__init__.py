@@ -30,8 +30,8 @@ All norms are stored as ``log10`` per seed and example (arrays ``(seeds, batch, 
 of the mean across seeds.
 
 Initialisers are taken from :mod:`gradlab.init`: a name of :data:`gradlab.init.NAMES`
-(``"he_normal"``, ``"normal:2"``, ``"orthogonal:1.1"``), a :mod:`gradlab.init` initialiser, or
-any callable. The theory line is chosen from what the initialiser's
+(``"he_normal"``, ``"fan_in_normal:2"``, ``"orthogonal:1.1"``), a :mod:`gradlab.init`
+initialiser, or any callable. The theory line is chosen from what the initialiser's
 :class:`gradlab.init.InitSpec` says (family, ``σ²``, gain); a callable gradlab did not make is
 measured with no theory line.
 

@@ -1,4 +1,7 @@
-"""Argument checks shared by the depth and time profiles, and how initialisers are taken."""
+"""Argument checks shared by the depth and time profiles, and how initialisers are taken.
+
+The checks are :mod:`gradlab._validate`'s, under the names the profiles use.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab import _validate
 from gradlab import init as _init
 from gradlab._errors import InputError
 
@@ -45,27 +49,16 @@ def _as_init(value: str | Initializer, what: str = "init") -> _Init:
 
 
 def _dtype(name: str) -> Any:
-    if name not in ("float32", "float64"):
-        raise InputError(f"dtype must be 'float32' or 'float64', got {name!r}; pass one of those.")
+    _validate.choice("dtype", name, ("float32", "float64"))
     return jnp.float64 if name == "float64" else jnp.float32
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}; pass e.g. 8.")
-    return int(value)
+    return _validate.integer(name, value, minimum)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise InputError(
-            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}; "
-            "pass one of those."
-        )
+    _validate.choice(name, value, choices)
 
 
 def _as_key(key: int | jax.Array) -> jax.Array:

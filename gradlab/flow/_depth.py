@@ -68,7 +68,7 @@ def depth_profile(
         width: units per layer.
         activation: ``"tanh"``, ``"relu"``, ``"linear"``, ``"sigmoid"``, ``"gelu"`` or a callable.
         init: the hidden kernels' initialiser: a name of :data:`gradlab.init.NAMES` (e.g.
-            ``"he_normal"``, ``"orthogonal:1.1"``, ``"normal:2"`` for the lecture's
+            ``"he_normal"``, ``"orthogonal:1.1"``, ``"fan_in_normal:2"`` for the lecture's
             ``2/sqrt(n_prev)``), a :mod:`gradlab.init` initialiser, or any callable
             ``(key, shape, dtype) -> Array`` (measured, but with no theory line).
         seeds: number of independent networks.

@@ -2,13 +2,22 @@
 
 Every initialiser here has the signature ``init(key, shape, dtype=jnp.float32) -> Array``, the
 same as :mod:`jax.nn.initializers` and Flax's ``kernel_init``, so it can be passed to
-``flax.nnx.Linear(..., kernel_init=gradlab.init.he_normal)`` as it is.
+``flax.nnx.Linear(..., kernel_init=gradlab.init.he_normal)`` as it is. The named ones are also
+called like JAX's factories: ``gradlab.init.he_normal()`` (or ``he_normal(batch_axis=0)``,
+``he_normal(in_axis=0, out_axis=1)``, ``he_normal(dtype=jnp.float64)``) returns the
+initialiser, as ``jax.nn.initializers.he_normal()`` does.
+
+Names shared with :mod:`jax.nn.initializers` draw with the same variance; where JAX's normal
+ones are truncated at two standard deviations, gradlab's are not (see below). There is no
+``normal``: JAX's ``normal(std)`` has a fixed std, which is :func:`gaussian` here, and the
+fan-scaled ``N(0, K^2/fan_in)`` is :func:`fan_in_normal` (``gradlab.init.normal``, its former
+name, raises an error saying so).
 
 One name per distribution. Each distinct distribution has exactly one public name:
 :func:`lecun_normal`, :func:`lecun_uniform`, :func:`he_normal`, :func:`he_uniform`,
 :func:`glorot_normal`, :func:`glorot_uniform`, :func:`lecture_glorot` (the lecture's std
-``2/sqrt(n_prev + n_cur)``), and the factories :func:`normal` (``N(0, scale^2 / fan_in)``, the
-lecture's ``K/sqrt(n_prev)`` with ``K = scale``), :func:`gaussian` (a fixed std),
+``2/sqrt(n_prev + n_cur)``), and the factories :func:`fan_in_normal` (``N(0, scale^2 /
+fan_in)``, the lecture's ``K/sqrt(n_prev)`` with ``K = scale``), :func:`gaussian` (a fixed std),
 :func:`orthogonal`, :func:`near_identity` and :func:`variance_scaling` (the general form).
 
 What the theory needs. Every initialiser made here is an :class:`InitSpec`: callable like any
@@ -51,7 +60,7 @@ Example:
     >>> w = init.he_normal(jax.random.key(0), (512, 256))
     >>> round(float(w.std() * jnp.sqrt(512 / 2)), 1)  # std is sqrt(2 / fan_in)
     1.0
-    >>> init.he_normal.weight_variance, init.get("normal:2").weight_variance
+    >>> init.he_normal.weight_variance, init.get("fan_in_normal:2").weight_variance
     (2.0, 4.0)
     >>> init.compute_fans((3, 3, 16, 32))
     (144, 288)
@@ -73,7 +82,8 @@ from gradlab.init._named import (
     lecun_uniform,
 )
 from gradlab.init._names import NAMES, get
-from gradlab.init._scaling import gaussian, normal, variance_scaling
+from gradlab.init._scaling import fan_in_normal, gaussian, variance_scaling
+from gradlab.init._scaling import normal as normal  # the former name: raises, naming the new
 from gradlab.init._spec import Initializer, InitSpec
 from gradlab.init._structured import near_identity, orthogonal, stacked
 
@@ -83,6 +93,7 @@ __all__ = [
     "Initializer",
     "compute_fans",
     "constant",
+    "fan_in_normal",
     "gaussian",
     "get",
     "glorot_normal",
@@ -93,7 +104,6 @@ __all__ = [
     "lecun_normal",
     "lecun_uniform",
     "near_identity",
-    "normal",
     "ones",
     "orthogonal",
     "stacked",

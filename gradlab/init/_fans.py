@@ -15,6 +15,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from gradlab._errors import InputError
+from gradlab._validate import nonnegative_number
 
 #: One axis or several: ``in_axis``, ``out_axis`` and ``batch_axis`` take either.
 Axes = int | Sequence[int]
@@ -31,13 +32,7 @@ def _fmt(x: float) -> str:
 
 
 def _nonnegative(value: float, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number, got {value!r}; pass e.g. 1.0.") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise InputError(f"{what} must be a finite number >= 0, got {value!r}; pass e.g. 1.0.")
-    return v
+    return nonnegative_number(what, value)
 
 
 # --------------------------------------------------------------------------- validation

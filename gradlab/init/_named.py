@@ -28,7 +28,7 @@ def _named(name: str, *, scale: float, mode: Mode, distribution: Distribution) -
 lecun_normal: InitSpec = _named("lecun_normal", scale=1.0, mode="fan_in", distribution="normal")
 """LeCun et al. (1998): ``N(0, 1 / fan_in)``. Keeps the variance of tanh/linear layers.
 
-The lecture's tanh rule, std ``1/sqrt(n_prev)``, is this initialiser (``normal(1.0)`` draws
+The lecture's tanh rule, std ``1/sqrt(n_prev)``, is this initialiser (``fan_in_normal(1.0)`` draws
 the same arrays).
 
 Example:

@@ -18,7 +18,7 @@ from gradlab.init._named import (
     lecun_normal,
     lecun_uniform,
 )
-from gradlab.init._scaling import gaussian, normal
+from gradlab.init._scaling import RENAMED_NORMAL, fan_in_normal, gaussian
 from gradlab.init._spec import InitSpec
 from gradlab.init._structured import near_identity, orthogonal
 
@@ -35,7 +35,11 @@ _REGISTRY: dict[str, tuple[str, InitSpec | Callable[[float], InitSpec], float | 
         lecture_glorot,
         None,
     ),
-    "normal": ("N(0, K^2/fan_in), the lecture's K/sqrt(n_prev); 'normal:K'", normal, 1.0),
+    "fan_in_normal": (
+        "N(0, K^2/fan_in), the lecture's K/sqrt(n_prev); 'fan_in_normal:K'",
+        fan_in_normal,
+        1.0,
+    ),
     "orthogonal": ("gain x random orthogonal; 'orthogonal:gain'", orthogonal, 1.0),
     "near_identity": ("identity + N(0, std^2); 'near_identity:std'", near_identity, 0.01),
     "gaussian": ("N(0, std^2), fixed std; 'gaussian:std'", gaussian, None),
@@ -44,9 +48,9 @@ _REGISTRY: dict[str, tuple[str, InitSpec | Callable[[float], InitSpec], float | 
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """The names :func:`get` accepts, one per distribution.
 
-``normal``, ``orthogonal``, ``near_identity`` and ``gaussian`` take a value after a colon
-(``"normal:2"``, ``"orthogonal:1.1"``); ``gaussian`` needs one, the others default to
-``normal:1``, ``orthogonal:1`` and ``near_identity:0.01``.
+``fan_in_normal``, ``orthogonal``, ``near_identity`` and ``gaussian`` take a value after a
+colon (``"fan_in_normal:2"``, ``"orthogonal:1.1"``); ``gaussian`` needs one, the others default
+to ``fan_in_normal:1``, ``orthogonal:1`` and ``near_identity:0.01``.
 
 Example:
     >>> from gradlab import init
@@ -58,10 +62,10 @@ Example:
 _RENAMED = {
     "lecture_1_over_sqrt_n": "lecun_normal",
     "lecture_tanh": "lecun_normal",
-    "lecture_2_over_sqrt_n": "normal:2",
+    "lecture_2_over_sqrt_n": "fan_in_normal:2",
     "lecture_2_over_sqrt_n_plus_m": "lecture_glorot",
-    "lecture_k_over_sqrt_n": "normal:K",
-    "scaled": "normal:K",
+    "lecture_k_over_sqrt_n": "fan_in_normal:K",
+    "scaled": "fan_in_normal:K",
 }
 
 
@@ -73,7 +77,7 @@ def get(name: str) -> InitSpec:
     """The initialiser of a name in :data:`NAMES`, with ``:value`` for the parametric ones.
 
     Args:
-        name: ``"he_normal"``, ``"normal:2"`` (std ``2/sqrt(fan_in)``), ``"orthogonal:1.1"``,
+        name: ``"he_normal"``, ``"fan_in_normal:2"`` (std ``2/sqrt(fan_in)``), ``"orthogonal:1.1"``,
             ``"near_identity:0.05"``, ``"gaussian:0.1"``, ...
 
     Returns:
@@ -81,11 +85,12 @@ def get(name: str) -> InitSpec:
         ``get(spec.name) == spec``.
 
     Raises:
-        InputError: for an unknown name (listing the valid ones), a value given to a name that
-            takes none, or a value that is not a number >= 0.
+        InputError: for an unknown name (listing the valid ones; a former name is answered with
+            its new one), a value given to a name that takes none, or a value that is not a
+            number >= 0.
 
     Example:
-        >>> get("normal:2").weight_variance  # the lecture's std 2/sqrt(n_prev)
+        >>> get("fan_in_normal:2").weight_variance  # the lecture's std 2/sqrt(n_prev)
         4.0
         >>> get("orthogonal").name
         'orthogonal:1'
@@ -98,6 +103,8 @@ def get(name: str) -> InitSpec:
             "pass a string (an initialiser object can be used as it is)."
         )
     base, colon, arg = name.strip().partition(":")
+    if base == "normal":
+        raise InputError(f"Unknown initialiser {name!r}: {RENAMED_NORMAL}")
     if base not in _REGISTRY:
         hint = f" '{base}' was renamed: use '{_RENAMED[base]}'." if base in _RENAMED else ""
         raise InputError(f"Unknown initialiser {name!r}.{hint} Valid names: {_names_help()}.")

@@ -1,9 +1,10 @@
-"""I.i.d. initialisers: :func:`variance_scaling`, :func:`normal` and :func:`gaussian`.
+"""I.i.d. initialisers: :func:`variance_scaling`, :func:`fan_in_normal` and :func:`gaussian`.
 
 :func:`variance_scaling` is the general form ``Var = scale / n`` (``n`` a fan or their mean,
 normal, uniform or truncated normal entries) on which the named initialisers are built;
-:func:`normal` is its Gaussian ``fan_in`` case named by its multiplier ``K``; :func:`gaussian`
-has a fixed std whatever the shape.
+:func:`fan_in_normal` is its Gaussian ``fan_in`` case named by its multiplier ``K``;
+:func:`gaussian` has a fixed std whatever the shape (``jax.nn.initializers.normal``).
+:func:`normal` is the former name of :func:`fan_in_normal` and only says so.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -95,13 +96,19 @@ def variance_scaling(
         )
     scale = _nonnegative(scale, "variance_scaling: scale")
     name = f"variance_scaling({_fmt(scale)}, {mode!r}, {distribution!r})"
-    if (in_axis, out_axis) != (-2, -1):
-        name = name[:-1] + f", in_axis={in_axis}, out_axis={out_axis})"
     return _fan_scaled(name, scale, mode, distribution, batch_axis, in_axis, out_axis)
 
 
+def _with_axes(base: str, in_axis: Axes, out_axis: Axes) -> str:
+    """``base`` with non-default axes written in: ``he_normal(in_axis=0, out_axis=1)``."""
+    if (in_axis, out_axis) == (-2, -1):
+        return base
+    axes = f"in_axis={in_axis}, out_axis={out_axis}"
+    return f"{base[:-1]}, {axes})" if base.endswith(")") else f"{base}({axes})"
+
+
 def _fan_scaled(
-    name: str,
+    base: str,
     scale: float,
     mode: Mode,
     distribution: Distribution,
@@ -109,15 +116,23 @@ def _fan_scaled(
     in_axis: Axes = -2,
     out_axis: Axes = -1,
 ) -> InitSpec:
-    """The :class:`InitSpec` of ``variance_scaling(scale, mode, distribution)`` named ``name``."""
+    """The :class:`InitSpec` of ``variance_scaling(scale, mode, distribution)`` named ``base``.
+
+    Non-default axes are written into the name; the spec's ``remake`` makes it with others.
+    """
     in_axis, out_axis = _hashable_axes(in_axis), _hashable_axes(out_axis)
+    name = _with_axes(base, in_axis, out_axis)
 
     def draw(key: Array, shape: Sequence[int], dtype: DTypeLike, *, batch_axis: Axes) -> Array:
         return _variance_scaling(
             key, shape, dtype, scale, mode, distribution, in_axis, out_axis, batch_axis, name
         )
 
-    return InitSpec(name, distribution, scale, draw, batch_axis=_hashable_axes(batch_axis))
+    def remake(*, in_axis: Axes, out_axis: Axes) -> InitSpec:
+        return _fan_scaled(base, scale, mode, distribution, batch_axis, in_axis, out_axis)
+
+    axes = _hashable_axes(batch_axis)
+    return InitSpec(name, distribution, scale, draw, batch_axis=axes, remake=remake)
 
 
 def _variance_scaling(
@@ -162,39 +177,73 @@ def _draw(
     return jax.random.truncated_normal(key, -2, 2, shape, dtype) * std
 
 
-def normal(scale: float = 1.0, *, batch_axis: Axes = ()) -> InitSpec:
+def fan_in_normal(scale: float = 1.0, *, batch_axis: Axes = ()) -> InitSpec:
     """Gaussian weights ``N(0, scale^2 / fan_in)``: std ``scale / sqrt(fan_in)``.
 
     The Gaussian weights ``N(0, σ_w²/n)`` of the theory (``σ_w² = scale²``), and the lecture's
     ``K / sqrt(n_prev)`` with ``K = scale``: its "some cases ``2 / sqrt(n_prev)``" is
-    ``normal(2.0)`` (variance ``4 / n``, twice He's). ``normal(1.0)`` draws the same arrays as
-    :func:`lecun_normal` and ``normal(2 ** 0.5)`` the same as :func:`he_normal`. For a uniform
-    or truncated version use ``variance_scaling(scale**2, "fan_in", "uniform")``.
+    ``fan_in_normal(2.0)`` (variance ``4 / n``, twice He's). ``fan_in_normal(1.0)`` draws the
+    same arrays as :func:`lecun_normal` and ``fan_in_normal(2 ** 0.5)`` the same as
+    :func:`he_normal`. For a uniform or truncated version use
+    ``variance_scaling(scale**2, "fan_in", "uniform")``. Not ``jax.nn.initializers.normal``,
+    whose std is fixed: that one is :func:`gaussian`.
 
     Args:
         scale: the multiplier ``K``, >= 0.
         batch_axis: stacking axes left out of the fans.
 
     Returns:
-        An :class:`InitSpec` named ``"normal:<scale>"`` with ``weight_variance == scale**2``.
+        An :class:`InitSpec` named ``"fan_in_normal:<scale>"`` with
+        ``weight_variance == scale**2``.
 
     Example:
         >>> import jax
-        >>> w = normal(2.0)(jax.random.key(0), (400, 300))
+        >>> w = fan_in_normal(2.0)(jax.random.key(0), (400, 300))
         >>> round(float(w.std() * 400 ** 0.5), 1)
         2.0
-        >>> normal(2.0).name, normal(2.0).weight_variance
-        ('normal:2', 4.0)
+        >>> fan_in_normal(2.0).name, fan_in_normal(2.0).weight_variance
+        ('fan_in_normal:2', 4.0)
     """
-    k = _nonnegative(scale, "normal: scale")
-    return _fan_scaled(f"normal:{_fmt(k)}", k * k, "fan_in", "normal", batch_axis)
+    k = _nonnegative(scale, "fan_in_normal: scale")
+    return _fan_scaled(f"fan_in_normal:{_fmt(k)}", k * k, "fan_in", "normal", batch_axis)
+
+
+#: What the former name ``normal`` is answered with (the Python name and the ``get`` name).
+RENAMED_NORMAL = (
+    "gradlab.init.normal was renamed fan_in_normal: fan_in_normal(K) draws std "
+    "K/sqrt(fan_in) (by name 'fan_in_normal:K'). For a fixed std, as "
+    "jax.nn.initializers.normal(stddev) draws, use gaussian(stddev) ('gaussian:std')."
+)
+
+
+def normal(*args: Any, **kwargs: Any) -> NoReturn:
+    """The former name of :func:`fan_in_normal`; it raises, naming the two it could mean.
+
+    ``jax.nn.initializers.normal(0.5)`` draws std 0.5 whatever the shape, while gradlab's
+    fan-scaled Gaussian draws std ``0.5 / sqrt(fan_in)``: one name for two distributions would
+    silently give the wrong one to half of its readers, so neither has it. Use
+    :func:`fan_in_normal` (std ``K / sqrt(fan_in)``) or :func:`gaussian` (a fixed std, the
+    distribution of ``jax.nn.initializers.normal``).
+
+    Raises:
+        InputError: always, saying which name to use.
+
+    Example:
+        >>> normal(2.0)
+        Traceback (most recent call last):
+        ...
+        gradlab.InputError: gradlab.init.normal was renamed fan_in_normal: ...
+    """
+    del args, kwargs
+    raise InputError(RENAMED_NORMAL)
 
 
 def gaussian(std: float, *, batch_axis: Axes = ()) -> InitSpec:
     """``N(0, std^2)`` with a fixed std, whatever the shape (any rank, biases included).
 
-    Unlike :func:`normal`, the std does not scale with the fans, so it has no ``weight_variance``
-    (``σ²`` would be ``std² · n``, a different number at every width).
+    The distribution of ``jax.nn.initializers.normal(std)``. Unlike :func:`fan_in_normal`, the
+    std does not scale with the fans, so it has no ``weight_variance`` (``σ²`` would be
+    ``std² · n``, a different number at every width).
 
     Args:
         std: the standard deviation, >= 0.
