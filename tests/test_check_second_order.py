@@ -640,3 +640,109 @@ def test_second_order_corpus(case: Case) -> None:
 def test_corpus_has_bugs_and_correct_cases() -> None:
     kinds = [c.outcome for c in CASES]
     assert len(CASES) >= 25 and kinds.count("failed") >= 10 and kinds.count("passed") >= 12
+
+
+# ------------------------------------------------------------------ each rule, and its adversary
+
+
+def test_a_column_zero_up_to_rounding_is_flat_not_a_kink():
+    params, x, y = CASES[[c.name for c in CASES].index("logit_offset")].args
+    report = gradlab.check_second_order(_ce_offset, params, x, y)
+    offset = report["offset"]
+    assert report.ok and offset.flat and offset.n_kinks == 0, report
+    assert "does not move along this leaf's entries" in offset.note
+
+
+@jax.custom_jvp
+def _cubic_blind(b):
+    return b**3
+
+
+@_cubic_blind.defjvp
+def _cubic_blind_jvp(primals, tangents):
+    (b,), (t,) = primals, tangents
+    return _cubic_blind(b), 3 * jax.lax.stop_gradient(b) ** 2 * t  # second derivative lost
+
+
+@pytest.mark.parametrize("weight", [1e-3, 1e-9])
+def test_a_small_true_block_with_a_zero_analytical_one_fails(weight):
+    """The flat rule must not verify a leaf whose Hessian autodiff lost, however small."""
+    f = lambda p: 3 * jnp.sum(jnp.sin(p["w"])) + weight * jnp.sum(_cubic_blind(p["b"]))
+    report = gradlab.check_second_order(f, {"w": np.array([0.3, 1.2]), "b": np.array([0.5, -0.7])})
+    assert report.outcome == "failed" and report["b"].status == "wrong", report
+    assert not report["b"].flat and report["w"].status == "verified"
+
+
+@jax.custom_jvp
+def _sq_relu_blind(x):
+    return jnp.where(x > 0, x**2, 0.0)
+
+
+@_sq_relu_blind.defjvp
+def _sq_relu_blind_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _sq_relu_blind(x), jnp.where(x > 0, 2 * jax.lax.stop_gradient(x), 0.0) * t
+
+
+@pytest.mark.parametrize("distance", [1e-3, 3e-6])
+def test_a_wrong_hessian_near_but_not_at_a_kink_fails(distance):
+    report = gradlab.check_second_order(
+        lambda x: jnp.sum(_sq_relu_blind(x)), np.array([distance, -0.5, 1.0])
+    )
+    assert report.outcome == "failed" and report["."].status == "wrong", report
+
+
+def test_kinks_are_named_with_their_entries():
+    report = gradlab.check_second_order(
+        lambda t: jnp.sum(jax.nn.relu(t) * t), np.array([-1.0, 0.0, 0.5, 0.0, 2.0])
+    )
+    leaf = report["."]
+    assert report.outcome == "inconclusive" and leaf.n_kinks == 2, report
+    assert {k.index for k in leaf.kinks} == {(1,), (3,)} and all(k.kink for k in leaf.kinks)
+    assert "second derivative does not exist at 2 entries" in report.reasons[0]
+
+
+def test_steps_scale_with_the_leaf_and_truncation_is_retried_smaller():
+    params, readings = _sensor_args()
+    report = gradlab.check_second_order(_sensor_nll, params, readings)
+    rms = float(np.sqrt(np.mean(params["sigma"] ** 2)))
+    assert report.ok and report["sigma"].eps == pytest.approx(1e-5 * rms), report
+    # a fixed step of a tenth of σ: truncation, seen by Richardson, not "kinks"
+    fixed = gradlab.check_second_order(_sensor_nll, params, readings, eps=1e-5)
+    assert fixed.ok and fixed["sigma"].n_kinks == 0 and fixed["sigma"].n_restepped > 0, fixed
+    assert "truncation left it open" in fixed["sigma"].note
+
+
+def test_auto_step_reports_its_estimate():
+    params, readings = _sensor_args(1)
+    report = gradlab.check_second_order(_sensor_nll, params, readings, eps="auto")
+    assert report.ok and report.eps == "auto", report
+    assert all(leaf.estimated_error is not None for leaf in report.leaves)
+    assert dict(report.stages)["step search"] > 0
+
+
+def test_a_traced_value_held_constant_by_nondiff_argnums_fails_not_raises():
+    f = lambda p: jnp.sum(_scaled_sin(p["x"], p["s"]) ** 2)
+    params = {"x": np.array([0.3, 0.7]), "s": np.array(1.5)}
+    jax.hessian(f)(jax.tree_util.tree_map(jnp.asarray, params))  # JAX itself runs it
+    report = gradlab.check_second_order(f, params)
+    assert report.outcome == "failed" and report["s"].status == "wrong", report
+    assert report["x"].status == "verified"
+
+
+def test_a_custom_vjp_inside_f_is_checked_reverse_over_reverse():
+    report = gradlab.check_second_order(_maml(softplus_ok), *_maml_args(1))
+    assert report.ok and report.autodiff == "reverse", report
+    assert all(leaf.autodiff == "reverse" for leaf in report.leaves)
+    assert "no forward mode" in report.leaves[0].note
+    # asked for explicitly, forward mode still says why it cannot run
+    with pytest.raises(gradlab.CheckInputError, match="custom_vjp"):
+        gradlab.check_second_order(_maml(softplus_ok), *_maml_args(1), autodiff="both")
+
+
+def test_a_leaf_f_is_piecewise_linear_in_is_flat_up_to_its_nearest_kink():
+    a, b = np.array([0.1, 2.0, -1.0]), np.array([0.5, 1.0, 3.0])
+    report = gradlab.check_second_order(lambda a, b: jnp.maximum(a, b), a, b, argnums=(0, 1))
+    assert report.ok and all(leaf.flat for leaf in report.leaves), report
+    # the widest step (4× the magnitude) crosses a tie: flat at a smaller one
+    assert dict(report.stages)["flatness probe"] > 2 * 2 * 3

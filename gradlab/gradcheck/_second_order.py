@@ -298,9 +298,15 @@ def _stage(
 
 
 def _retry_step(row: LeafReport, eps: float, th: Thresholds, largest: float) -> float | None:
-    """A larger step for a leaf left unresolved by rounding (None: none would help)."""
+    """Another step for a leaf left unresolved (None: none would help).
+
+    Smaller when truncation was seen (entries judged by Richardson extrapolation), else
+    larger, as its rounding noise floor asks.
+    """
     if row.status != "unresolved" or row.n_nonfinite or row.n_kinks:
         return None
+    if row.n_restepped and np.isfinite(row.noise_floor):
+        return eps / SECOND_STEP**2
     floor = row.noise_floor
     needed = eps * NOISE_MARGIN_RETRY * floor / th.tolerance if np.isfinite(floor) else np.inf
     step = min(needed, largest)
@@ -437,10 +443,11 @@ def _verify(
         if not retry:
             break
         again, _, m1, m2 = _stage(ctx, retry, g0, th, outers, None)
-        stages["retry at larger steps"] = stages.get("retry at larger steps", 0) + m1 + m2
+        stages["retry at other steps"] = stages.get("retry at other steps", 0) + m1 + m2
         for leaf in again:
             old = final[leaf.plan.k]
-            why = f"at eps={old.plan.eps:.0e} rounding left it open"
+            cause = "truncation" if leaf.plan.eps < old.plan.eps else "rounding"
+            why = f"at eps={old.plan.eps:.0e} {cause} left it open"
             notes[leaf.plan.k] = why
             final[leaf.plan.k] = leaf
     g_scale = float(np.max(np.abs(g0))) if g0.size else 0.0
