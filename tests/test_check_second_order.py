@@ -746,3 +746,23 @@ def test_a_leaf_f_is_piecewise_linear_in_is_flat_up_to_its_nearest_kink():
     assert report.ok and all(leaf.flat for leaf in report.leaves), report
     # the widest step (4× the magnitude) crosses a tie: flat at a smaller one
     assert dict(report.stages)["flatness probe"] > 2 * 2 * 3
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _scaled_sin_vjp(x, s):
+    return jnp.sin(x) * s
+
+
+_scaled_sin_vjp.defvjp(
+    lambda x, s: (_scaled_sin_vjp(x, s), x), lambda s, x, g: (jnp.cos(x) * s * g,)
+)
+
+
+def test_a_traced_value_in_a_custom_vjps_nondiff_argnums_is_a_clear_input_error():
+    """JAX cannot differentiate it at all (jax.hessian raises): the error names the construct."""
+    f = lambda p: jnp.sum(_scaled_sin_vjp(p["x"], p["s"]) ** 2)
+    params = {"x": np.array([0.3, 0.7]), "s": np.array(1.5)}
+    with pytest.raises(jax.errors.UnexpectedTracerError):
+        jax.hessian(f)(jax.tree_util.tree_map(jnp.asarray, params))
+    with pytest.raises(gradlab.CheckInputError, match="nondiff_argnums"):
+        gradlab.check_second_order(f, params)

@@ -32,7 +32,11 @@ from gradlab.gradcheck._promote import Promotion, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
-from gradlab.gradcheck._second_order import order2_steps, verify_second_order
+from gradlab.gradcheck._second_order import (
+    nondiff_tracer_errors,
+    order2_steps,
+    verify_second_order,
+)
 from gradlab.gradcheck._sweep import (
     TRACING_ERRORS,
     Base,
@@ -174,7 +178,12 @@ def run_check(
     compute, device, precision_note = _precision(opts.dtype, opts.devices)
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
-    with compilation_cache(opts.compilation_cache), precise(x64=compute == "float64"), on_device:
+    with (
+        compilation_cache(opts.compilation_cache),
+        precise(x64=compute == "float64"),
+        on_device,
+        nondiff_tracer_errors(),
+    ):
         prep = _prepare(f, primals, kwargs, opts, compute, device)
         n_devices = prep.ctx.runner.n_devices
         total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)

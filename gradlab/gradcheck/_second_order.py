@@ -34,10 +34,12 @@ Verified in stages, as first order is (:mod:`~gradlab.gradcheck._second_judge` j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from gradlab._errors import CheckInputError
@@ -58,7 +60,14 @@ from gradlab.gradcheck._second_judge import (
 from gradlab.gradcheck._step import ORDER2_EPS, cube_root_step
 from gradlab.gradcheck._sweep import Base, Call, Context, Job, LeafPlan, calls, part_label
 
-__all__ = ["gradient_rows", "magnitude", "order2_steps", "row_label", "verify_second_order"]
+__all__ = [
+    "gradient_rows",
+    "magnitude",
+    "nondiff_tracer_errors",
+    "order2_steps",
+    "row_label",
+    "verify_second_order",
+]
 
 #: The wide steps (times the leaf's magnitude) over which a flat leaf's gradient must not move,
 #: tried largest first: a piecewise-linear ``f`` is flat only up to its nearest kink.
@@ -73,6 +82,27 @@ MAX_RETRY_EPS = 1e-2
 #: Columns per leaf that ``eps="auto"`` probes, and its rounds at most.
 AUTO_SAMPLES = 16
 AUTO_ROUNDS = 4
+
+
+@contextlib.contextmanager
+def nondiff_tracer_errors() -> Iterator[None]:
+    """JAX's error for a traced value in a ``custom_vjp``'s ``nondiff_argnums``, made clear.
+
+    JAX refuses to differentiate such a function at all (``jax.grad`` raises too), so no
+    check can run: the error says which construct and what to do.
+    """
+    try:
+        yield
+    except jax.errors.UnexpectedTracerError as e:
+        if "nondiff_argnums" not in str(e):
+            raise
+        raise CheckInputError(
+            "f passes a traced value (a parameter, or something computed from one) to a "
+            "jax.custom_vjp function in a position listed in its nondiff_argnums; JAX cannot "
+            "differentiate that (jax.grad raises too). Fix: make that argument a regular "
+            "(differentiable) argument of the custom_vjp and return its cotangent from bwd "
+            "(None for a non-float), or close over a constant instead."
+        ) from e
 
 
 def gradient_rows(grads: Sequence[np.ndarray]) -> np.ndarray:
