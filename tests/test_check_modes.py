@@ -187,7 +187,9 @@ def test_second_order_passes_a_correct_model(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check_second_order(f, params, x, y)
     assert report.ok and report.verdict == "happy", report
-    assert report.order == 2 and report.autodiff == "forward" and report.eps == 1e-5
+    assert report.order == 2 and report.autodiff == "forward" and report.eps == "per leaf"
+    rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) for k, v in _flat_paths(params)}
+    assert all(np.isclose(leaf.eps, 1e-5 * rms[leaf.path]) for leaf in report.leaves)
     assert report.n_evaluations == 2 * 109  # gradient evaluations: ± per entry
     assert all(leaf.status == "verified" for leaf in report.leaves)
 
@@ -290,9 +292,16 @@ def test_one_device_is_taken_as_a_list_of_one():
     assert gradlab.Execution(devices=jax.devices()[0]).devices == (jax.devices()[0],)
 
 
-def test_second_order_has_no_auto_step():
-    with pytest.raises(gradlab.CheckInputError, match=r"eps='auto' is for gradlab\.check"):
-        gradlab.check_second_order(lambda p: jnp.sum(p**3), jnp.ones(2), eps="auto")
+def _flat_paths(tree):
+    return [
+        (jax.tree_util.keystr(p, simple=True, separator="/"), v)
+        for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+
+
+def test_second_order_auto_step():
+    report = gradlab.check_second_order(lambda p: jnp.sum(p**3), jnp.ones(2), eps="auto")
+    assert report.ok and report.eps == "auto" and report.leaves[0].estimated_error is not None
 
 
 def test_a_keyword_of_f_is_passed_even_when_it_shares_an_old_option_name():

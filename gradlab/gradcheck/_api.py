@@ -165,7 +165,7 @@ def check_second_order(
     argnums: int | Sequence[int] = 0,
     has_aux: bool = False,
     entries: Entries = Full(),
-    eps: float | None = None,
+    eps: float | Literal["auto"] | None = None,
     tolerance: float | None = None,
     autodiff: Autodiff = "forward",
     dtype: Literal["float64", "float32"] | None = None,
@@ -190,7 +190,9 @@ def check_second_order(
         argnums: As in :func:`check`.
         has_aux: As in :func:`check`.
         entries: As in :func:`check`.
-        eps: The step; default 1e-5 (the cube-root rule for differences of the gradient).
+        eps: The step; default 1e-5 times each leaf's magnitude ``rms|θ_k|`` (the cube-root
+            rule for differences of the gradient). ``"auto"``: per leaf, from a Richardson
+            estimate of truncation against the gradient's rounding.
         tolerance: As in :func:`check`.
         autodiff: ``"forward"`` (forward-over-reverse, default), ``"reverse"``
             (reverse-over-reverse) or ``"both"``.
@@ -216,11 +218,6 @@ def check_second_order(
     """
     __tracebackhide__ = True
     _reject_old_keywords(f, kwargs)
-    if isinstance(eps, str):
-        raise CheckInputError(
-            f"eps={eps!r}: check_second_order takes a number or None (default 1e-5, the "
-            "cube-root rule for differences of the gradient); eps='auto' is for gradlab.check."
-        )
     opts = build_options(
         order=2, argnums=argnums, has_aux=has_aux, entries=entries, eps=eps,
         tolerance=tolerance, autodiff=autodiff, dtype=dtype, projections=projections, seed=seed,

@@ -127,11 +127,6 @@ class CheckOptions:
             raise CheckInputError(
                 f"order must be 1 (gradients) or 2 (Hessian-vector products), got {self.order!r}."
             )
-        if self.order == 2 and self.eps == "auto":
-            raise CheckInputError(
-                "eps='auto' is implemented for order=1; at order=2 leave eps out (1e-5, the "
-                "cube-root rule for differences of the gradient) or pass a number."
-            )
         if self.order == 2 and self.repeat:
             raise CheckInputError("repeat=True is implemented for order=1; drop it at order=2.")
 

@@ -32,7 +32,11 @@ from gradlab.gradcheck._promote import Promotion, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
-from gradlab.gradcheck._second_order import sweep_second_order
+from gradlab.gradcheck._second_order import (
+    nondiff_tracer_errors,
+    order2_steps,
+    verify_second_order,
+)
 from gradlab.gradcheck._sweep import (
     TRACING_ERRORS,
     Base,
@@ -123,6 +127,8 @@ def _steps(
 ) -> tuple[list[float], list[step.AutoStep]]:
     """Each checked leaf's step, and what ``eps="auto"`` found (empty otherwise)."""
     leaves = ctx.problem.checked_leaves
+    if order == 2:  # per leaf, scaled to its magnitude; "auto" is refined in the sweep
+        return order2_steps(eps, leaves, compute), []
     if eps == "auto":
         assert th is not None, "eps='auto' needs f at θ and the thresholds"
         auto = step.auto_steps(ctx, base, th, seed)
@@ -172,7 +178,12 @@ def run_check(
     compute, device, precision_note = _precision(opts.dtype, opts.devices)
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
-    with compilation_cache(opts.compilation_cache), precise(x64=compute == "float64"), on_device:
+    with (
+        compilation_cache(opts.compilation_cache),
+        precise(x64=compute == "float64"),
+        on_device,
+        nondiff_tracer_errors(),
+    ):
         prep = _prepare(f, primals, kwargs, opts, compute, device)
         n_devices = prep.ctx.runner.n_devices
         total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)
@@ -180,6 +191,8 @@ def run_check(
         bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans))
         try:
             found = _sweep_and_judge(prep, opts, ads, bar)
+            if opts.order == 2 and {r.autodiff for r in found.rows} == {"reverse"}:
+                ad_name = "reverse"  # no forward mode through a custom_vjp: see the rows
         except BaseException:
             bar.close()
             raise
@@ -206,6 +219,8 @@ def _prepare(
 ) -> _Prepared:
     """The problem, f and its gradient at θ, the thresholds, the steps and the plan."""
     problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
+    if opts.order == 2:  # differentiated twice: f's own trace, not one shared jit of it
+        problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec, retrace=True))
     promotion = _promotion(
         problem, (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
     )
@@ -279,8 +294,10 @@ def _sweep_and_judge(
         return verify_first_order(
             prep.ctx, prep.plans, prep.base, prep.th, ads, opts.repeat, bar, opts.seed
         )
-    rows, totals, n_evals = sweep_second_order(prep.ctx, prep.plans, prep.base, prep.th, ads, bar)
-    return Verified(rows, totals, n_evals, 0, {}, {"second order": n_evals})
+    rows, totals, n_evals, stages = verify_second_order(
+        prep.ctx, prep.plans, prep.base, prep.th, ads, bar, opts.eps == "auto", opts.seed
+    )
+    return Verified(rows, totals, n_evals, 0, {}, stages)
 
 
 def _report(

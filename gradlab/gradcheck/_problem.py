@@ -68,6 +68,7 @@ class Spec:
     rest_treedefs: tuple[Any, ...]  # one per non-differentiated argument
     rest_static: tuple[tuple[_Static | None, ...], ...]  # None marks a dynamic leaf
     promote: bool = False  # evaluate f with reduced precision inside widened to float64
+    retrace: bool = False  # trace f in every program (second order: see traced_once)
 
     def call(
         self,
@@ -162,6 +163,8 @@ def traced_once(spec: Spec) -> Callable[..., Any]:
         >>> [float(traced_once(spec)((jnp.ones(3),), (), ())) for _ in range(2)], len(calls)
         ([3.0, 3.0], 1)
     """
+    if spec.retrace:  # a custom_jvp holding a traced nondiff_argnums value breaks the jit
+        return spec.flat_value  # when differentiated twice: f traced in each program
     try:
         return _jitted(spec)
     except TypeError as e:  # an unhashable f or static argument

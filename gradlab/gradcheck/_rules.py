@@ -29,14 +29,23 @@ from rich.table import Table
 
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck import _kernels
-from gradlab.gradcheck._analysis import NOISE_MARGIN, Thresholds, differences
 from gradlab.gradcheck._bands import relative_error
 from gradlab.gradcheck._cache import compilation_cache
+from gradlab.gradcheck._judge import (
+    NOISE_MARGIN,
+    SECOND_STEP,
+    Measured,
+    Slopes,
+    Thresholds,
+    slopes,
+    suspects,
+)
 from gradlab.gradcheck._options import build_options
 from gradlab.gradcheck._problem import build_problem
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
+from gradlab.gradcheck._second_judge import confirmed_kinks
 from gradlab.gradcheck._settings import Criteria, Execution, Full
 from gradlab.gradcheck._step import LECTURE_EPS
 from gradlab.gradcheck._sweep import (
@@ -82,7 +91,7 @@ class RuleEntry:
         rule: The rule's derivative.
         autodiff: Autodiff through the primal (None when it failed).
         numerical: The centered difference.
-        kink: The entry sits at a kink (its difference was left out).
+        kink: The entry sits at a confirmed kink (checked against its one-sided slopes).
     """
 
     index: tuple[int, ...]
@@ -105,7 +114,8 @@ class RuleRow:
         rule_vs_fd: Relative error between the rule and the finite differences.
         autodiff_vs_fd: Relative error between autodiff and the finite differences.
         noise_floor: The relative error rounding alone can put into the finite differences.
-        n_kinks: Entries at kinks, left out of the comparisons with finite differences.
+        n_kinks: Entries at kinks confirmed at a second step ``eps/10``: each derivative there
+            is compared with the interval of its one-sided slopes, not with one difference.
         culprit: Which of the three disagrees (``"none"`` when all agree).
         message: The verdict in words.
         worst: The entries with the largest disagreement, largest first.
@@ -284,6 +294,11 @@ def _judge(
                 f"this eps (noise floor {floor:.1e})"
             )
         return "none", "rule, autodiff and finite differences agree"
+    if r_f and a_f:  # both within tolerance of FD: they differ only where FD allows it
+        return "none", (
+            "rule and autodiff differ only at kinks, each within the one-sided slopes there; "
+            "both agree with finite differences"
+        )
     if r_f:
         return "autodiff", (
             "autodiff through the primal disagrees: the primal is not differentiable as "
@@ -302,37 +317,121 @@ def _judge(
 
 @dataclasses.dataclass(frozen=True)
 class _Columns:
-    """One argument's three derivatives, entry by entry (all parts and cotangents)."""
+    """One argument's three derivatives, entry by entry (all parts and cotangents).
+
+    ``lo``/``hi``: at a confirmed kink, the interval the derivative may take (between the
+    one-sided slopes, or 0 and their sum); elsewhere ``±inf``.
+    """
 
     num: np.ndarray
     noise: np.ndarray
-    used: np.ndarray  # finite and not at a kink
+    finite: np.ndarray
+    kink: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
     rule: np.ndarray
     ad: np.ndarray | None
     labels: list[tuple[tuple[int, ...], str]]
+
+    def against(self, value: np.ndarray) -> np.ndarray:
+        """The finite differences as ``value`` is compared with them.
+
+        At a confirmed kink, ``value`` itself when it lies within the one-sided slopes,
+        else the nearest end: only a value outside them disagrees.
+        """
+        return np.where(self.kink, np.clip(value, self.lo, self.hi), self.num)
+
+
+def _measured(
+    plan: LeafPlan, raw: dict[tuple[int, str], Raw], part: str, j: int, scale: Any
+) -> Measured:
+    r = raw[(plan.k, part)]
+    values, (hp, hm), f0 = r.cat("values"), r.cat("taken"), r.cat("f0")
+    # f(θ) from the sweep's own program, never from autodiff's primal
+    return Measured(f0[:, j], values[0, :, j], values[1, :, j], hp, hm, scale)
+
+
+def _suspect_positions(
+    plan: LeafPlan, raw: dict[tuple[int, str], Raw], base: Base, th: Thresholds, scalar: bool
+) -> np.ndarray:
+    """Entries whose one-sided slopes disagree (or ``f`` is not finite), in any part."""
+    odd = np.zeros(plan.m, bool)
+    for part in plan.parts:
+        for j in range(base.n_cotangents):
+            m = _measured(plan, raw, part, j, None if scalar else base.scales[j])
+            odd |= suspects(slopes(m, th), th)
+    return np.flatnonzero(odd)
+
+
+def _interval(s1: Slopes, s2: Slopes, th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """A kink's admissible derivatives, as the first-order check's subgradient test has it.
+
+    Between the one-sided slopes at the second step, or between 0 and their sum (autodiff's
+    conventions when several kinks coincide), widened by tolerance, rounding and how far the
+    slopes still moved between the steps.
+    """
+    ends = np.stack([s2.fwd, s2.bwd, np.zeros_like(s2.fwd), s2.fwd + s2.bwd])
+    moved = np.maximum(np.abs(s1.fwd - s2.fwd), np.abs(s1.bwd - s2.bwd))
+    slack = th.tolerance * (np.abs(s2.fwd) + np.abs(s2.bwd)) + 2 * s2.noise_one_sided + moved
+    return ends.min(axis=0) - slack, ends.max(axis=0) + slack
 
 
 def _columns(
     plan: LeafPlan,
     raw: dict[tuple[int, str], Raw],
+    second: tuple[np.ndarray, dict[tuple[int, str], Raw]] | None,
     base: Base,
     ad_base: Base | None,
     th: Thresholds,
     scalar: bool,
 ) -> _Columns:
-    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("num", "noise", "used", "rule", "ad")}
+    """Every entry's difference, judged with kinks confirmed at a second step ``h/10``.
+
+    Suspects (one-sided slopes that disagree) measured again: a confirmed kink keeps its
+    one-sided slopes as the interval a derivative must lie in; a kink crossed between
+    ``h/10`` and ``h``, or ``f`` not finite at ``h``, is judged by the second step's
+    difference; other suspects (curvature, rounding) keep the first step's.
+    """
+    names = ("num", "noise", "finite", "kink", "lo", "hi", "rule", "ad")
+    cols: dict[str, list[np.ndarray]] = {n: [] for n in names}
     labels: list[tuple[tuple[int, ...], str]] = []
     index = [tuple(int(i) for i in np.unravel_index(int(e), plan.leaf.shape)) for e in plan.batch]
     for part in plan.parts:
-        r = raw[(plan.k, part)]
-        values, (hp, hm), f0 = r.cat("values"), r.cat("taken"), r.cat("f0")
         for j in range(base.n_cotangents):
             scale = None if scalar else base.scales[j]
-            # f(θ) from the sweep's own program, never from autodiff's primal
-            d = differences(f0[:, j], values[0, :, j], values[1, :, j], hp, hm, th, scale)
-            cols["num"].append(np.where(d.finite, d.num, 0.0))
-            cols["noise"].append(d.noise)
-            cols["used"].append(d.finite & ~d.kink)
+            s1 = slopes(_measured(plan, raw, part, j, scale), th)
+            num, noise, finite = s1.num.copy(), s1.noise.copy(), s1.finite.copy()
+            kink = np.zeros(num.shape, bool)
+            lo, hi = np.full(num.shape, -np.inf), np.full(num.shape, np.inf)
+            if second is not None and second[0].size:
+                at, raw2 = second
+                s2 = slopes(
+                    _measured(
+                        dataclasses.replace(plan, batch=plan.batch[at]), raw2, part, j, scale
+                    ),
+                    th,
+                )
+                a1 = dataclasses.replace(
+                    s1, **{f.name: getattr(s1, f.name)[at] for f in dataclasses.fields(s1)}
+                )
+                with np.errstate(invalid="ignore"):
+                    k = a1.finite & s2.finite & confirmed_kinks(a1, s2)
+                    apart = np.abs(a1.num - s2.num) > NOISE_MARGIN * (a1.noise + s2.noise)
+                    left = np.abs(s2.jump) < 2 * np.abs(a1.jump) / SECOND_STEP
+                use2 = s2.finite & ~k & (~a1.finite | (apart & left))
+                kink[at] = k
+                lo_k, hi_k = _interval(a1, s2, th)
+                lo[at] = np.where(k, lo_k, -np.inf)
+                hi[at] = np.where(k, hi_k, np.inf)
+                num[at] = np.where(use2, s2.num, num[at])
+                noise[at] = np.where(use2, s2.noise, noise[at])
+                finite[at] |= use2
+            cols["num"].append(np.where(finite, num, 0.0))
+            cols["noise"].append(np.where(finite, noise, 0.0))
+            cols["finite"].append(finite)
+            cols["kink"].append(kink & finite)
+            cols["lo"].append(lo)
+            cols["hi"].append(hi)
             for name, b in (("rule", base), ("ad", ad_base)):
                 if b is not None:
                     g = b.grads[plan.k].reshape(base.n_cotangents, -1)
@@ -340,23 +439,30 @@ def _columns(
             label = " ".join(filter(None, [part, "" if scalar else f"v{j}"]))
             labels += [(i, label) for i in index]
     cat = {n: np.concatenate(v) if v else None for n, v in cols.items()}
-    return _Columns(cat["num"], cat["noise"], cat["used"], cat["rule"], cat["ad"], labels)  # type: ignore[arg-type]
+    return _Columns(**{n: cat[n] for n in names}, labels=labels)  # type: ignore[arg-type]
 
 
 def _row(
     path: str, shape: tuple[int, ...], c: _Columns, tol: float, ad_error: str, max_worst: int
 ) -> RuleRow:
-    num, rule, ad, used = c.num, c.rule, c.ad, c.used
-    denom = np.linalg.norm(num[used]) + np.linalg.norm(rule[used])
+    rule, ad, used = c.rule, c.ad, c.finite
+    num_r = c.against(rule)
+    denom = np.linalg.norm(num_r[used]) + np.linalg.norm(rule[used])
     floor = float(np.linalg.norm(c.noise[used]) / denom) if denom > 0 else 0.0
     ra = None if ad is None else _rel(rule, ad)
-    rf = _rel(num[used], rule[used])
-    af = None if ad is None else _rel(num[used], ad[used])
+    rf = _rel(num_r[used], rule[used])
+    af = None if ad is None else _rel(c.against(ad)[used], ad[used])
     culprit, message = _judge(ra, rf, af, floor, tol, ad_error)
+    n_kinks = int(np.sum(c.kink))
     n_left = int(np.sum(~used))
+    if n_kinks:
+        message += (
+            f"; {n_kinks} entries at kinks (confirmed at a second step) were checked against "
+            "their one-sided slopes"
+        )
     if n_left:
-        message += f"; {n_left} entries at kinks (f not smooth there) were left out of FD"
-    spread = np.abs(rule - num) * used
+        message += f"; {n_left} entries where f is not finite were left out of FD"
+    spread = np.where(used, np.abs(rule - num_r), 0.0)
     if ad is not None:
         spread = np.maximum(spread, np.abs(rule - ad))
     worst = tuple(
@@ -365,13 +471,13 @@ def _row(
             part=c.labels[i][1],
             rule=float(rule[i]),
             autodiff=None if ad is None else float(ad[i]),
-            numerical=float(num[i]),
-            kink=not bool(used[i]),
+            numerical=float(c.num[i]),
+            kink=bool(c.kink[i]),
         )
         for i in np.argsort(-spread, kind="stable")[:max_worst]
         if spread[i] > 0
     )
-    return RuleRow(path, shape, ra, rf, af, floor, n_left, culprit, message, worst)
+    return RuleRow(path, shape, ra, rf, af, floor, n_kinks, culprit, message, worst)
 
 
 def _primal(fn: Callable[..., Any], primal: Callable[..., Any] | None) -> tuple[Any, str]:
@@ -490,10 +596,19 @@ def check_rule(
         steps = [float(eps)] * len(problem.checked)
         plans = make_plans(problem, base, runner, steps, options=opts)
         raw, _, _ = sweep_first_order(ctx, plans, False, False, Progress(False, False, 1, ""))
+        # suspects measured again at eps / 10 by the same kernels: kinks confirmed
+        picks = {p.k: _suspect_positions(p, raw, base, th, output.scalar) for p in plans}
+        again = [
+            dataclasses.replace(p, batch=p.batch[picks[p.k]], eps=p.eps / SECOND_STEP)
+            for p in plans
+            if picks[p.k].size
+        ]
+        raw2 = sweep_first_order(ctx, again, False, False, None)[0] if again else {}
 
     rows = []
     for plan in plans:
-        c = _columns(plan, raw, base, ad_base, th, output.scalar)
+        second = (picks[plan.k], raw2) if picks[plan.k].size else None
+        c = _columns(plan, raw, second, base, ad_base, th, output.scalar)
         path = plan.leaf.path
         if tuple(problem.spec.argnums) == (0,):  # name the argument, as with several
             path = "arg0" if path == "." else f"arg0/{path}"
