@@ -15,30 +15,33 @@ of another version never match), and puts everything back on exit, also on error
 * ``jax_enable_compilation_cache=False`` is honoured: nothing is changed;
 * otherwise the directory, the minimum compile time (``0``: every program is kept) and the
   minimum entry size (no minimum) are set, globally (the checker compiles in worker threads)
-  and in the calling thread, and their previous values put back on exit; JAX's process-wide
-  cache object, which it creates once per process from the directory it first sees, is reset
-  on entry and on exit (``compilation_cache.reset_cache``), so that programs compiled after
-  the block never go to gradlab's directory.
+  and in the calling thread. These are process-wide settings: they are changed under a lock
+  with a count of the checks in flight — the first check to enter saves the caller's values,
+  the last to leave puts them back — so that checks in several threads at once leave them
+  as they found them. JAX's process-wide cache object, which it creates once per process from
+  the directory it first sees, is reset when the settings change and when they are put back
+  (``compilation_cache.reset_cache``), so that programs compiled after never go to
+  gradlab's directory.
 
-While the block runs, other threads of the process that compile also use the cache.
+While a check runs, other threads of the process that compile also use the cache.
 
 Inside the block gradlab also keeps its own programs, found before they are traced and lowered
-(:mod:`~gradlab.gradcheck._stored`), in the subfolder :data:`PROGRAMS` of the cache in use
-(gradlab's, or the one the user configured for JAX).
+(:mod:`~gradlab.gradcheck._stored`), in the subfolder :data:`PROGRAMS` of gradlab's own cache
+only — never in a cache the user configured for JAX (JAX documents it as shareable, and it may
+be remote: ``gs://...``) — and only while that folder is owned by the user and writable by no
+one else.
 
 It is off with ``GRADLAB_COMPILATION_CACHE=0`` (also ``false``, ``no``, ``off``) or
 ``enabled=False``; the argument wins over the variable. A variable holding a path (absolute,
-or starting with ``~``) puts the cache there instead.
-
-The cache is trusted code: like JAX's own, it must live in a directory only its user can
-write to. JAX bounds its size only when ``jax_compilation_cache_max_size`` is set (which
-needs the ``filelock`` package); delete the folder to empty it.
+or starting with ``~``) puts the cache there instead. ``gradlab cache info`` shows what is
+kept and ``gradlab cache clear`` empties it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,19 +52,18 @@ from jax._src import compilation_cache as _jax_cache
 from jax._src import config as _jax_config
 
 from gradlab._errors import InputError
-from gradlab.gradcheck._stored import programs_in
+from gradlab.gradcheck._stored import PROGRAMS, programs_folder, programs_in
 
 __all__ = [
     "ENV_VAR",
     "PROGRAMS",
     "cache_dir",
     "compilation_cache",
+    "in_flight",
     "jax_cache_off",
     "resolve_enabled",
 ]
 
-#: The subfolder of the cache where gradlab keeps its own programs (:mod:`._stored`).
-PROGRAMS = "gradlab-programs"
 #: The environment variable that turns the cache off (``0``) or moves it (a path).
 ENV_VAR = "GRADLAB_COMPILATION_CACHE"
 _OFF = frozenset({"0", "false", "no", "off"})
@@ -125,6 +127,77 @@ def cache_dir() -> Path:
     return root / f"jax-{jax.__version__}"
 
 
+class _Shared:
+    """Process-wide JAX settings changed while any check needs them, under one lock.
+
+    The first check to enter saves the settings' global values and sets its own; later
+    checks (other threads) share them; the last to leave puts the saved values back. Two
+    threads checking at once therefore leave every setting as they found it, whatever the
+    order they enter and leave in.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.saved: dict[Any, Any] = {}
+        self.set: dict[Any, Any] = {}
+        self.value: Any = None
+
+    def enter(self, settings: dict[Any, Any], value: Any = None) -> Any:
+        """Sets ``settings`` (``{state: value}``) unless a check in flight already did."""
+        with _LOCK:
+            if self.count == 0:
+                self.saved = {state: state.get_global() for state in settings}
+                self.set = dict(settings)
+                for state, v in settings.items():
+                    jax.config.update(state.name, v)
+                self.value = value
+                _jax_cache.reset_cache()  # JAX creates its cache object once, from the dir
+            self.count += 1
+            return self.value
+
+    def leave(self) -> None:
+        """The last check to leave puts the saved global values back."""
+        with _LOCK:
+            self.count -= 1
+            if self.count == 0:
+                for state, v in self.saved.items():
+                    jax.config.update(state.name, v)
+                self.saved, self.set, self.value = {}, {}, None
+                _jax_cache.reset_cache()  # programs compiled after never go to our folder
+
+    def saved_value(self, state: Any) -> Any:
+        """``state``'s value in this thread, as the caller set it (not as checks in flight did).
+
+        A check in flight in another thread sets the global value; seen here, it stands for
+        the caller's global value it replaced.
+        """
+        with _LOCK:
+            value = state.value
+            if self.count and state in self.saved and value == self.set[state]:
+                return self.saved[state]
+            return value
+
+
+_LOCK = threading.RLock()
+_GRADLAB_CACHE = _Shared()
+_JAX_CACHE_OFF = _Shared()
+
+
+def in_flight() -> int:
+    """How many checks hold gradlab's cache settings now (0: the caller's are in place).
+
+    Example:
+        >>> in_flight()
+        0
+    """
+    return _GRADLAB_CACHE.count
+
+
+def _is_remote(path: str) -> bool:
+    """A JAX cache folder given as a URL (``gs://...``): not a folder of this machine."""
+    return "://" in path
+
+
 @contextlib.contextmanager
 def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
     """Keeps the programs compiled inside the block in a persistent cache on disk.
@@ -145,11 +218,13 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
         >>> path == before and jax.config.jax_compilation_cache_dir == before
         True
     """
-    on = resolve_enabled(enabled) and bool(_jax_config.enable_compilation_cache.value)
-    configured = _jax_config.compilation_cache_dir.value
+    user_enabled = _JAX_CACHE_OFF.saved_value(_jax_config.enable_compilation_cache)
+    on = resolve_enabled(enabled) and bool(user_enabled)
+    configured = _GRADLAB_CACHE.saved_value(_jax_config.compilation_cache_dir)
     if configured or not on:
-        programs = Path(configured) / PROGRAMS if configured and on else None
-        with programs_in(programs):
+        # a cache the user configured for JAX is used as it is; gradlab keeps no programs
+        # there (it may be shared with others, or remote): only in a folder of its own
+        with programs_in(None):
             yield configured or None
         return
     path = cache_dir()
@@ -163,17 +238,16 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
         _jax_config.persistent_cache_min_compile_time_secs: 0.0,
         _jax_config.persistent_cache_min_entry_size_bytes: -1,
     }
-    with contextlib.ExitStack() as stack:
-        stack.callback(_jax_cache.reset_cache)  # runs last: drop the cache object of our dir
-        stack.enter_context(programs_in(path / PROGRAMS))
-        for state, value in settings.items():
-            # global: the checker compiles in worker threads; thread-local: wins over a
-            # thread-local value the caller set in this thread
-            stack.callback(jax.config.update, state.name, state.get_global())
-            jax.config.update(state.name, value)
-            stack.enter_context(state(value))
-        _jax_cache.reset_cache()  # JAX creates its cache object once, from the first dir seen
-        yield str(path)
+    used = Path(_GRADLAB_CACHE.enter(settings, path))
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(programs_in(programs_folder(used)))
+            for state, value in settings.items():
+                # thread-local: wins over a thread-local value the caller set in this thread
+                stack.enter_context(state(str(used) if state.name.endswith("_dir") else value))
+            yield str(used)
+    finally:
+        _GRADLAB_CACHE.leave()
 
 
 @contextlib.contextmanager
@@ -183,12 +257,12 @@ def jax_cache_off() -> Iterator[None]:
     gradlab keeps some programs itself (:mod:`._stored`); they must be compiled, not taken
     from JAX's cache: on XLA:CPU an executable JAX loaded from its cache cannot be serialised
     again (it runs, but a copy of it fails with "Function ... not found"; JAX 0.10.2).
+    Off globally (the compiles run in worker threads) while any check needs it off.
     """
     state = _jax_config.enable_compilation_cache
-    with contextlib.ExitStack() as stack:
-        stack.callback(_jax_cache.reset_cache)  # runs last: JAX decides afresh next time
-        stack.callback(jax.config.update, state.name, state.get_global())
-        jax.config.update(state.name, False)
-        stack.enter_context(state(False))
-        _jax_cache.reset_cache()  # JAX remembers whether its cache is used until reset
-        yield
+    _JAX_CACHE_OFF.enter({state: False})
+    try:
+        with state(False):
+            yield
+    finally:
+        _JAX_CACHE_OFF.leave()

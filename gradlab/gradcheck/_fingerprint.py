@@ -1,50 +1,66 @@
 """Fingerprints of jaxprs: a digest that two programs share only if they compute the same.
 
-A check's compiled programs are kept on disk keyed BEFORE they are traced and lowered
-(:mod:`~gradlab.gradcheck._stored`), so the key must stand for everything the program is
-made of. A jaxpr's fingerprint covers its printed form (the operations, their order, the
-types, every printed parameter), the ``repr`` of every parameter (also those the printer
-leaves out), and the bytes of every constant and literal (the printer may abbreviate them).
+A check's compiled programs are reused — in this process and, through
+:mod:`~gradlab.gradcheck._stored`, in later ones — under a key made from the fingerprint of
+the jaxpr ``f`` traces to at the call. The key must therefore stand for everything the
+program is made of, and a fingerprint (``strict=True``) covers:
 
-Some programs cannot be fingerprinted: a parameter that is a Python callable runs code that
-no digest can see. Two are let through, because no program built from the jaxpr without
-differentiating it runs them: the derivative rules of ``custom_jvp_call`` and
-``custom_vjp_call`` (lowering and ``vmap`` use only their primal ``call_jaxpr``). A program
-that differentiates ``f`` must therefore be fingerprinted from ITS OWN jaxpr, where the rules
-have been traced in. Host callbacks (and any other effect) block a fingerprint too: their
-executables call back into this process.
+* every equation: its primitive, its operands' types, every literal's bytes;
+* every parameter, walked: nested jaxprs and closed jaxprs (their constants' bytes), tuples,
+  dicts, dataclasses field by field (a Pallas kernel's grid mapping, with each block's
+  index-map jaxpr, its block shape and array type), named tuples (dimension numbers), types
+  and shardings; a parameter is hashed by its text only where that text is known to show
+  all of it (numbers, strings, dtypes, enums, pytree structures, abstract values);
+* custom derivative rules' bodies, by tracing them: a ``custom_jvp_call`` is traced through
+  ``jax.jvp`` and a ``custom_vjp_call`` through ``jax.vjp``, as JAX would differentiate
+  them now, and those jaxprs are fingerprinted in turn (rules calling rules, to any depth:
+  a rule met again inside its own expansion is fingerprinted as a reference to it);
+* the bytes of every constant.
+
+Whatever it cannot see in full makes the fingerprint None, and None means the program is
+not reused: a Python callable in a parameter (a host callback, an unknown kind of
+parameter), an effect (its executable calls back into this process), a rule that cannot be
+traced on its own. ``strict=False`` compares two traces of one function instead: callables
+count by their qualified name and rules are not traced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import hashlib
-import weakref
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 from jax.extend import core as jex
 
 __all__ = ["RULE_PRIMITIVES", "fingerprint"]
 
-#: Primitives whose callable parameters (derivative rules) are not run by a program that
-#: does not differentiate through them.
+#: Primitives whose derivative rules are Python code, traced into the fingerprint.
 RULE_PRIMITIVES = frozenset({"custom_jvp_call", "custom_vjp_call"})
+#: Rules within rules traced at most this deep (a deeper one: no fingerprint, no reuse).
+MAX_RULE_DEPTH = 8
+#: Parameters of the rule primitives that the traced rule stands for.
+_RULE_PARAMS = frozenset({"jvp_jaxpr_fun", "fwd_jaxpr_thunk", "bwd", "out_trees"})
+#: Remat policies that are plain functions of JAX's own (their name says all they do).
+_POLICY_MODULES = ("jax._src.ad_checkpoint", "jax.ad_checkpoint", "jax.checkpoint_policies")
 
 
 class _Blocked(Exception):
-    """A parameter the digest cannot see into (a callable outside a custom rule)."""
+    """Something the digest cannot see into in full."""
 
 
 def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
-    """A hex digest of a closed jaxpr, or None when it holds code a digest cannot see.
+    """A hex digest of a closed jaxpr, or None when it holds what a digest cannot see.
 
     Args:
         closed: A ``ClosedJaxpr`` (``jax.make_jaxpr(f)(...)``, ``jit(f).trace(...).jaxpr``).
-        strict: True (for keys): None when a parameter is a callable outside a custom
-            derivative rule, or when the jaxpr has effects (callbacks). False (to compare two
-            traces of one function): callables count by their qualified name.
+        strict: True (for keys): everything that shapes the program, custom rules traced;
+            None when anything cannot be covered. False (to compare two traces of one
+            function): callables count by their qualified name, rules are not traced.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -58,32 +74,302 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
         None
     """
     try:
-        return _MEMO[closed][strict]
-    except (KeyError, TypeError):
-        pass
-    digest = _digest(closed, strict)
-    try:
-        _MEMO.setdefault(closed, {})[strict] = digest
-    except TypeError:  # not weakly referable: not remembered
-        pass
-    return digest
-
-
-#: Fingerprints of jaxprs still alive (JAX hands out the same ClosedJaxpr for a cached trace).
-_MEMO: weakref.WeakKeyDictionary[Any, dict[bool, str | None]] = weakref.WeakKeyDictionary()
-
-
-def _digest(closed: Any, strict: bool) -> str | None:
-    h = hashlib.sha256()
-    try:
-        if strict and closed.jaxpr.effects:
-            raise _Blocked
-        h.update(str(closed.jaxpr).encode())
-        _consts(h, closed.consts)
-        _walk(h, closed.jaxpr, strict)
+        return _Digest(strict).closed(closed)
     except _Blocked:
         return None
-    return h.hexdigest()
+
+
+class _Digest:
+    """One fingerprint computation (rules expanded in it are remembered for its duration)."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.active: list[Any] = []  # rules being expanded, outermost first
+        self.done: dict[Any, str] = {}  # rules expanded in this computation, by identity
+
+    def closed(self, closed: Any) -> str:
+        h = hashlib.sha256()
+        if self.strict and closed.jaxpr.effects:
+            raise _Blocked
+        self._closed(h, closed)
+        return h.hexdigest()
+
+    def _closed(self, h: Any, closed: Any) -> None:
+        h.update(b"closed")
+        self._consts(h, closed.consts)
+        self._jaxpr(h, closed.jaxpr)
+
+    def _jaxpr(self, h: Any, jaxpr: Any) -> None:
+        h.update(str(jaxpr).encode())  # operations, order, types and printed parameters
+        h.update(f"c{len(jaxpr.constvars)}i{len(jaxpr.invars)}o{len(jaxpr.outvars)}".encode())
+        for v in jaxpr.outvars:
+            if isinstance(v, jex.Literal):
+                _array(h, v.val)
+        constants = {id(v) for v in jaxpr.constvars}
+        for eqn in jaxpr.eqns:
+            self._eqn(h, eqn, constants)
+
+    def _eqn(self, h: Any, eqn: Any, constants: set[int]) -> None:
+        name = eqn.primitive.name
+        if self.strict and ("callback" in name or eqn.effects):
+            raise _Blocked
+        h.update(f"eqn {name}".encode())
+        for v in eqn.invars:
+            if isinstance(v, jex.Literal):
+                _array(h, v.val)
+            else:
+                self._value(h, v.aval)
+        rules = name in RULE_PRIMITIVES
+        for key in sorted(eqn.params):
+            if rules and key in _RULE_PARAMS:
+                if not self.strict:
+                    h.update(f"{key}:{_name(eqn.params[key])}".encode())
+                continue
+            h.update(f"param {key}".encode())
+            self._value(h, eqn.params[key], key)
+        if rules and self.strict:
+            fixed = tuple(id(v) in constants for v in eqn.invars)
+            self._rule(h, eqn, fixed)
+
+    def _consts(self, h: Any, consts: Any) -> None:
+        h.update(f"consts{len(consts)}".encode())
+        for c in consts:
+            self._value(h, c)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _value(self, h: Any, value: Any, key: str = "") -> None:
+        """Hashes one value in full, or raises _Blocked (strict) where it cannot."""
+        if isinstance(value, jex.ClosedJaxpr):
+            self._closed(h, value)
+        elif isinstance(value, jex.Jaxpr):
+            h.update(b"jaxpr")
+            self._jaxpr(h, value)
+        elif value is None or isinstance(value, bool | int | float | complex | str | bytes):
+            h.update(f"{type(value).__name__}:{value!r}".encode())
+        elif isinstance(value, enum.Enum):
+            h.update(f"enum {type(value).__module__}.{type(value).__qualname__}.{value.name}"
+                     .encode())  # fmt: skip
+        elif isinstance(value, np.dtype) or _is_jax_dtype(value):
+            h.update(f"dtype {value}".encode())
+        elif isinstance(value, np.ndarray | np.generic | jax.Array):
+            self._array_value(h, value)
+        elif isinstance(value, jax.tree_util.PyTreeDef):
+            self._text(h, "treedef", str(value))
+        elif _is_aval(value):
+            self._aval(h, value)
+        elif isinstance(value, tuple | list):  # named tuples (dimension numbers) by type too
+            h.update(f"{type(value).__module__}.{type(value).__qualname__}{len(value)}".encode())
+            for item in value:
+                self._value(h, item)
+        elif isinstance(value, dict) or _is_frozendict(value):
+            h.update(f"dict{len(value)}".encode())
+            for k in sorted(value, key=repr):
+                self._value(h, k)
+                self._value(h, value[k])
+        elif isinstance(value, frozenset | set):
+            parts = sorted(self._sub(item) for item in value)
+            h.update(f"set{parts}".encode())
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            h.update(f"dataclass {type(value).__module__}.{type(value).__qualname__}".encode())
+            for field in dataclasses.fields(value):
+                h.update(f"field {field.name}".encode())
+                self._value(h, getattr(value, field.name))
+        elif isinstance(value, type):
+            self._text(h, "type", f"{value.__module__}.{value.__qualname__}")
+        elif key == "policy" and _is_jax_policy(value):
+            h.update(f"policy {_name(value)}".encode())
+        elif _is_data(value):
+            self._text(h, type(value).__qualname__, repr(value))
+        elif self.strict:
+            raise _Blocked
+        else:
+            shown = _name(value) if callable(value) else repr(value)
+            h.update(f"{type(value).__qualname__}:{shown}".encode())
+
+    def _sub(self, value: Any) -> str:
+        h = hashlib.sha256()
+        self._value(h, value)
+        return h.hexdigest()
+
+    def _text(self, h: Any, kind: str, text: str) -> None:
+        if self.strict and " at 0x" in text:  # an object whose text does not show it
+            raise _Blocked
+        h.update(f"{kind}:{text}".encode())
+
+    def _aval(self, h: Any, aval: Any) -> None:
+        h.update(f"aval {type(aval).__qualname__} {aval!r}".encode())
+        for attr in ("shape", "dtype", "weak_type", "sharding", "vma", "memory_space"):
+            if hasattr(aval, attr):
+                h.update(f"{attr}={getattr(aval, attr)!r}".encode())
+        inner = getattr(aval, "inner_aval", None)
+        if inner is not None:
+            self._aval(h, inner)
+
+    def _array_value(self, h: Any, value: Any) -> None:
+        if _is_jax_dtype(getattr(value, "dtype", None)):  # PRNG keys: their data and impl
+            h.update(f"key {value.dtype}".encode())
+            _array(h, jax.random.key_data(value))
+            return
+        try:
+            _array(h, value)
+        except Exception as e:  # not readable on the host (an abstract or deleted array)
+            if self.strict:
+                raise _Blocked from e
+            h.update(repr(value).encode())
+
+    # ------------------------------------------------------------------ custom rules
+
+    def _rule(self, h: Any, eqn: Any, fixed: tuple[bool, ...]) -> None:
+        """The bodies of a custom rule, traced as JAX would differentiate the call now.
+
+        ``fixed``: per operand, whether it is a constant of the enclosing jaxpr (never
+        differentiated, as in JAX).
+        """
+        ident = _rule_identity(eqn)
+        ident = None if ident is None else (ident, fixed)
+        if ident is not None:
+            if ident in self.active:  # a rule calling itself: a reference to its expansion
+                h.update(f"rule cycle {self.active.index(ident)}".encode())
+                return
+            if ident in self.done:
+                h.update(f"rule {self.done[ident]}".encode())
+                return
+        if len(self.active) >= MAX_RULE_DEPTH:
+            raise _Blocked
+        try:
+            traced = _trace_rule(eqn, fixed)
+        except Exception as e:  # a rule that cannot be traced alone: not covered
+            raise _Blocked from e
+        self.active.append(ident)
+        try:
+            digest = self.closed(traced)
+        finally:
+            self.active.pop()
+        if ident is not None:
+            self.done[ident] = digest
+        h.update(f"rule {digest}".encode())
+
+
+def _closure(fn: Any, name: str) -> Any:
+    """The value ``fn`` closes over under ``name`` (JAX's memoised rule thunks)."""
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None) or ()
+    if code is None:
+        raise KeyError(name)
+    return dict(zip(code.co_freevars, (c.cell_contents for c in cells), strict=True))[name]
+
+
+def _wrapped_identity(wf: Any) -> Any:
+    """A hashable identity of a ``lu.WrappedFun``: its function and its transforms' data.
+
+    Only compared within one fingerprint computation (the same objects at the same instant
+    trace to the same program); callables among the transforms' arguments (JAX's result
+    stores) are placeholders, anything else whose text does not show it in full is refused.
+    """
+    parts: list[Any] = [id(wf.f)]
+    for gen, args in wf.transforms:
+        if getattr(gen, "__name__", "") == "_handle_consts_in_bwd":  # a re-bound call's
+            continue
+        items = args if isinstance(args, tuple) else (args,)
+        shown = []
+        for a in items:
+            if callable(a):
+                shown.append("callable")
+                continue
+            if type(a).__name__ == "DebugInfo":  # names only: no part of the program
+                a = (a.traced_for, a.func_src_info, a.arg_names)
+            text = repr(a)
+            if " at 0x" in text:
+                raise KeyError("opaque")
+            shown.append(text)
+        parts.append((id(gen), tuple(shown)))
+    parts.append(repr(wf.params))
+    return tuple(parts)
+
+
+def _user_rule(thunk: Any, inner: str, lifted: str) -> Any:
+    """The user's rule behind JAX's memoised thunk ``thunk`` (``inner``: its name there).
+
+    A call re-bound from a jaxpr (as :func:`_trace_rule` does) wraps the thunk of the call
+    it came from in ``lift_jvp``/``lift_fwd``: unwrapped, so that it is found as that call.
+    """
+    rule = _closure(_closure(thunk.f, "fn"), inner)
+    while getattr(rule.f, "__name__", "") == inner and not rule.transforms:
+        rule = _closure(_closure(_closure(rule.f, lifted).f, "fn"), inner)
+    return rule
+
+
+def _rule_identity(eqn: Any) -> Any:
+    """What identifies a custom rule's code within one computation, or None if unknown."""
+    p = eqn.params
+    try:
+        if eqn.primitive.name == "custom_jvp_call":
+            rules = [_user_rule(p["jvp_jaxpr_fun"], "jvp", "jvp_jaxpr_fun")]
+        else:
+            fwd = _user_rule(p["fwd_jaxpr_thunk"], "fwd", "fwd_jaxpr_thunk")
+            rules = [fwd, p["bwd"]]
+        ids = tuple(_wrapped_identity(r) for r in rules)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
+    avals = tuple(repr(getattr(v, "aval", None)) for v in eqn.invars)
+    return (eqn.primitive.name, ids, str(p["call_jaxpr"]), avals, p.get("num_consts"))
+
+
+def _trace_rule(eqn: Any, fixed: tuple[bool, ...]) -> Any:
+    """The jaxpr of ``jax.jvp`` (custom_jvp) or ``jax.vjp`` (custom_vjp) of one call.
+
+    Along every floating-point operand but the call's own constants and ``fixed`` ones.
+    """
+    literal = [isinstance(v, jex.Literal) for v in eqn.invars]
+    avals = [v.aval for v, lit in zip(eqn.invars, literal, strict=True) if not lit]
+    consts = int(eqn.params.get("num_consts", 0))
+
+    def run(*args: Any) -> Any:
+        it = iter(args)
+        full = [v.val if lit else next(it) for v, lit in zip(eqn.invars, literal, strict=True)]
+        return eqn.primitive.bind(*full, **eqn.primitive.get_bind_params(eqn.params))
+
+    position = [i for i, lit in enumerate(literal) if not lit]
+    diff = [
+        j
+        for j, i in enumerate(position)
+        if i >= consts and not fixed[i] and jax.numpy.issubdtype(avals[j].dtype, jax.numpy.inexact)
+    ]
+    if not diff:
+        raise ValueError("nothing to differentiate")
+
+    def split(args: Any) -> tuple[list[Any], Callable[..., Any]]:
+        def along(*moved: Any) -> Any:
+            full = list(args)
+            for j, x in zip(diff, moved, strict=True):
+                full[j] = x
+            return run(*full)
+
+        return [args[j] for j in diff], along
+
+    shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals]
+    if eqn.primitive.name == "custom_jvp_call":
+
+        def jvp(args: Any, tangents: Any) -> Any:
+            primals, along = split(args)
+            return jax.jvp(along, primals, tangents)
+
+        return jax.make_jaxpr(jvp)(shapes, [shapes[j] for j in diff])
+    outs = [v.aval for v in eqn.outvars]
+    if not all(jax.numpy.issubdtype(a.dtype, jax.numpy.inexact) for a in outs):
+        raise ValueError("a non-float output")
+
+    def vjp(args: Any, cts: Any) -> Any:
+        primals, along = split(args)
+        out, pull = jax.vjp(along, *primals)
+        return out, pull(type(out)(cts) if isinstance(out, list | tuple) else cts[0])
+
+    cts = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in outs]
+    return jax.make_jaxpr(vjp)(shapes, cts)
+
+
+# ---------------------------------------------------------------------- leaf types
 
 
 def _array(h: Any, x: Any) -> None:
@@ -92,65 +378,60 @@ def _array(h: Any, x: Any) -> None:
     h.update(np.ascontiguousarray(a).tobytes())
 
 
-def _consts(h: Any, consts: Any) -> None:
-    for c in consts:
-        try:
-            _array(h, c)
-        except (TypeError, ValueError) as e:  # a const that is not an array (a PRNG key, ...)
-            h.update(repr(c).encode())
-            if " at 0x" in repr(c):
-                raise _Blocked from e
+def _is_jax_dtype(value: Any) -> bool:
+    try:
+        return bool(jax.dtypes.issubdtype(value, jax.dtypes.extended))
+    except Exception:
+        return False
 
 
-def _walk(h: Any, jaxpr: Any, strict: bool) -> None:
-    for eqn in jaxpr.eqns:
-        if strict and "callback" in eqn.primitive.name:
-            raise _Blocked
-        h.update(eqn.primitive.name.encode())
-        for v in eqn.invars:
-            if isinstance(v, jex.Literal):
-                _array(h, v.val)
-        for name in sorted(eqn.params):
-            h.update(name.encode())
-            _param(h, eqn.params[name], eqn.primitive.name, strict)
+def _is_aval(value: Any) -> bool:
+    from jax._src import core  # the abstract values' base class (not in jax.extend)
+
+    return isinstance(value, core.AbstractValue)
 
 
-def _param(h: Any, value: Any, primitive: str, strict: bool) -> None:
-    if isinstance(value, jex.ClosedJaxpr):
-        h.update(str(value.jaxpr).encode())
-        _consts(h, value.consts)
-        _walk(h, value.jaxpr, strict)
-    elif isinstance(value, jex.Jaxpr):
-        h.update(str(value).encode())
-        _walk(h, value, strict)
-    elif isinstance(value, tuple | list):
-        h.update(f"{type(value).__name__}{len(value)}".encode())
-        for item in value:
-            _param(h, item, primitive, strict)
-    elif isinstance(value, np.ndarray):
-        _array(h, value)
-    elif _is_code(value):
-        if strict and primitive not in RULE_PRIMITIVES:
-            raise _Blocked
-        h.update(_name(value).encode())
-    else:
-        text = repr(value)
-        if strict and " at 0x" in text:  # an object whose repr does not show its content
-            raise _Blocked
-        h.update(text.encode())
+def _is_frozendict(value: Any) -> bool:
+    return type(value).__name__ in ("FrozenDict", "frozendict") and hasattr(value, "items")
 
 
-def _is_code(value: Any) -> bool:
-    """Python code: a callable (a function, a callback object), or JAX's wrapper of a function.
+#: Types whose ``repr`` shows all of their content (shardings, meshes, specs of JAX's own).
+_DATA_TYPES = (
+    "PartitionSpec",
+    "UnspecifiedValue",
+    "AUTO",
+    "SingleDeviceSharding",
+    "NamedSharding",
+    "Mesh",
+    "AbstractMesh",
+    "DeviceLocalLayout",
+    "Layout",
+    "Format",
+    "Device",
+    "CpuDevice",
+    "GpuDevice",
+    "TpuDevice",
+    "ShapeDtypeStruct",
+    "slice",
+    "ellipsis",
+)
 
-    ``lu.WrappedFun`` is not itself callable; a ``Mesh`` is (as a context decorator) but is
-    data, shown whole by its ``repr``.
-    """
-    if hasattr(value, "call_wrapped"):
-        return True
-    return callable(value) and not isinstance(value, type | contextlib.ContextDecorator)
+
+def _is_data(value: Any) -> bool:
+    t = type(value)
+    module = getattr(t, "__module__", "") or ""
+    own = module.startswith(("jax", "jaxlib", "builtins"))
+    return own and t.__name__ in _DATA_TYPES
 
 
-def _name(fn: Callable[..., Any]) -> str:
+def _is_jax_policy(value: Any) -> bool:
+    module = getattr(value, "__module__", "") or ""
+    qualname = getattr(value, "__qualname__", "") or ""
+    return module.startswith(_POLICY_MODULES) and "<locals>" not in qualname
+
+
+def _name(fn: Any) -> str:
     inner = getattr(fn, "f", fn)  # lu.WrappedFun wraps the function in .f
-    return f"{getattr(inner, '__module__', '')}.{getattr(inner, '__qualname__', type(fn))}"
+    with contextlib.suppress(Exception):
+        return f"{getattr(inner, '__module__', '')}.{getattr(inner, '__qualname__', type(fn))}"
+    return type(fn).__qualname__

@@ -21,7 +21,6 @@ from gradlab.gradcheck._audit import AuditRow, audit
 from gradlab.gradcheck._bands import relative_error, verdict
 from gradlab.gradcheck._cache import compilation_cache
 from gradlab.gradcheck._consistency import Consistency, consistency, retraced_value
-from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._forward import resolve_ad
 from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import Cost, default_budget
@@ -50,7 +49,6 @@ from gradlab.gradcheck._sweep import (
     n_calls,
     planning_base,
     trace_error_hint,
-    translated_errors,
 )
 from gradlab.gradcheck._verify import Verified, verify_first_order
 from gradlab.gradcheck._vjp import (
@@ -278,12 +276,9 @@ def _first_kernels(
 
 
 def _fingerprint_of_f(problem: Problem, dyn: tuple[Any, ...]) -> str | None:
-    """The fingerprint of the one trace of ``f`` the programs share, when programs are kept."""
-    shared = traced_once(problem.spec)
-    if _stored.directory() is None or not hasattr(shared, "trace"):
-        return None
-    with translated_errors():
-        return fingerprint(shared.trace(*dyn).jaxpr)
+    """The fingerprint of ``f`` as traced at this call, when programs are kept on disk."""
+    program = problem.spec.program
+    return None if _stored.directory() is None or program is None else program.key
 
 
 def _sweep_and_judge(

@@ -1,24 +1,32 @@
 """Turning ``f(params, *args)`` into a static spec plus flat, float64 leaves.
 
-The spec is hashable so that the compiled kernels are cached across calls: a second check of
-the same function on arrays of the same shapes compiles nothing.
+Every check traces ``f`` afresh (:class:`Program`): the check judges ``f`` as it is at the
+call, whatever was compiled for it before. The spec is hashable by what ``f`` traces to —
+the fingerprint of that jaxpr, custom rules' bodies included
+(:func:`~gradlab.gradcheck._fingerprint.fingerprint`) — never by the identity of ``f``: a
+second check of a function that traces to the same program on arrays of the same shapes
+compiles nothing, and a function changed since (a rule re-defined with ``defvjp``, a global
+or closure value its backward pass reads, an attribute of the object behind a bound method)
+gets programs of its own. A program whose fingerprint cannot be computed is never reused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jex
 
 from gradlab._errors import CheckInputError
+from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._promote import promoted
+from gradlab.gradcheck._scope import note_constants, own_constants
 
-__all__ = ["Leaf", "Problem", "Spec", "build_problem", "traced_once"]
+__all__ = ["Leaf", "Problem", "Program", "Spec", "build_problem", "trace_program", "traced_once"]
 
 
 class _Static:
@@ -54,11 +62,64 @@ class _WithKwargs:
         return self.f(*args, **dict(self.kwargs.value))
 
 
+class Program:
+    """``f`` as it traced at the call: its closed jaxpr, found again by its fingerprint.
+
+    Two programs are equal when their fingerprints are (they compute the same: every
+    equation, parameter, constant and custom rule's body); a program without a fingerprint
+    (:func:`~gradlab.gradcheck._fingerprint.fingerprint` returned None) equals only itself,
+    so nothing compiled for it is ever reused.
+    """
+
+    __slots__ = ("__weakref__", "_function", "closed", "key", "out_tree")
+
+    def __init__(self, closed: Any, out_tree: Any, key: str | None) -> None:
+        self.closed = closed
+        self.out_tree = out_tree
+        self.key = key
+        self._function: Callable[..., Any] | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.key) if self.key is not None else id(self)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return isinstance(other, Program) and self.key is not None and self.key == other.key
+
+    def __repr__(self) -> str:
+        return f"Program({self.key or f'unique {id(self):#x}'})"
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """``(checked, fixed, rest) -> f's value``, evaluating the jaxpr (jitted, inlined).
+
+        Wrapped in ``jax.jit(..., inline=True)`` so that every program built around ``f``
+        (the gradient, the difference kernels, the promotion analysis, the cost estimate)
+        reuses the one jaxpr, transformed (``vmap``, ``jvp``, transpose) at the jaxpr level
+        and inlined: the programs contain the same operations as ``f``'s own trace.
+        """
+        if self._function is None:
+            run = jex.jaxpr_as_fun(self.closed)
+            tree = self.out_tree
+
+            def evaluate(*args: Any) -> Any:
+                return jax.tree_util.tree_unflatten(tree, run(*jax.tree_util.tree_leaves(args)))
+
+            self._function = jax.jit(evaluate, inline=True)
+        return self._function
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """Everything static about a check: the function and the shape of its arguments."""
+    """Everything static about a check: the program ``f`` traced to and its arguments' shape.
 
-    f: Callable[..., Any]
+    Equal specs compute the same: ``f`` itself (and the static values of the other
+    arguments, traced into the program) is left out of the comparison, the
+    :class:`Program` stands for it.
+    """
+
+    f: Callable[..., Any] = dataclasses.field(compare=False)
     has_aux: bool
     n_primals: int
     argnums: tuple[int, ...]
@@ -66,9 +127,10 @@ class Spec:
     diff_sizes: tuple[int, ...]  # number of leaves per differentiated argument
     checked: tuple[bool, ...]  # per diff leaf: is it a checked (floating) leaf
     rest_treedefs: tuple[Any, ...]  # one per non-differentiated argument
-    rest_static: tuple[tuple[_Static | None, ...], ...]  # None marks a dynamic leaf
+    rest_static: tuple[tuple[_Static | None, ...], ...] = dataclasses.field(compare=False)
     promote: bool = False  # evaluate f with reduced precision inside widened to float64
     retrace: bool = False  # trace f in every program (second order: see traced_once)
+    program: Program | None = None  # f as traced at the call (set by build_problem)
 
     def call(
         self,
@@ -136,21 +198,10 @@ class Spec:
         return primals
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted(spec: Spec) -> Callable[..., Any]:
-    return jax.jit(spec.flat_value, inline=True)
-
-
 def traced_once(spec: Spec) -> Callable[..., Any]:
-    """:meth:`Spec.flat_value`, traced once per input types and reused by every program.
+    """``f`` as the check traced it at the call (:attr:`Program.function`).
 
-    A check builds several programs around ``f`` (the gradient, the difference kernels, the
-    promotion analysis, the cost estimate); each used to trace ``f``'s Python afresh, a
-    large part of a small check's cold time. Wrapped in ``jax.jit(..., inline=True)``, ``f``
-    is traced once per argument types: the later programs reuse its jaxpr, transformed
-    (``vmap``, ``jvp``, transpose) at the jaxpr level and inlined, so the programs contain
-    the same operations as before. Custom derivative rules are kept in the jaxpr as written.
-    A function that cannot be hashed is traced each time, as before.
+    Shared by every program of the check.
 
     Example:
         >>> import jax.numpy as jnp
@@ -165,12 +216,24 @@ def traced_once(spec: Spec) -> Callable[..., Any]:
     """
     if spec.retrace:  # a custom_jvp holding a traced nondiff_argnums value breaks the jit
         return spec.flat_value  # when differentiated twice: f traced in each program
-    try:
-        return _jitted(spec)
-    except TypeError as e:  # an unhashable f or static argument
-        if "unhashable" not in str(e):
-            raise
-        return spec.flat_value
+    if spec.program is None:
+        raise ValueError("the spec has no program: make it with build_problem")
+    return spec.program.function
+
+
+def trace_program(spec: Spec, dyn: tuple[Any, ...]) -> Program:
+    """Traces ``f`` afresh at ``dyn`` (``(checked, fixed, rest)``) and fingerprints it.
+
+    A new function object each time: JAX's own caches of traces, found by the identity of
+    the function traced, never hand back an earlier trace of ``f``. The program keeps
+    constants of its own (:func:`~gradlab.gradcheck._scope.own_constants`).
+    """
+    fresh = lambda *args: spec.flat_value(*args)
+    closed, shape = jax.make_jaxpr(fresh, return_shape=True)(*dyn)
+    key = fingerprint(closed)
+    program = Program(own_constants(closed), jax.tree_util.tree_structure(shape), key)
+    note_constants(closed)  # NumPy arrays JAX converted in float64 (see _scope)
+    return program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,8 +405,13 @@ def build_problem(
             "the differentiated argument(s) have no floating-point leaves to check "
             f"({kinds}). Pass the parameters as float arrays, or choose them with argnums."
         )
+    from gradlab.gradcheck._sweep import translated_errors  # (it imports this module)
+
+    with translated_errors():
+        program = trace_program(spec, (tuple(checked_arrays), tuple(fixed_arrays),
+                                       tuple(rest_dyn)))  # fmt: skip
     return Problem(
-        spec=spec,
+        spec=dataclasses.replace(spec, program=program),
         leaves=tuple(leaves),
         checked_leaves=tuple(checked_arrays),
         fixed_leaves=tuple(fixed_arrays),

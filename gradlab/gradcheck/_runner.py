@@ -313,6 +313,11 @@ class _Clearer:
         _EXECUTABLES.clear()
 
 
+def clear_executables() -> None:
+    """Forgets every executable kept in this process."""
+    _EXECUTABLES.clear()
+
+
 _CLEARER = _Clearer()
 _jax_util.register_cache(_CLEARER, "gradlab.gradcheck executables")
 

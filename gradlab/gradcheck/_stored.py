@@ -18,10 +18,15 @@ settings that change how a program lowers. A program that
 :func:`~gradlab.gradcheck._fingerprint.fingerprint` cannot see into (a host callback, a Python
 callable in a parameter) is never stored.
 
-The programs live in the subfolder ``gradlab-programs`` of the cache folder in use and are on
-exactly when that cache is (:func:`~gradlab.gradcheck._cache.compilation_cache`). Loading an
-entry runs code, like JAX's own cache: the folder must be writable by its user only. An
-entry that cannot be read (truncated, another version) is compiled again and replaced.
+The programs live in the subfolder ``gradlab-programs`` of gradlab's own cache folder
+(:func:`~gradlab.gradcheck._cache.compilation_cache`), never in a cache folder the user
+configured for JAX (shareable, possibly remote). Loading an entry runs code, like JAX's own
+cache, so nothing is stored or loaded unless that folder and the cache folder above it are
+owned by the user and writable by no one else (:func:`programs_folder`). Each entry carries a
+SHA-256 digest of its payload, checked before anything is unpickled: a damaged entry (a
+flipped bit, a truncated write) is deleted and compiled again. The folder is bounded
+(:func:`max_bytes`, ``GRADLAB_PROGRAMS_MAX_MB``): the entries used least recently are
+removed first.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import hashlib
 import os
 import pickle
 import platform
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,16 +53,32 @@ if TYPE_CHECKING:
     from gradlab.gradcheck._runner import Tier
 
 __all__ = [
+    "PROGRAMS",
     "calls_out",
     "directory",
+    "entries",
     "environment",
     "load",
+    "max_bytes",
     "program_key",
+    "programs_folder",
     "programs_in",
+    "source_files",
     "store",
+    "unsafe_reason",
 ]
 
+#: The subfolder of gradlab's cache where it keeps its own programs.
+PROGRAMS = "gradlab-programs"
+#: The environment variable that bounds the folder's size, in MiB.
+MAX_ENV_VAR = "GRADLAB_PROGRAMS_MAX_MB"
+_DEFAULT_MAX_MB = 512
+#: What a stored entry starts with: a format tag, then the SHA-256 digest of the payload.
+_MAGIC = b"gradlab-program-1\n"
+_DIGEST = 32
+
 _DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("gradlab_programs", default=None)
+_UNSAFE: list[str] = []  # why the last folder asked for was refused (for `gradlab cache info`)
 #: JAX settings that change how a traced program lowers or compiles.
 _SETTINGS = (
     "jax_enable_x64",
@@ -86,30 +109,142 @@ def directory() -> Path | None:
     return _DIR.get()
 
 
+def _is_private(path: Path) -> str:
+    """Why ``path`` is not private to this user ("" when it is: owned, no one else writes)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror})"
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None and st.st_uid != getuid():
+        return f"{path} is owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by its group or by others (mode {stat.filemode(st.st_mode)})"
+    return ""
+
+
+def programs_folder(root: Path) -> Path | None:
+    """The folder of kept programs under cache folder ``root``, or None where it is unsafe.
+
+    Created (mode 0700) if missing. None when ``root`` is remote (a URL), or when ``root``
+    or the folder is owned by someone else or writable by its group or others: an entry is
+    code that the next check runs. :func:`unsafe_reason` says why.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> programs_folder(root) == root / PROGRAMS
+        True
+        >>> _ = (root / PROGRAMS).chmod(0o777)
+        >>> print(programs_folder(root))
+        None
+    """
+    _UNSAFE.clear()
+    if "://" in str(root):
+        _UNSAFE.append(f"{root} is not a folder of this machine")
+        return None
+    folder = root / PROGRAMS
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        _UNSAFE.append(f"{folder} cannot be created ({e.strerror})")
+        return None
+    for path in (root, folder):
+        why = _is_private(path) if path.is_dir() else f"{path} is not a folder"
+        if why:
+            _UNSAFE.append(why + ": programs are neither stored nor loaded there")
+            return None
+    return folder
+
+
+def unsafe_reason() -> str:
+    """Why the last folder asked of :func:`programs_folder` was refused ("" if it was not)."""
+    return _UNSAFE[0] if _UNSAFE else ""
+
+
+_IMPORT = re.compile(
+    r"^\s*(?:from\s+(gradlab(?:\.\w+)*)\s+import\s+([\w, ()]+)|import\s+(gradlab(?:\.\w+)+))",
+    re.MULTILINE,
+)
+
+
+def source_files() -> list[Path]:
+    """Every source file that shapes a stored program: the checker and what it imports.
+
+    Example:
+        >>> names = {p.name for p in source_files()}
+        >>> {"_kernels.py", "_jax_compat.py"} <= names
+        True
+    """
+    package = Path(__file__).resolve().parents[1]  # gradlab/
+    todo = sorted(Path(__file__).resolve().parent.glob("*.py"))
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for match in _IMPORT.finditer(path.read_text(encoding="utf-8")):
+            module = match.group(1) or match.group(3)
+            names = [n.strip(" ()") for n in (match.group(2) or "").split(",")]
+            candidates = [module] + [f"{module}.{n}" for n in names if n]
+            for dotted in candidates:
+                rel = Path(*dotted.split(".")[1:])
+                for found in (package / rel.with_suffix(".py"), package / rel / "__init__.py"):
+                    if dotted != "gradlab" and found.is_file() and found not in seen:
+                        todo.append(found)
+    return sorted(seen)
+
+
 @functools.cache
 def _source_digest() -> str:
-    """The checker's own source: a changed kernel or rule never meets an old program."""
+    """The sources that shape a program: a changed kernel or rule never meets an old one."""
+    package = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
+    for path in source_files():
+        h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
 
+#: /proc/cpuinfo fields that name what a processor can run (x86 and aarch64).
+_CPU_FIELDS = ("vendor_id", "model name", "flags", "cpu family", "model", "Features",
+               "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "isa")  # fmt: skip
+
+
 @functools.cache
 def _host() -> str:
-    """The host processor: XLA:CPU compiles for its instruction set (AVX-512, AMX, ...).
+    """The host processor: XLA:CPU compiles for its instruction set (AVX-512, AMX, SVE, ...).
 
     A home folder shared by machines of different processors (a cluster's network home) must
     never hand one an executable compiled for another: it would stop on an illegal
-    instruction.
+    instruction. Every core's fields count (a big.LITTLE machine has two kinds of core).
     """
-    text = ""
+    return hashlib.sha256(_cpu_text(_read_cpuinfo()).encode()).hexdigest()
+
+
+def _read_cpuinfo() -> str:
     with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-    keep = [line for line in text.splitlines()[:64] if line.startswith(("model name", "flags"))]
-    mine = "\n".join(sorted(set(keep))) or platform.processor() or platform.machine()
-    return hashlib.sha256(mine.encode()).hexdigest()
+        return Path("/proc/cpuinfo").read_text()
+    return ""
+
+
+def _cpu_text(cpuinfo: str) -> str:
+    r"""The lines of ``cpuinfo`` that name the instruction set, each kind once.
+
+    Example:
+        >>> a = "processor : 0\nCPU part : 0xd0c\nFeatures : fp asimd sve\n"
+        >>> same = lambda b: _cpu_text(a) == _cpu_text(b)
+        >>> same(a.replace(" sve", "")), same(a.replace("0xd0c", "0xd40")), same(a)
+        (False, False, True)
+    """
+    keep = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in _CPU_FIELDS:
+            keep.add(f"{name.strip()}: {' '.join(value.split())}")
+    return "\n".join(sorted(keep)) or f"{platform.machine()} {platform.processor()}"
 
 
 def environment(device: jax.Device, tier: Tier) -> str:
@@ -167,21 +302,48 @@ def program_key(name: str, fingerprint: str, static: Any, args: Any, env: str) -
 
 
 def load(key: str, device: jax.Device) -> Any | None:
-    """The executable kept under ``key``, loaded onto ``device``; None if there is none."""
+    """The executable kept under ``key``, loaded onto ``device``; None if there is none.
+
+    The entry's digest is checked before anything is unpickled; an entry that is damaged,
+    not private to this user, or that does not load is deleted (it is compiled again).
+    """
     folder = directory()
     if folder is None:
         return None
+    path = folder / key
     try:
-        blob = (folder / key).read_bytes()
+        blob = path.read_bytes()
     except OSError:
         return None
+    payload = _verified(blob)
+    if payload is None or _is_private(path):
+        _remove(path)
+        return None
     try:
-        payload, in_tree, out_tree = pickle.loads(blob)
-        return serialize_executable.deserialize_and_load(
-            payload, in_tree, out_tree, backend=device.client, execution_devices=[device]
+        data, in_tree, out_tree = pickle.loads(payload)
+        loaded = serialize_executable.deserialize_and_load(
+            data, in_tree, out_tree, backend=device.client, execution_devices=[device]
         )
     except Exception:
+        _remove(path)
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used now: evicted last
+    return loaded
+
+
+def _verified(blob: bytes) -> bytes | None:
+    """The payload of a stored entry whose digest matches, else None."""
+    head = len(_MAGIC)
+    if len(blob) < head + _DIGEST or not blob.startswith(_MAGIC):
+        return None
+    digest, payload = blob[head : head + _DIGEST], blob[head + _DIGEST :]
+    return payload if hashlib.sha256(payload).digest() == digest else None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def calls_out(lowered: Any) -> bool:
@@ -209,15 +371,61 @@ def store(key: str, compiled: Any) -> bool:
     if folder is None:
         return False
     try:
-        blob = pickle.dumps(serialize_executable.serialize(compiled))
+        payload = pickle.dumps(serialize_executable.serialize(compiled))
     except Exception:
         return False
+    blob = _MAGIC + hashlib.sha256(payload).digest() + payload
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         with os.fdopen(fd, "wb") as out:
             out.write(blob)
         os.replace(tmp, folder / key)
     except OSError:
         return False
+    evict(folder, max_bytes())
     return True
+
+
+def max_bytes() -> int:
+    """The most bytes the folder of programs may hold (``GRADLAB_PROGRAMS_MAX_MB``, 512).
+
+    Example:
+        >>> max_bytes() > 0
+        True
+    """
+    value = os.environ.get(MAX_ENV_VAR, "").strip()
+    try:
+        mb = float(value) if value else _DEFAULT_MAX_MB
+    except ValueError:
+        mb = _DEFAULT_MAX_MB
+    return int(max(mb, 0) * 2**20)
+
+
+def entries(folder: Path) -> list[tuple[Path, int, float]]:
+    """The programs kept in ``folder``: ``(path, bytes, last used)``, least recent first."""
+    found = []
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                found.append((path, st.st_size, st.st_mtime))
+    return sorted(found, key=lambda e: e[2])
+
+
+def evict(folder: Path, limit: int) -> int:
+    """Deletes the least recently used entries until ``folder`` holds at most ``limit`` bytes.
+
+    Returns how many were deleted.
+    """
+    kept = entries(folder)
+    total = sum(size for _, size, _ in kept)
+    removed = 0
+    for path, size, _ in kept:
+        if total <= limit:
+            break
+        _remove(path)
+        total -= size
+        removed += 1
+    return removed
