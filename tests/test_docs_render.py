@@ -3,11 +3,13 @@
 The site is built as ``mkdocs build --strict`` builds it, a small probe script is added to every
 page, and Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``) shows each
 page in a frame 1400 px wide and in one 390 px wide (a phone); the probe posts what it measured
-to the frame's parent, which writes it into its own page, which ``--dump-dom`` hands back. At 1400 px nothing may overflow: no table, code block or displayed
-formula wider than its box (a scroll bar hides columns or the ends of lines), no inline code
-in a table broken inside a word, no copy button over the text of a code block, no formula left
-unrendered. At 390 px the same measurements are reported (``-s`` shows them), not asserted:
-a phone scrolls some wide tables sideways.
+to the frame's parent, which writes it into its own page, which ``--dump-dom`` hands back.
+
+At 1400 px nothing may overflow: no table, code block or displayed formula wider than its box
+(a scroll bar hides columns or the ends of lines), no inline code in a table broken inside a
+word, no copy button over the text of a code block, no formula left unrendered or with a TeX
+error. At 390 px the same measurements are reported (``-s`` shows them), not asserted: a phone
+scrolls some wide tables and formulas sideways, inside their own boxes.
 
 Without Chromium or mkdocs the tests skip on a developer's machine and fail in CI (``CI`` set).
 """
