@@ -154,6 +154,40 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+_EXTERNAL = re.compile(
+    r"<script[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"|<link[^>]*\bhref=\"(?:https?:)?//[^\"]*\"[^>]*>"
+    r"|url\(\s*['\"]?(?:https?:)?//[^)]*\)"
+)
+
+
+def external_resources(text: str) -> list[str]:
+    """Scripts, style sheets and fonts that ``text`` (HTML or CSS) loads from another host."""
+    found = _EXTERNAL.findall(text)
+    # a <link> that is only a hyperlink (rel="canonical") loads nothing
+    return [f for f in found if not re.search(r'rel="(canonical|alternate)"', f)]
+
+
+def test_external_resources_are_found():
+    assert external_resources('<script src="https://cdn.example/katex.js"></script>')
+    assert external_resources('<link rel="stylesheet" href="//fonts.example/css">')
+    assert external_resources("@font-face{src:url(https://fonts.example/a.woff2)}")
+    assert not external_resources('<script src="../javascripts/katex/katex.min.js"></script>')
+    assert not external_resources('<link rel="canonical" href="https://gradlab.example/">')
+    assert not external_resources("src:url(fonts/KaTeX_Main-Regular.woff2)")
+
+
+@pytest.mark.slow
+def test_site_loads_nothing_from_elsewhere(site):
+    """KaTeX, its fonts and the theme's fonts are shipped with the site, not fetched."""
+    found = {}
+    for path in [*site.rglob("*.html"), *site.rglob("*.css"), *site.rglob("*.js")]:
+        hits = external_resources(path.read_text(errors="replace"))
+        if hits:
+            found[str(path.relative_to(site))] = hits[:3]
+    assert not found, found
+    assert (site / "javascripts" / "katex" / "katex.min.js").is_file()
+
+
 def pages(site: Path) -> list[Path]:
     """Every page of the site (the 404 page aside), by its index.html."""
     return sorted(site.rglob("index.html"))
