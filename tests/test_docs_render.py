@@ -3,11 +3,13 @@
 The site is built as ``mkdocs build --strict`` builds it, a small probe script is added to every
 page, and Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``) shows each
 page in a frame 1400 px wide and in one 390 px wide (a phone); the probe posts what it measured
-to the frame's parent, which writes it into its own page, which ``--dump-dom`` hands back. At 1400 px nothing may overflow: no table, code block or displayed
-formula wider than its box (a scroll bar hides columns or the ends of lines), no inline code
-in a table broken inside a word, no copy button over the text of a code block, no formula left
-unrendered. At 390 px the same measurements are reported (``-s`` shows them), not asserted:
-a phone scrolls some wide tables sideways.
+to the frame's parent, which writes it into its own page, which ``--dump-dom`` hands back.
+
+At 1400 px nothing may overflow: no table, code block or displayed formula wider than its box
+(a scroll bar hides columns or the ends of lines), no inline code in a table broken inside a
+word, no copy button over the text of a code block, no formula left unrendered or with a TeX
+error. At 390 px the same measurements are reported (``-s`` shows them), not asserted: a phone
+scrolls some wide tables and formulas sideways, inside their own boxes.
 
 Without Chromium or mkdocs the tests skip on a developer's machine and fail in CI (``CI`` set).
 """
@@ -150,6 +152,40 @@ def site(tmp_path_factory) -> Path:
         html = page.read_text()
         page.write_text(html.replace("</body>", f'<script src="{src}"></script></body>', 1))
     return out
+
+
+_EXTERNAL = re.compile(
+    r"<script[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"|<link[^>]*\bhref=\"(?:https?:)?//[^\"]*\"[^>]*>"
+    r"|url\(\s*['\"]?(?:https?:)?//[^)]*\)"
+)
+
+
+def external_resources(text: str) -> list[str]:
+    """Scripts, style sheets and fonts that ``text`` (HTML or CSS) loads from another host."""
+    found = _EXTERNAL.findall(text)
+    # a <link> that is only a hyperlink (rel="canonical") loads nothing
+    return [f for f in found if not re.search(r'rel="(canonical|alternate)"', f)]
+
+
+def test_external_resources_are_found():
+    assert external_resources('<script src="https://cdn.example/katex.js"></script>')
+    assert external_resources('<link rel="stylesheet" href="//fonts.example/css">')
+    assert external_resources("@font-face{src:url(https://fonts.example/a.woff2)}")
+    assert not external_resources('<script src="../javascripts/katex/katex.min.js"></script>')
+    assert not external_resources('<link rel="canonical" href="https://gradlab.example/">')
+    assert not external_resources("src:url(fonts/KaTeX_Main-Regular.woff2)")
+
+
+@pytest.mark.slow
+def test_site_loads_nothing_from_elsewhere(site):
+    """KaTeX, its fonts and the theme's fonts are shipped with the site, not fetched."""
+    found = {}
+    for path in [*site.rglob("*.html"), *site.rglob("*.css"), *site.rglob("*.js")]:
+        hits = external_resources(path.read_text(errors="replace"))
+        if hits:
+            found[str(path.relative_to(site))] = hits[:3]
+    assert not found, found
+    assert (site / "javascripts" / "katex" / "katex.min.js").is_file()
 
 
 def pages(site: Path) -> list[Path]:
