@@ -16,6 +16,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import equinox as eqx
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -448,6 +450,42 @@ def _ce_offset(params, x, y):
     return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
 
+# ------------------------------------------------------------------ real Flax and equinox modules
+
+
+class _FlaxNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(nn.tanh(nn.Dense(4)(x)))[..., 0]
+
+
+def _flax_pinn() -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    net = _FlaxNet()
+    xs = np.random.default_rng(7).normal(size=(5, 2))
+    params = jax.tree_util.tree_map(np.asarray, net.init(KEY(0), xs))
+
+    def loss(p, xs):
+        u = lambda z: net.apply(p, z)
+        lap = jax.vmap(lambda z: jnp.trace(jax.hessian(u)(z)))(xs)
+        return jnp.mean(lap**2) + jnp.mean(jax.vmap(u)(xs) ** 2)
+
+    return loss, (params, xs)
+
+
+def _eqx_wgan(act: Callable[[jax.Array], jax.Array]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    mlp = eqx.nn.MLP(2, 1, 4, 1, key=KEY(1), activation=act)
+    arrays, static = eqx.partition(mlp, eqx.is_array)
+    x = np.random.default_rng(8).normal(size=(5, 2))
+
+    def loss(a, real, fake):
+        critic = lambda z: eqx.combine(a, static)(z)[0]
+        g = jax.vmap(jax.grad(critic))(0.5 * (real + fake))
+        penalty = jnp.mean((jnp.linalg.norm(g, axis=1) - 1) ** 2)
+        return jnp.mean(jax.vmap(critic)(fake)) - jnp.mean(jax.vmap(critic)(real)) + 10 * penalty
+
+    return loss, (arrays, x, x[::-1] * 0.5)
+
+
 # ------------------------------------------------------------------ the corpus
 
 
@@ -479,6 +517,11 @@ def _cases() -> list[Case]:
         # ---- WGAN-GP: the output bias b2 enters linearly: its block is zero, verified flat
         Case("wgan_gp", _wgan_gp(jnp.tanh), _wgan_args(), "passed"),
         Case("wgan_gp_stopped_tanh", _wgan_gp(tanh_stopped), _wgan_args(), "failed", ("w1",)),
+        Case("flax_pinn", *_flax_pinn(), "passed", slow=True),
+        Case("equinox_wgan_gp", *_eqx_wgan(jax.nn.softplus), "passed"),
+        Case(
+            "equinox_wgan_gp_stopped_tanh", *_eqx_wgan(tanh_stopped), "failed", ("layers/0/weight",)
+        ),
         # ---- MAML
         Case("maml", _maml(jnp.tanh), _maml_args(), "passed"),
         Case("maml_softplus", _maml(softplus_ok), _maml_args(1), "passed"),

@@ -347,13 +347,13 @@ def _retry_step(row: LeafReport, eps: float, th: Thresholds, largest: float) -> 
 NOISE_MARGIN_RETRY = 3.0
 
 
-def _zero_block(leaf: _Leaf, scale: float, mag: float) -> bool:
-    """Whether the leaf's analytical Hessian columns are zero to rounding."""
+def _zero_block(leaf: _Leaf, scale: float) -> bool:
+    """Whether the leaf's analytical Hessian columns are zero to rounding (next to ``scale``)."""
     top = max(
         (float(np.max(np.abs(h))) for m in leaf.first.values() for h in m.hvp.values() if h.size),
         default=0.0,
     )
-    return top <= ZERO_HESSIAN * scale or top == 0.0 or not np.isfinite(mag)
+    return top == 0.0 or top <= ZERO_HESSIAN * scale
 
 
 def _flat(
@@ -501,7 +501,7 @@ def _verify(
                 r.status != "wrong" and not r.n_nonfinite and not r.n_kinks
                 for r in leaf.rows.values()
             )
-            and _zero_block(leaf, max(h_scale, g_scale / mag), mag)
+            and _zero_block(leaf, max(h_scale, g_scale / mag))
         ):
             candidates.append(leaf)
     flat: dict[int, float] = {}
