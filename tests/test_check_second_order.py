@@ -515,15 +515,15 @@ def _cases() -> list[Case]:
             slow=True,
         ),
         # ---- WGAN-GP: the output bias b2 enters linearly: its block is zero, verified flat
-        Case("wgan_gp", _wgan_gp(jnp.tanh), _wgan_args(), "passed"),
+        Case("wgan_gp", _wgan_gp(jnp.tanh), _wgan_args(), "passed", slow=True),
         Case("wgan_gp_stopped_tanh", _wgan_gp(tanh_stopped), _wgan_args(), "failed", ("w1",)),
         Case("flax_pinn", *_flax_pinn(), "passed", slow=True),
-        Case("equinox_wgan_gp", *_eqx_wgan(jax.nn.softplus), "passed"),
+        Case("equinox_wgan_gp", *_eqx_wgan(jax.nn.softplus), "passed", slow=True),
         Case(
             "equinox_wgan_gp_stopped_tanh", *_eqx_wgan(tanh_stopped), "failed", ("layers/0/weight",)
         ),
         # ---- MAML
-        Case("maml", _maml(jnp.tanh), _maml_args(), "passed"),
+        Case("maml", _maml(jnp.tanh), _maml_args(), "passed", slow=True),
         Case("maml_softplus", _maml(softplus_ok), _maml_args(1), "passed"),
         Case("maml_softplus_stopped", _maml(softplus_bad), _maml_args(1), "failed", ("w1",)),
         Case("maml_first_order_as_full", _first_order_maml, _maml_args(2), "failed", ("w1",)),
