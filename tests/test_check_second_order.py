@@ -395,6 +395,39 @@ def _implicit_args(seed: int = 0) -> tuple[Any, ...]:
     )
 
 
+def _converge(f: Callable[[jax.Array], jax.Array], z0: jax.Array, tol: float = 1e-10) -> Any:
+    """Iterates ``z ← f(z)`` until it moves by less than ``tol`` (a ``lax.while_loop``)."""
+
+    def cond(c):
+        z, prev, i = c
+        return (jnp.max(jnp.abs(z - prev)) > tol) & (i < 500)
+
+    return jax.lax.while_loop(cond, lambda c: (f(c[0]), c[0], c[2] + 1), (f(z0), z0, 0))[0]
+
+
+def _implicit_while(stop: bool, fwd_calls_itself: bool = False) -> Callable[..., Any]:
+    """A DEQ-style layer solved to a tolerance, its adjoint too (``lax.while_loop``)."""
+
+    @jax.custom_vjp
+    def layer(w, x):
+        return _converge(lambda z: jnp.tanh(w @ z + x), jnp.zeros_like(x))
+
+    def fwd(w, x):
+        z = layer(w, x) if fwd_calls_itself else _converge(lambda z: jnp.tanh(w @ z + x), x * 0)
+        return z, (w, x, z)
+
+    def bwd(res, g):
+        w, x, z = res
+        if stop:
+            z = jax.lax.stop_gradient(z)
+        d = 1 - jnp.tanh(w @ z + x) ** 2
+        u = _converge(lambda u: g + w.T @ (d * u), g)
+        return jnp.outer(d * u, z), d * u
+
+    layer.defvjp(fwd, bwd)
+    return lambda p, x, t: jnp.sum((layer(p["w"], x @ p["v"]) - t) ** 2)
+
+
 # ------------------------------------------------------------------ energy model, GMM, NLL
 
 
@@ -558,6 +591,14 @@ def _cases() -> list[Case]:
         # ---- implicit layer: a fixed point with its adjoint solved in a custom_vjp
         Case("implicit_layer", _implicit(False), _implicit_args(), "passed"),
         Case("implicit_layer_stopped", _implicit(True), _implicit_args(), "failed", ("w",)),
+        Case("implicit_layer_to_tolerance", _implicit_while(False), _implicit_args(1), "passed"),
+        Case(
+            "implicit_layer_to_tolerance_stopped",
+            _implicit_while(True),
+            _implicit_args(1),
+            "failed",
+            ("w", "v"),
+        ),
         # ---- custom activations that must be differentiable twice
         Case(
             "swish_mlp",
@@ -809,3 +850,12 @@ def test_a_traced_value_in_a_custom_vjps_nondiff_argnums_is_a_clear_input_error(
         jax.hessian(f)(jax.tree_util.tree_map(jnp.asarray, params))
     with pytest.raises(gradlab.CheckInputError, match="nondiff_argnums"):
         gradlab.check_second_order(f, params)
+
+
+def test_a_second_derivative_jax_cannot_take_either_way_is_a_clear_input_error():
+    """fwd calls the custom_vjp itself (no jvp) and the adjoint is a while_loop (no vjp)."""
+    f = _implicit_while(False, fwd_calls_itself=True)
+    with pytest.raises(
+        gradlab.CheckInputError, match=r"either way(.|\n)*custom_vjp(.|\n)*while_loop"
+    ):
+        gradlab.check_second_order(f, *_implicit_args(1))

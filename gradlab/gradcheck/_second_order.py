@@ -428,7 +428,22 @@ def verify_second_order(
             raise
     # forward mode through a custom_vjp is undefined (f differentiates one inside): the
     # gradient's own derivative by reverse-over-reverse, as jax.grad(jax.grad(...)) does
-    rows, totals, n_evals, stages = _verify(ctx, plans, base, th, ("reverse",), None, auto, seed)
+    try:
+        rows, totals, n_evals, stages = _verify(
+            ctx, plans, base, th, ("reverse",), None, auto, seed
+        )
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise CheckInputError(
+            "f's second derivative cannot be computed by JAX either way. Forward-over-reverse "
+            "(jax.jvp of jax.grad, as jax.hessian does) needs forward mode through a "
+            f"jax.custom_vjp function, which has none ({cause}); reverse-over-reverse "
+            f"(jax.grad of jax.grad) fails too: {type(e).__name__}: "
+            f"{str(e).splitlines()[0]}\nFix: in the custom_vjp's fwd, compute the primal "
+            "with plain code rather than by calling the custom_vjp function itself (then "
+            "forward-over-reverse works), or write the rule as a jax.custom_jvp; for "
+            "reverse-over-reverse, replace a lax.while_loop by lax.scan or a fori_loop with "
+            "fixed bounds."
+        ) from e
     why = (
         "checked reverse-over-reverse: f differentiates a jax.custom_vjp, which has no forward mode"
     )
