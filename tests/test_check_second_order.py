@@ -859,3 +859,16 @@ def test_a_second_derivative_jax_cannot_take_either_way_is_a_clear_input_error()
         gradlab.CheckInputError, match=r"either way(.|\n)*custom_vjp(.|\n)*while_loop"
     ):
         gradlab.check_second_order(f, *_implicit_args(1))
+
+
+def test_an_entry_far_smaller_than_its_leaf_is_retried_at_a_smaller_step():
+    """The leaf's step (from its rms) would move 1e-6 across log's 0: retried smaller."""
+    report = gradlab.check_second_order(
+        lambda t: jnp.sum(jnp.log(t) * t**2), np.array([1e-6, 0.5, 2.0])
+    )
+    assert report.ok and report["."].eps < 1e-6, report
+    # an entry no admissible step keeps inside the domain stays open, never passed
+    closer = gradlab.check_second_order(
+        lambda t: jnp.sum(jnp.log(t) * t**2), np.array([3e-11, 0.5])
+    )
+    assert closer.outcome == "inconclusive" and closer["."].n_nonfinite == 1, closer

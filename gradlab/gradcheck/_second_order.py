@@ -330,12 +330,13 @@ def _stage(
 def _retry_step(row: LeafReport, eps: float, th: Thresholds, largest: float) -> float | None:
     """Another step for a leaf left unresolved (None: none would help).
 
-    Smaller when truncation was seen (entries judged by Richardson extrapolation), else
-    larger, as its rounding noise floor asks.
+    Smaller when truncation was seen (entries judged by Richardson extrapolation) or entries
+    left ``f``'s domain at ``h`` and ``h/10`` (an entry far smaller than the leaf's others,
+    near a log's 0), else larger, as its rounding noise floor asks.
     """
-    if row.status != "unresolved" or row.n_nonfinite or row.n_kinks:
+    if row.status != "unresolved" or row.n_kinks:
         return None
-    if row.n_restepped and np.isfinite(row.noise_floor):
+    if row.n_nonfinite or (row.n_restepped and np.isfinite(row.noise_floor)):
         return eps / SECOND_STEP**2
     floor = row.noise_floor
     needed = eps * NOISE_MARGIN_RETRY * floor / th.tolerance if np.isfinite(floor) else np.inf
@@ -491,7 +492,13 @@ def _verify(
         stages["retry at other steps"] = stages.get("retry at other steps", 0) + m1 + m2
         for leaf in again:
             old = final[leaf.plan.k]
-            cause = "truncation" if leaf.plan.eps < old.plan.eps else "rounding"
+            cause = (
+                "rounding"
+                if leaf.plan.eps > old.plan.eps
+                else (
+                    "f's domain" if any(r.n_nonfinite for r in old.rows.values()) else "truncation"
+                )
+            )
             why = f"at eps={old.plan.eps:.0e} {cause} left it open"
             notes[leaf.plan.k] = why
             final[leaf.plan.k] = leaf
