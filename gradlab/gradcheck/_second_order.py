@@ -22,7 +22,8 @@ Verified in stages, as first order is (:mod:`~gradlab.gradcheck._second_judge` j
 2. leaves not verified there, at ``h/10`` and ``2h`` too: jumps and kinks of the gradient
    (no second derivative: inconclusive with that reason), truncation (Richardson
    extrapolation), crossed kinks and rounding told apart;
-3. leaves left unresolved by rounding, again at the larger step their noise floor asks for;
+3. leaves left unresolved, again at another step: larger where rounding left them open (as
+   their noise floor asks), ``h/100`` where truncation or ``f``'s domain did;
 4. leaves whose analytical block is zero to rounding, verified as flat when the gradient
    does not move along any of their entries over a wide step, relative to the gradient's
    own scale (a leaf ``f`` is linear in: a critic's output bias, an energy's linear weights,
