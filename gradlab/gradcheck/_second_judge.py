@@ -54,7 +54,17 @@ from gradlab.gradcheck._judge import (
 )
 from gradlab.gradcheck._report import EntryMismatch, LeafReport, LeafStatus
 
-__all__ = ["Columns", "Elements", "confirmed_kinks", "judge_first", "judge_steps", "leaf_row"]
+__all__ = [
+    "Columns",
+    "Elements",
+    "Part",
+    "confirmed_kinks",
+    "gradient_scale",
+    "judge_first",
+    "judge_steps",
+    "leaf_row",
+    "sums",
+]
 
 #: ``c`` of the typical rounding ``c·u·|∇F|``: the resolution a verified leaf needs.
 TYPICAL_ROUNDING = 1.0
