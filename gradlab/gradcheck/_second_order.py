@@ -517,7 +517,7 @@ def _verify(
     leaves, plans, n1, n2 = _stage(ctx, plans, g0, th, outers, bar)
     stages["first step"] = n1
     if n2:
-        stages["steps h/10 and 2h"] = n2
+        stages["steps h/10, h and 2h"] = n2
     final = {leaf.plan.k: leaf for leaf in leaves}
     notes: dict[int, str] = {}
     for _ in range(2):
