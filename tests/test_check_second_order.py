@@ -16,6 +16,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import equinox as eqx
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -393,6 +395,39 @@ def _implicit_args(seed: int = 0) -> tuple[Any, ...]:
     )
 
 
+def _converge(f: Callable[[jax.Array], jax.Array], z0: jax.Array, tol: float = 1e-10) -> Any:
+    """Iterates ``z ← f(z)`` until it moves by less than ``tol`` (a ``lax.while_loop``)."""
+
+    def cond(c):
+        z, prev, i = c
+        return (jnp.max(jnp.abs(z - prev)) > tol) & (i < 500)
+
+    return jax.lax.while_loop(cond, lambda c: (f(c[0]), c[0], c[2] + 1), (f(z0), z0, 0))[0]
+
+
+def _implicit_while(stop: bool, fwd_calls_itself: bool = False) -> Callable[..., Any]:
+    """A DEQ-style layer solved to a tolerance, its adjoint too (``lax.while_loop``)."""
+
+    @jax.custom_vjp
+    def layer(w, x):
+        return _converge(lambda z: jnp.tanh(w @ z + x), jnp.zeros_like(x))
+
+    def fwd(w, x):
+        z = layer(w, x) if fwd_calls_itself else _converge(lambda z: jnp.tanh(w @ z + x), x * 0)
+        return z, (w, x, z)
+
+    def bwd(res, g):
+        w, x, z = res
+        if stop:
+            z = jax.lax.stop_gradient(z)
+        d = 1 - jnp.tanh(w @ z + x) ** 2
+        u = _converge(lambda u: g + w.T @ (d * u), g)
+        return jnp.outer(d * u, z), d * u
+
+    layer.defvjp(fwd, bwd)
+    return lambda p, x, t: jnp.sum((layer(p["w"], x @ p["v"]) - t) ** 2)
+
+
 # ------------------------------------------------------------------ energy model, GMM, NLL
 
 
@@ -448,6 +483,42 @@ def _ce_offset(params, x, y):
     return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
 
+# ------------------------------------------------------------------ real Flax and equinox modules
+
+
+class _FlaxNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(nn.tanh(nn.Dense(4)(x)))[..., 0]
+
+
+def _flax_pinn() -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    net = _FlaxNet()
+    xs = np.random.default_rng(7).normal(size=(5, 2))
+    params = jax.tree_util.tree_map(np.asarray, net.init(KEY(0), xs))
+
+    def loss(p, xs):
+        u = lambda z: net.apply(p, z)
+        lap = jax.vmap(lambda z: jnp.trace(jax.hessian(u)(z)))(xs)
+        return jnp.mean(lap**2) + jnp.mean(jax.vmap(u)(xs) ** 2)
+
+    return loss, (params, xs)
+
+
+def _eqx_wgan(act: Callable[[jax.Array], jax.Array]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    mlp = eqx.nn.MLP(2, 1, 4, 1, key=KEY(1), activation=act)
+    arrays, static = eqx.partition(mlp, eqx.is_array)
+    x = np.random.default_rng(8).normal(size=(5, 2))
+
+    def loss(a, real, fake):
+        critic = lambda z: eqx.combine(a, static)(z)[0]
+        g = jax.vmap(jax.grad(critic))(0.5 * (real + fake))
+        penalty = jnp.mean((jnp.linalg.norm(g, axis=1) - 1) ** 2)
+        return jnp.mean(jax.vmap(critic)(fake)) - jnp.mean(jax.vmap(critic)(real)) + 10 * penalty
+
+    return loss, (arrays, x, x[::-1] * 0.5)
+
+
 # ------------------------------------------------------------------ the corpus
 
 
@@ -477,10 +548,15 @@ def _cases() -> list[Case]:
             slow=True,
         ),
         # ---- WGAN-GP: the output bias b2 enters linearly: its block is zero, verified flat
-        Case("wgan_gp", _wgan_gp(jnp.tanh), _wgan_args(), "passed"),
+        Case("wgan_gp", _wgan_gp(jnp.tanh), _wgan_args(), "passed", slow=True),
         Case("wgan_gp_stopped_tanh", _wgan_gp(tanh_stopped), _wgan_args(), "failed", ("w1",)),
+        Case("flax_pinn", *_flax_pinn(), "passed", slow=True),
+        Case("equinox_wgan_gp", *_eqx_wgan(jax.nn.softplus), "passed", slow=True),
+        Case(
+            "equinox_wgan_gp_stopped_tanh", *_eqx_wgan(tanh_stopped), "failed", ("layers/0/weight",)
+        ),
         # ---- MAML
-        Case("maml", _maml(jnp.tanh), _maml_args(), "passed"),
+        Case("maml", _maml(jnp.tanh), _maml_args(), "passed", slow=True),
         Case("maml_softplus", _maml(softplus_ok), _maml_args(1), "passed"),
         Case("maml_softplus_stopped", _maml(softplus_bad), _maml_args(1), "failed", ("w1",)),
         Case("maml_first_order_as_full", _first_order_maml, _maml_args(2), "failed", ("w1",)),
@@ -515,6 +591,14 @@ def _cases() -> list[Case]:
         # ---- implicit layer: a fixed point with its adjoint solved in a custom_vjp
         Case("implicit_layer", _implicit(False), _implicit_args(), "passed"),
         Case("implicit_layer_stopped", _implicit(True), _implicit_args(), "failed", ("w",)),
+        Case("implicit_layer_to_tolerance", _implicit_while(False), _implicit_args(1), "passed"),
+        Case(
+            "implicit_layer_to_tolerance_stopped",
+            _implicit_while(True),
+            _implicit_args(1),
+            "failed",
+            ("w", "v"),
+        ),
         # ---- custom activations that must be differentiable twice
         Case(
             "swish_mlp",
@@ -766,3 +850,25 @@ def test_a_traced_value_in_a_custom_vjps_nondiff_argnums_is_a_clear_input_error(
         jax.hessian(f)(jax.tree_util.tree_map(jnp.asarray, params))
     with pytest.raises(gradlab.CheckInputError, match="nondiff_argnums"):
         gradlab.check_second_order(f, params)
+
+
+def test_a_second_derivative_jax_cannot_take_either_way_is_a_clear_input_error():
+    """fwd calls the custom_vjp itself (no jvp) and the adjoint is a while_loop (no vjp)."""
+    f = _implicit_while(False, fwd_calls_itself=True)
+    with pytest.raises(
+        gradlab.CheckInputError, match=r"either way(.|\n)*custom_vjp(.|\n)*while_loop"
+    ):
+        gradlab.check_second_order(f, *_implicit_args(1))
+
+
+def test_an_entry_far_smaller_than_its_leaf_is_retried_at_a_smaller_step():
+    """The leaf's step (from its rms) would move 1e-6 across log's 0: retried smaller."""
+    report = gradlab.check_second_order(
+        lambda t: jnp.sum(jnp.log(t) * t**2), np.array([1e-6, 0.5, 2.0])
+    )
+    assert report.ok and report["."].eps < 1e-6, report
+    # an entry no admissible step keeps inside the domain stays open, never passed
+    closer = gradlab.check_second_order(
+        lambda t: jnp.sum(jnp.log(t) * t**2), np.array([3e-11, 0.5])
+    )
+    assert closer.outcome == "inconclusive" and closer["."].n_nonfinite == 1, closer

@@ -54,7 +54,17 @@ from gradlab.gradcheck._judge import (
 )
 from gradlab.gradcheck._report import EntryMismatch, LeafReport, LeafStatus
 
-__all__ = ["Columns", "Elements", "confirmed_kinks", "judge_first", "judge_steps", "leaf_row"]
+__all__ = [
+    "Columns",
+    "Elements",
+    "Part",
+    "confirmed_kinks",
+    "gradient_scale",
+    "judge_first",
+    "judge_steps",
+    "leaf_row",
+    "sums",
+]
 
 #: ``c`` of the typical rounding ``c·u·|∇F|``: the resolution a verified leaf needs.
 TYPICAL_ROUNDING = 1.0
@@ -157,7 +167,7 @@ def judge_steps(c1: Columns, c_small: Columns, c_big: Columns, th: Thresholds) -
         jump = both & (moved2 > JUMP_KEPT * moved1) & (np.abs(s2.num) > KINK_NOISE * s2.noise)
         kink = both & odd1 & confirmed_kinks(s1, s2) & ~jump
         singular = jump | kink
-        d12 = np.abs(s1.num - s2.num)
+        d12 = np.where(both, np.abs(s1.num - s2.num), 0.0)  # measured where both are finite
         apart = d12 > NOISE_MARGIN * (s1.noise + s2.noise)
         r_big = (4 * s1.num - s3.num) / 3
         r_small = (SECOND_STEP**2 * s2.num - s1.num) / (SECOND_STEP**2 - 1)

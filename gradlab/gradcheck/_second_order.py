@@ -22,7 +22,8 @@ Verified in stages, as first order is (:mod:`~gradlab.gradcheck._second_judge` j
 2. leaves not verified there, at ``h/10`` and ``2h`` too: jumps and kinks of the gradient
    (no second derivative: inconclusive with that reason), truncation (Richardson
    extrapolation), crossed kinks and rounding told apart;
-3. leaves left unresolved by rounding, again at the larger step their noise floor asks for;
+3. leaves left unresolved, again at another step: larger where rounding left them open (as
+   their noise floor asks), ``h/100`` where truncation or ``f``'s domain did;
 4. leaves whose analytical block is zero to rounding, verified as flat when the gradient
    does not move along any of their entries over a wide step, relative to the gradient's
    own scale (a leaf ``f`` is linear in: a critic's output bias, an energy's linear weights,
@@ -50,7 +51,6 @@ from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._report import LeafReport
 from gradlab.gradcheck._second_judge import (
     Columns,
-    Elements,
     Part,
     judge_first,
     judge_steps,
@@ -58,7 +58,16 @@ from gradlab.gradcheck._second_judge import (
     sums,
 )
 from gradlab.gradcheck._step import ORDER2_EPS, cube_root_step
-from gradlab.gradcheck._sweep import Base, Call, Context, Job, LeafPlan, calls, part_label
+from gradlab.gradcheck._sweep import (
+    Base,
+    Call,
+    Context,
+    Job,
+    LeafPlan,
+    Segment,
+    calls,
+    part_label,
+)
 
 __all__ = [
     "gradient_rows",
@@ -226,11 +235,57 @@ def _sweep(
     return list(plans), out, n_evals
 
 
-def _labeller(problem: Problem, plan: LeafPlan, n: int, part: str) -> Any:
-    """``flat element → (entry index, "part row <component>")``."""
+def _chunks(
+    ctx: Context,
+    plans: Sequence[LeafPlan],
+    outers: Sequence[str],
+    scales: Sequence[float],
+    bar: Progress | None,
+) -> Iterator[tuple[Segment, list[tuple[np.ndarray, ...]], dict[str, np.ndarray], int]]:
+    """The kernel calls of ``plans`` at each step ``scale·h``, one chunk at a time.
+
+    Yields, per segment of a call: the gradient at ``θ ± scale·h·p`` with the steps taken,
+    ``(gp, gm, hp, hm)`` per scale (``(c, K, n)``, ``(c,)``), the Hessian-vector products at
+    the first scale per outer mode, and the evaluations the call took (on its first
+    segment). Nothing of a leaf is kept beyond a chunk: memory stays that of the kernels.
+    """
+    scaled = [[dataclasses.replace(p, eps=p.eps * s) for p in plans] for s in scales]
+    for group in zip(*(calls(ctx.problem, ps) for ps in scaled), strict=True):
+        got = []
+        for call in group:
+            static = (call.k, call.kind)
+            got.append(ctx.run(_kernels.grad_fd_chunk, static, call.batch, call.steps))
+        first = group[0]
+        static = (first.k, first.kind)
+        hvps = {
+            o: np.asarray(
+                ctx.run(_kernels.hvp_chunk, (*static, o), first.tangents(got[0][1]), first.units)
+            )
+            for o in outers
+        }
+        n_evals = 2 * sum(len(call.steps) for call in group)
+        for i, seg in enumerate(first.segments):
+            meas: list[tuple[np.ndarray, ...]] = []
+            for call, (grads, taken) in zip(group, got, strict=True):
+                cseg = call.segments[i]
+                if cseg.plan.kind == "entry":
+                    hp, hm = np.real(call.moves(taken, cseg))
+                else:
+                    hp, hm = np.full(cseg.m, cseg.plan.eps), np.full(cseg.m, -cseg.plan.eps)
+                rows = cseg.rows
+                meas.append((np.asarray(grads[0, rows]), np.asarray(grads[1, rows]), hp, hm))
+            at = {o: h[seg.rows] for o, h in hvps.items()}
+            yield seg, meas, at, (n_evals if i == 0 else 0)
+        if bar is not None:
+            bar.advance(sum(seg.m for seg in first.segments))
+
+
+def _labeller(problem: Problem, plan: LeafPlan, n: int, part: str, lo: int = 0) -> Any:
+    """``flat element of a chunk from column lo → (entry index, "part row <component>")``."""
 
     def label(flat: int) -> tuple[tuple[int, ...], str]:
         p, r = divmod(flat, n)
+        p += lo
         if plan.kind == "entry":
             index = tuple(int(i) for i in np.unravel_index(int(plan.batch[p]), plan.leaf.shape))
         else:
@@ -242,41 +297,53 @@ def _labeller(problem: Problem, plan: LeafPlan, n: int, part: str) -> Any:
 
 @dataclasses.dataclass
 class _Leaf:
-    """A leaf's measurements so far, and its rows."""
+    """A leaf's rows (one per outer mode), their squares, and its largest HVP entry."""
 
     plan: LeafPlan
-    first: dict[str, _Measured]  # per part, at h
-    rows: dict[str, LeafReport] = dataclasses.field(default_factory=dict)  # per outer
+    rows: dict[str, LeafReport] = dataclasses.field(default_factory=dict)
     squares: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    hvp_max: float = 0.0
 
 
-def _judge(
+def _rows_of(plan: LeafPlan, parts: dict[str, list[Part]], th: Thresholds, leaf: _Leaf) -> None:
+    """The leaf's rows from its judged chunks."""
+    lf = plan.leaf
+    for o, ps in parts.items():
+        leaf.rows[o] = leaf_row(lf.path, lf.shape, str(lf.dtype), ps, plan.eps, th, o)
+        leaf.squares[o] = np.array(
+            [sum(p.num_sq for p in ps), sum(p.ana_sq for p in ps), sum(p.diff_sq for p in ps)]
+        )
+
+
+def _judged(
     ctx: Context,
-    leaf: _Leaf,
+    plans: Sequence[LeafPlan],
     g0: np.ndarray,
     th: Thresholds,
     outers: Sequence[str],
-    elements: dict[tuple[str, int], Elements],
-) -> None:
-    """The leaf's rows, one per outer mode, from its judged elements."""
-    plan, n = leaf.plan, g0.shape[1]
-    for o in outers:
-        parts: list[Part] = []
-        for part, meas in leaf.first.items():
-            for j in range(g0.shape[0]):
-                label = part_label(part, j, ctx.scalar)
-                ana = meas.hvp[o][:, j].reshape(-1)
-                e = elements[(part, j)]
-                parts.append(sums(e, ana, _labeller(ctx.problem, plan, n, label), th))
-        lf = plan.leaf
-        leaf.rows[o] = leaf_row(lf.path, lf.shape, str(lf.dtype), parts, plan.eps, th, o)
-        leaf.squares[o] = np.array(
-            [
-                sum(p.num_sq for p in parts),
-                sum(p.ana_sq for p in parts),
-                sum(p.diff_sq for p in parts),
-            ]
-        )
+    three: bool,
+    bar: Progress | None,
+) -> tuple[dict[int, dict[str, list[Part]]], dict[int, bool], dict[int, float], int]:
+    """Every chunk judged at ``h`` alone, or at ``h``, ``h/10`` and ``2h`` (``three``)."""
+    parts: dict[int, dict[str, list[Part]]] = {p.k: {o: [] for o in outers} for p in plans}
+    odd = {p.k: False for p in plans}
+    top = {p.k: 0.0 for p in plans}
+    n_evals, n = 0, g0.shape[1]
+    scales = (1.0, 1.0 / SECOND_STEP, 2.0) if three else (1.0,)
+    for seg, meas, hvps, used in _chunks(ctx, plans, outers, scales, bar):
+        n_evals += used
+        k = seg.plan.k
+        for j in range(g0.shape[0]):
+            cols = [Columns(g0[j], gp[:, j], gm[:, j], hp, hm) for gp, gm, hp, hm in meas]
+            e = judge_steps(cols[0], cols[1], cols[2], th) if three else judge_first(cols[0], th)
+            odd[k] |= bool(e.suspect.any())
+            label = _labeller(ctx.problem, seg.plan, n, part_label(seg.part, j, ctx.scalar), seg.lo)
+            for o in outers:
+                ana = hvps[o][:, j].reshape(-1)
+                parts[k][o].append(sums(e, ana, label, th))
+        for h in hvps.values():
+            top[k] = max(top[k], float(np.max(np.abs(h))) if h.size else 0.0)
+    return parts, odd, top, n_evals
 
 
 def _stage(
@@ -288,54 +355,41 @@ def _stage(
     bar: Progress | None,
 ) -> tuple[list[_Leaf], list[LeafPlan], int, int]:
     """Steps 1 and 2 for ``plans``: returns the leaves, the plans as compiled, evaluations."""
-    plans, first, n1 = _sweep(ctx, plans, outers, bar)
-    leaves = []
-    pending = []
+
+    def jobs(call: Call) -> list[Job]:
+        static = (call.k, call.kind)
+        hvps = [(_kernels.hvp_chunk, (*static, o), (call.batch, call.units)) for o in outers]
+        return [(_kernels.grad_fd_chunk, static, (call.batch, call.steps)), *hvps]
+
+    if bar is not None:
+        plans = ctx.compile_plans(plans, jobs, bar)
+    parts, odd, top, n1 = _judged(ctx, plans, g0, th, outers, False, bar)
+    leaves, pending = [], []
     for plan in plans:
-        leaf = _Leaf(plan, {part: first[(plan.k, part)] for part in plan.parts})
-        el = {
-            (part, j): judge_first(meas.columns(g0, j), th)
-            for part, meas in leaf.first.items()
-            for j in range(g0.shape[0])
-        }
-        _judge(ctx, leaf, g0, th, outers, el)
-        if any(e.suspect.any() for e in el.values()) or any(
-            r.status != "verified" for r in leaf.rows.values()
-        ):
+        leaf = _Leaf(plan, hvp_max=top[plan.k])
+        _rows_of(plan, parts[plan.k], th, leaf)
+        if odd[plan.k] or any(r.status != "verified" for r in leaf.rows.values()):
             pending.append(leaf)
         leaves.append(leaf)
     n2 = 0
     if pending:
-        small = [dataclasses.replace(lf.plan, eps=lf.plan.eps / SECOND_STEP) for lf in pending]
-        big = [dataclasses.replace(lf.plan, eps=2 * lf.plan.eps) for lf in pending]
-        _, at_small, n_small = _sweep(ctx, small, (), None)
-        _, at_big, n_big = _sweep(ctx, big, (), None)
-        n2 = n_small + n_big
+        # the first step again, beside h/10 and 2h: nothing of the first pass was kept
+        parts, _, _, n2 = _judged(ctx, [lf.plan for lf in pending], g0, th, outers, True, None)
         for leaf in pending:
-            k = leaf.plan.k
-            el = {
-                (part, j): judge_steps(
-                    meas.columns(g0, j),
-                    at_small[(k, part)].columns(g0, j),
-                    at_big[(k, part)].columns(g0, j),
-                    th,
-                )
-                for part, meas in leaf.first.items()
-                for j in range(g0.shape[0])
-            }
-            _judge(ctx, leaf, g0, th, outers, el)
-    return leaves, plans, n1, n2
+            _rows_of(leaf.plan, parts[leaf.plan.k], th, leaf)
+    return leaves, list(plans), n1, n2
 
 
 def _retry_step(row: LeafReport, eps: float, th: Thresholds, largest: float) -> float | None:
     """Another step for a leaf left unresolved (None: none would help).
 
-    Smaller when truncation was seen (entries judged by Richardson extrapolation), else
-    larger, as its rounding noise floor asks.
+    Smaller when truncation was seen (entries judged by Richardson extrapolation) or entries
+    left ``f``'s domain at ``h`` and ``h/10`` (an entry far smaller than the leaf's others,
+    near a log's 0), else larger, as its rounding noise floor asks.
     """
-    if row.status != "unresolved" or row.n_nonfinite or row.n_kinks:
+    if row.status != "unresolved" or row.n_kinks:
         return None
-    if row.n_restepped and np.isfinite(row.noise_floor):
+    if row.n_nonfinite or (row.n_restepped and np.isfinite(row.noise_floor)):
         return eps / SECOND_STEP**2
     floor = row.noise_floor
     needed = eps * NOISE_MARGIN_RETRY * floor / th.tolerance if np.isfinite(floor) else np.inf
@@ -347,13 +401,9 @@ def _retry_step(row: LeafReport, eps: float, th: Thresholds, largest: float) -> 
 NOISE_MARGIN_RETRY = 3.0
 
 
-def _zero_block(leaf: _Leaf, scale: float, mag: float) -> bool:
-    """Whether the leaf's analytical Hessian columns are zero to rounding."""
-    top = max(
-        (float(np.max(np.abs(h))) for m in leaf.first.values() for h in m.hvp.values() if h.size),
-        default=0.0,
-    )
-    return top <= ZERO_HESSIAN * scale or top == 0.0 or not np.isfinite(mag)
+def _zero_block(leaf: _Leaf, scale: float) -> bool:
+    """Whether the leaf's analytical Hessian columns are zero to rounding (next to ``scale``)."""
+    return leaf.hvp_max == 0.0 or leaf.hvp_max <= ZERO_HESSIAN * scale
 
 
 def _flat(
@@ -373,31 +423,26 @@ def _flat(
         plan = leaf.plan
         mag = magnitude(ctx.problem.checked_leaves[plan.k])
         flat = {part: np.zeros(plan.m, bool) for part in plan.parts}
-        used = 0.0
         for factor in FLAT_STEPS:
             wide = dataclasses.replace(plan, eps=factor * mag)
-            _, got, n = _sweep(ctx, [wide], (), None)
-            n_evals += n
-            for part in plan.parts:
-                meas = got[(plan.k, part)]
-                ok = np.ones(plan.m, bool)
+            for seg, meas, _, used in _chunks(ctx, [wide], (), (1.0,), None):
+                n_evals += used
+                gp, gm, _, _ = meas[0]
+                still = np.ones(seg.m, bool)
                 for j in range(g0.shape[0]):
-                    c = meas.columns(g0, j)
                     with np.errstate(invalid="ignore"):
                         g = max(
-                            float(np.max(np.abs(c.g0))),
-                            float(np.nanmax(np.abs(c.gp))),
-                            float(np.nanmax(np.abs(c.gm))),
+                            float(np.max(np.abs(g0[j]))),
+                            float(np.nanmax(np.abs(gp[:, j]))),
+                            float(np.nanmax(np.abs(gm[:, j]))),
                         )
-                        moved = np.maximum(np.abs(c.gp - c.g0), np.abs(c.gm - c.g0))
-                        still = np.all(np.isfinite(moved), axis=1) & np.all(
+                        moved = np.maximum(np.abs(gp[:, j] - g0[j]), np.abs(gm[:, j] - g0[j]))
+                        still &= np.all(np.isfinite(moved), axis=1) & np.all(
                             moved <= FLAT_ROUNDING * th.unit_roundoff * g, axis=1
                         )
-                    ok &= still
-                flat[part] |= ok
-            used = factor * mag
+                flat[seg.part][seg.lo : seg.lo + seg.m] |= still
             if all(f.all() for f in flat.values()):
-                found[plan.k] = used
+                found[plan.k] = factor * mag
                 break
     return found, n_evals
 
@@ -428,7 +473,22 @@ def verify_second_order(
             raise
     # forward mode through a custom_vjp is undefined (f differentiates one inside): the
     # gradient's own derivative by reverse-over-reverse, as jax.grad(jax.grad(...)) does
-    rows, totals, n_evals, stages = _verify(ctx, plans, base, th, ("reverse",), None, auto, seed)
+    try:
+        rows, totals, n_evals, stages = _verify(
+            ctx, plans, base, th, ("reverse",), None, auto, seed
+        )
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise CheckInputError(
+            "f's second derivative cannot be computed by JAX either way. Forward-over-reverse "
+            "(jax.jvp of jax.grad, as jax.hessian does) needs forward mode through a "
+            f"jax.custom_vjp function, which has none ({cause}); reverse-over-reverse "
+            f"(jax.grad of jax.grad) fails too: {type(e).__name__}: "
+            f"{str(e).splitlines()[0]}\nFix: in the custom_vjp's fwd, compute the primal "
+            "with plain code rather than by calling the custom_vjp function itself (then "
+            "forward-over-reverse works), or write the rule as a jax.custom_jvp; for "
+            "reverse-over-reverse, replace a lax.while_loop by lax.scan or a fori_loop with "
+            "fixed bounds."
+        ) from e
     why = (
         "checked reverse-over-reverse: f differentiates a jax.custom_vjp, which has no forward mode"
     )
@@ -457,7 +517,7 @@ def _verify(
     leaves, plans, n1, n2 = _stage(ctx, plans, g0, th, outers, bar)
     stages["first step"] = n1
     if n2:
-        stages["steps h/10 and 2h"] = n2
+        stages["steps h/10, h and 2h"] = n2
     final = {leaf.plan.k: leaf for leaf in leaves}
     notes: dict[int, str] = {}
     for _ in range(2):
@@ -476,21 +536,18 @@ def _verify(
         stages["retry at other steps"] = stages.get("retry at other steps", 0) + m1 + m2
         for leaf in again:
             old = final[leaf.plan.k]
-            cause = "truncation" if leaf.plan.eps < old.plan.eps else "rounding"
+            cause = (
+                "rounding"
+                if leaf.plan.eps > old.plan.eps
+                else (
+                    "f's domain" if any(r.n_nonfinite for r in old.rows.values()) else "truncation"
+                )
+            )
             why = f"at eps={old.plan.eps:.0e} {cause} left it open"
             notes[leaf.plan.k] = why
             final[leaf.plan.k] = leaf
     g_scale = float(np.max(np.abs(g0))) if g0.size else 0.0
-    h_scale = max(
-        (
-            float(np.max(np.abs(h)))
-            for leaf in final.values()
-            for m in leaf.first.values()
-            for h in m.hvp.values()
-            if h.size
-        ),
-        default=0.0,
-    )
+    h_scale = max((leaf.hvp_max for leaf in final.values()), default=0.0)
     candidates = []
     for leaf in final.values():
         mag = magnitude(ctx.problem.checked_leaves[leaf.plan.k])
@@ -501,7 +558,7 @@ def _verify(
                 r.status != "wrong" and not r.n_nonfinite and not r.n_kinks
                 for r in leaf.rows.values()
             )
-            and _zero_block(leaf, max(h_scale, g_scale / mag), mag)
+            and _zero_block(leaf, max(h_scale, g_scale / mag))
         ):
             candidates.append(leaf)
     flat: dict[int, float] = {}
