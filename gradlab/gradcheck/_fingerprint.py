@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
-__all__ = ["RULE_PRIMITIVES", "fingerprint"]
+__all__ = ["RULE_PRIMITIVES", "fingerprint", "why_none"]
 
 #: Primitives whose derivative rules are Python code, traced into the fingerprint.
 RULE_PRIMITIVES = frozenset({"custom_jvp_call", "custom_vjp_call"})
@@ -51,6 +51,22 @@ _POLICY_MODULES = ("jax._src.ad_checkpoint", "jax.ad_checkpoint", "jax.checkpoin
 
 class _Blocked(Exception):
     """Something the digest cannot see into in full."""
+
+
+def why_none(closed: Any) -> str:
+    """What keeps ``closed`` from a (strict) fingerprint; "" when it has one.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> hook = lambda x: jax.pure_callback(lambda y: y, x, x)
+        >>> why_none(jax.make_jaxpr(hook)(jnp.ones(3)))
+        'an effect or a host callback (pure_callback)'
+    """
+    try:
+        _Digest(True).closed(closed)
+    except _Blocked as e:
+        return str(e) or "something it cannot see into"
+    return ""
 
 
 def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
@@ -89,8 +105,8 @@ class _Digest:
 
     def closed(self, closed: Any) -> str:
         h = hashlib.sha256()
-        if self.strict and closed.jaxpr.effects:
-            raise _Blocked
+        if self.strict and not _local(closed.jaxpr.effects):
+            raise _Blocked("an effect")
         self._closed(h, closed)
         return h.hexdigest()
 
@@ -111,9 +127,10 @@ class _Digest:
 
     def _eqn(self, h: Any, eqn: Any, constants: set[int]) -> None:
         name = eqn.primitive.name
-        if self.strict and ("callback" in name or eqn.effects):
-            raise _Blocked
-        h.update(f"eqn {name}".encode())
+        if self.strict and ("callback" in name or not _local(eqn.effects)):
+            raise _Blocked(f"an effect or a host callback ({name})")
+        # effects name the references they touch by variable: their kinds, not their ids
+        h.update(f"eqn {name} {sorted(type(e).__name__ for e in eqn.effects)}".encode())
         for v in eqn.invars:
             if isinstance(v, jex.Literal):
                 _array(h, v.val)
@@ -182,7 +199,7 @@ class _Digest:
         elif _is_data(value):
             self._text(h, type(value).__qualname__, repr(value))
         elif self.strict:
-            raise _Blocked
+            raise _Blocked(f"a parameter {key or ''} of type {type(value).__qualname__}")
         else:
             shown = _name(value) if callable(value) else repr(value)
             h.update(f"{type(value).__qualname__}:{shown}".encode())
@@ -194,7 +211,7 @@ class _Digest:
 
     def _text(self, h: Any, kind: str, text: str) -> None:
         if self.strict and " at 0x" in text:  # an object whose text does not show it
-            raise _Blocked
+            raise _Blocked(f"a {kind} whose text does not show it")
         h.update(f"{kind}:{text}".encode())
 
     def _aval(self, h: Any, aval: Any) -> None:
@@ -236,11 +253,11 @@ class _Digest:
                 h.update(f"rule {self.done[ident]}".encode())
                 return
         if len(self.active) >= MAX_RULE_DEPTH:
-            raise _Blocked
+            raise _Blocked(f"custom rules nested deeper than {MAX_RULE_DEPTH}")
         try:
             traced = _trace_rule(eqn, fixed)
         except Exception as e:  # a rule that cannot be traced alone: not covered
-            raise _Blocked from e
+            raise _Blocked(f"a custom rule that cannot be traced alone ({e})") from e
         self.active.append(ident)
         try:
             digest = self.closed(traced)
@@ -376,6 +393,13 @@ def _array(h: Any, x: Any) -> None:
     a = np.asarray(x)
     h.update(f"{a.dtype}{a.shape}".encode())
     h.update(np.ascontiguousarray(a).tobytes())
+
+
+def _local(effects: Any) -> bool:
+    """Only effects on references local to a kernel (a Pallas body's reads and writes)."""
+    from jax._src.state import types as state  # not in jax.extend
+
+    return all(isinstance(e, state.RefEffect) for e in effects)
 
 
 def _is_jax_dtype(value: Any) -> bool:
