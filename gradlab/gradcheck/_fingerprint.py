@@ -21,7 +21,7 @@ Whatever it cannot see in full makes the fingerprint None, and None means the pr
 not reused: a Python callable in a parameter (a host callback, an unknown kind of
 parameter), an effect (its executable calls back into this process), a rule that cannot be
 traced on its own. ``strict=False`` compares two traces of one function instead: callables
-count by their qualified name and rules are not traced.
+the printed jaxprs, constants and literals are compared, rules are not traced.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
         closed: A ``ClosedJaxpr`` (``jax.make_jaxpr(f)(...)``, ``jit(f).trace(...).jaxpr``).
         strict: True (for keys): everything that shapes the program, custom rules traced;
             None when anything cannot be covered. False (to compare two traces of one
-            function): callables count by their qualified name, rules are not traced.
+            function, cheaply): the printed jaxprs, constants and literals only.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -131,20 +131,24 @@ class _Digest:
             raise _Blocked(f"an effect or a host callback ({name})")
         # effects name the references they touch by variable: their kinds, not their ids
         h.update(f"eqn {name} {sorted(type(e).__name__ for e in eqn.effects)}".encode())
-        for v in eqn.invars:
+        for v in eqn.invars:  # (their types are in the printed jaxpr)
             if isinstance(v, jex.Literal):
                 _array(h, v.val)
-            else:
-                self._value(h, v.aval)
+        if not self.strict:  # two traces of one function: the text, constants and literals
+            for value in eqn.params.values():
+                for item in value if isinstance(value, tuple | list) else (value,):
+                    if isinstance(item, jex.ClosedJaxpr):
+                        self._closed(h, item)
+                    elif isinstance(item, jex.Jaxpr):
+                        self._jaxpr(h, item)
+            return
         rules = name in RULE_PRIMITIVES
         for key in sorted(eqn.params):
             if rules and key in _RULE_PARAMS:
-                if not self.strict:
-                    h.update(f"{key}:{_name(eqn.params[key])}".encode())
                 continue
             h.update(f"param {key}".encode())
             self._value(h, eqn.params[key], key)
-        if rules and self.strict:
+        if rules:
             fixed = tuple(id(v) in constants for v in eqn.invars)
             self._rule(h, eqn, fixed)
 
