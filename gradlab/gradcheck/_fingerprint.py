@@ -66,6 +66,8 @@ def why_none(closed: Any) -> str:
         _Digest(True).closed(closed)
     except _Blocked as e:
         return str(e) or "something it cannot see into"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
     return ""
 
 
@@ -92,6 +94,8 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
     try:
         return _Digest(strict).closed(closed)
     except _Blocked:
+        return None
+    except Exception:  # anything unforeseen in a jaxpr: not covered, so never reused
         return None
 
 
