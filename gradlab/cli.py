@@ -200,6 +200,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "gradlab._cli_check",
     "gradlab._cli_experiment",
     "gradlab._cli_diagnose",
+    "gradlab._cli_cache",
 )
 
 

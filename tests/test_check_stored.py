@@ -229,3 +229,150 @@ def test_a_program_calling_a_library_is_not_kept_and_a_fresh_process_runs_it(tmp
         assert run.stdout.strip().splitlines()[-1] == "passed"
     kept = tmp_path / f"jax-{jax.__version__}" / PROGRAMS
     assert not _kept(kept), "a program with a custom call was kept"
+
+
+# ------------------------------------------------------------ stored programs you can trust
+
+_CHECK_SCRIPT = textwrap.dedent(
+    """
+    import jax.numpy as jnp, numpy as np, gradlab
+    f = lambda p, x: jnp.mean(jnp.tanh(x @ p["w"] + p["b"]))
+    rng = np.random.default_rng(0)
+    p, x = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}, rng.normal(size=(5, 4))
+    print(gradlab.check(f, p, x).outcome)
+    """
+)
+
+
+def _run_check(root: Path, script: str = _CHECK_SCRIPT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, ENV_VAR: str(root), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_damaged_entries_are_deleted_and_rebuilt_never_loaded(tmp_path):
+    # the loading runs in a subprocess: a damaged executable could kill the process
+    run = _run_check(tmp_path)
+    assert run.returncode == 0 and run.stdout.split()[-1] == "passed", run.stderr[-2000:]
+    folder = tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    names = sorted(_kept(folder))
+    assert len(names) >= 2
+    rng = np.random.default_rng(0)
+    for round_ in range(6):
+        damaged = []
+        for name in names:
+            path = folder / name
+            blob = bytearray(path.read_bytes())
+            if round_ % 3 == 2:
+                blob = blob[: int(rng.integers(1, len(blob)))]  # truncated
+            else:
+                for _ in range(int(rng.integers(1, 4))):  # one to three flipped bits
+                    i = int(rng.integers(len(blob)))
+                    blob[i] ^= 1 << int(rng.integers(8))
+            path.write_bytes(bytes(blob))
+            damaged.append(name)
+        run = _run_check(tmp_path)
+        assert run.returncode == 0, (round_, run.stderr[-2000:])
+        assert run.stdout.split()[-1] == "passed", (round_, run.stdout)
+        for name in damaged:  # rebuilt whole: every entry's digest holds again
+            assert _stored._verified((folder / name).read_bytes()) is not None
+
+
+_EVIL = textwrap.dedent(
+    """
+    import os, pickle, hashlib, sys
+    from gradlab.gradcheck import _stored
+    class Evil:
+        def __reduce__(self):
+            return (open, (sys.argv[2], "w"))
+    payload = pickle.dumps(Evil())
+    blob = _stored._MAGIC + hashlib.sha256(payload).digest() + payload
+    for name in os.listdir(sys.argv[1]):
+        if not name.startswith("."):
+            with open(os.path.join(sys.argv[1], name), "wb") as fh:
+                fh.write(blob)
+    """
+)
+
+
+def test_nothing_is_loaded_or_stored_in_a_folder_others_can_write(tmp_path):
+    run = _run_check(tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder = tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    kept = _kept(folder)
+    assert kept
+    marker = tmp_path / "code-ran"
+    # entries that run code when unpickled, with valid digests (written by someone else)
+    planted = subprocess.run([sys.executable, "-c", _EVIL, str(folder), str(marker)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert planted.returncode == 0, planted.stderr
+    folder.chmod(0o777)  # the group and others may write there now
+    try:
+        run = _run_check(tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.split()[-1] == "passed"
+        assert not marker.exists(), "an entry of a folder others can write was unpickled"
+        assert _kept(folder) == kept  # nothing stored there either
+    finally:
+        folder.chmod(0o700)
+    assert _stored.programs_folder(folder.parent) == folder
+
+
+def test_a_folder_others_can_write_is_refused_with_a_reason(tmp_path):
+    root = tmp_path / "cache"
+    assert _stored.programs_folder(root) == root / PROGRAMS
+    root.chmod(0o775)
+    assert _stored.programs_folder(root) is None
+    assert "writable by its group or by others" in _stored.unsafe_reason()
+    root.chmod(0o700)
+    assert _stored.programs_folder(root) is not None and _stored.unsafe_reason() == ""
+
+
+def test_a_remote_or_configured_jax_cache_gets_no_programs(tmp_path, monkeypatch):
+    from jax._src import config as jax_config
+
+    from gradlab.gradcheck._cache import compilation_cache
+
+    monkeypatch.chdir(tmp_path)
+    for configured in ("gs://bucket/jax-cache", str(tmp_path / "users-jax-cache")):
+        with jax_config.compilation_cache_dir(configured), compilation_cache() as path:
+            assert path == configured
+            assert _stored.directory() is None
+    assert not (tmp_path / "gs:").exists()
+    assert not (tmp_path / "users-jax-cache" / PROGRAMS).exists()
+    assert _stored.programs_folder(Path("gs://bucket/x")) is None
+    assert not (tmp_path / "gs:").exists()
+
+
+def test_the_least_recently_used_programs_are_evicted(tmp_path):
+    folder = tmp_path / PROGRAMS
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"entry{i}").write_bytes(b"x" * 1000)
+        os.utime(folder / f"entry{i}", (1000 + i, 1000 + i))
+    os.utime(folder / "entry0", (5000, 5000))  # used most recently
+    assert _stored.evict(folder, 2500) == 3
+    assert _kept(folder) == {"entry0", "entry4"}
+
+
+def test_a_check_keeps_the_folder_under_its_limit(store, monkeypatch):
+    monkeypatch.setenv(_stored.MAX_ENV_VAR, "0.002")  # about 2 kB: less than one program
+    assert gradlab.check(lambda w: jnp.sum(jnp.sin(w) ** 3), THETA).ok
+    assert sum(p.stat().st_size for p in store.iterdir()) <= 0.002 * 2**20
+
+
+def test_the_processor_key_holds_aarch64_features_and_the_cpu_part(monkeypatch):
+    base = "processor : 0\nCPU implementer : 0x41\nCPU part : 0xd0c\nFeatures : fp asimd sve\n"
+    keys = []
+    for text in (base, base.replace(" sve", ""), base.replace("0xd0c", "0xd40"), base):
+        monkeypatch.setattr(_stored, "_read_cpuinfo", lambda text=text: text)
+        _stored._host.cache_clear()
+        keys.append(_stored.environment(jax.devices()[0], Tier.CHEAP))
+    _stored._host.cache_clear()
+    assert len(set(keys[:3])) == 3 and keys[0] == keys[3]
+
+
+def test_every_source_file_that_shapes_a_program_is_in_the_key():
+    names = {str(p).replace(os.sep, "/").split("gradlab/")[-1] for p in _stored.source_files()}
+    assert {"_jax_compat.py", "gradcheck/_kernels.py", "gradcheck/_promote.py"} <= names
+    assert "gradcheck/_slices.py" in names and "gradcheck/_problem.py" in names

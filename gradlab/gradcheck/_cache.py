@@ -193,11 +193,6 @@ def in_flight() -> int:
     return _GRADLAB_CACHE.count
 
 
-def _is_remote(path: str) -> bool:
-    """A JAX cache folder given as a URL (``gs://...``): not a folder of this machine."""
-    return "://" in path
-
-
 @contextlib.contextmanager
 def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
     """Keeps the programs compiled inside the block in a persistent cache on disk.

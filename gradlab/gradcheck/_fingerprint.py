@@ -21,7 +21,7 @@ Whatever it cannot see in full makes the fingerprint None, and None means the pr
 not reused: a Python callable in a parameter (a host callback, an unknown kind of
 parameter), an effect (its executable calls back into this process), a rule that cannot be
 traced on its own. ``strict=False`` compares two traces of one function instead: callables
-count by their qualified name and rules are not traced.
+the printed jaxprs, constants and literals are compared, rules are not traced.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
-__all__ = ["RULE_PRIMITIVES", "fingerprint"]
+__all__ = ["RULE_PRIMITIVES", "fingerprint", "why_none"]
 
 #: Primitives whose derivative rules are Python code, traced into the fingerprint.
 RULE_PRIMITIVES = frozenset({"custom_jvp_call", "custom_vjp_call"})
@@ -53,6 +53,24 @@ class _Blocked(Exception):
     """Something the digest cannot see into in full."""
 
 
+def why_none(closed: Any) -> str:
+    """What keeps ``closed`` from a (strict) fingerprint; "" when it has one.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> hook = lambda x: jax.pure_callback(lambda y: y, x, x)
+        >>> why_none(jax.make_jaxpr(hook)(jnp.ones(3)))
+        'an effect or a host callback (pure_callback)'
+    """
+    try:
+        _Digest(True).closed(closed)
+    except _Blocked as e:
+        return str(e) or "something it cannot see into"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
 def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
     """A hex digest of a closed jaxpr, or None when it holds what a digest cannot see.
 
@@ -60,7 +78,7 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
         closed: A ``ClosedJaxpr`` (``jax.make_jaxpr(f)(...)``, ``jit(f).trace(...).jaxpr``).
         strict: True (for keys): everything that shapes the program, custom rules traced;
             None when anything cannot be covered. False (to compare two traces of one
-            function): callables count by their qualified name, rules are not traced.
+            function, cheaply): the printed jaxprs, constants and literals only.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -77,6 +95,8 @@ def fingerprint(closed: Any, *, strict: bool = True) -> str | None:
         return _Digest(strict).closed(closed)
     except _Blocked:
         return None
+    except Exception:  # anything unforeseen in a jaxpr: not covered, so never reused
+        return None
 
 
 class _Digest:
@@ -89,8 +109,8 @@ class _Digest:
 
     def closed(self, closed: Any) -> str:
         h = hashlib.sha256()
-        if self.strict and closed.jaxpr.effects:
-            raise _Blocked
+        if self.strict and not _local(closed.jaxpr.effects):
+            raise _Blocked("an effect")
         self._closed(h, closed)
         return h.hexdigest()
 
@@ -111,23 +131,28 @@ class _Digest:
 
     def _eqn(self, h: Any, eqn: Any, constants: set[int]) -> None:
         name = eqn.primitive.name
-        if self.strict and ("callback" in name or eqn.effects):
-            raise _Blocked
-        h.update(f"eqn {name}".encode())
-        for v in eqn.invars:
+        if self.strict and ("callback" in name or not _local(eqn.effects)):
+            raise _Blocked(f"an effect or a host callback ({name})")
+        # effects name the references they touch by variable: their kinds, not their ids
+        h.update(f"eqn {name} {sorted(type(e).__name__ for e in eqn.effects)}".encode())
+        for v in eqn.invars:  # (their types are in the printed jaxpr)
             if isinstance(v, jex.Literal):
                 _array(h, v.val)
-            else:
-                self._value(h, v.aval)
+        if not self.strict:  # two traces of one function: the text, constants and literals
+            for value in eqn.params.values():
+                for item in value if isinstance(value, tuple | list) else (value,):
+                    if isinstance(item, jex.ClosedJaxpr):
+                        self._closed(h, item)
+                    elif isinstance(item, jex.Jaxpr):
+                        self._jaxpr(h, item)
+            return
         rules = name in RULE_PRIMITIVES
         for key in sorted(eqn.params):
             if rules and key in _RULE_PARAMS:
-                if not self.strict:
-                    h.update(f"{key}:{_name(eqn.params[key])}".encode())
                 continue
             h.update(f"param {key}".encode())
             self._value(h, eqn.params[key], key)
-        if rules and self.strict:
+        if rules:
             fixed = tuple(id(v) in constants for v in eqn.invars)
             self._rule(h, eqn, fixed)
 
@@ -182,7 +207,7 @@ class _Digest:
         elif _is_data(value):
             self._text(h, type(value).__qualname__, repr(value))
         elif self.strict:
-            raise _Blocked
+            raise _Blocked(f"a parameter {key or ''} of type {type(value).__qualname__}")
         else:
             shown = _name(value) if callable(value) else repr(value)
             h.update(f"{type(value).__qualname__}:{shown}".encode())
@@ -194,7 +219,7 @@ class _Digest:
 
     def _text(self, h: Any, kind: str, text: str) -> None:
         if self.strict and " at 0x" in text:  # an object whose text does not show it
-            raise _Blocked
+            raise _Blocked(f"a {kind} whose text does not show it")
         h.update(f"{kind}:{text}".encode())
 
     def _aval(self, h: Any, aval: Any) -> None:
@@ -236,11 +261,11 @@ class _Digest:
                 h.update(f"rule {self.done[ident]}".encode())
                 return
         if len(self.active) >= MAX_RULE_DEPTH:
-            raise _Blocked
+            raise _Blocked(f"custom rules nested deeper than {MAX_RULE_DEPTH}")
         try:
             traced = _trace_rule(eqn, fixed)
         except Exception as e:  # a rule that cannot be traced alone: not covered
-            raise _Blocked from e
+            raise _Blocked(f"a custom rule that cannot be traced alone ({e})") from e
         self.active.append(ident)
         try:
             digest = self.closed(traced)
@@ -376,6 +401,13 @@ def _array(h: Any, x: Any) -> None:
     a = np.asarray(x)
     h.update(f"{a.dtype}{a.shape}".encode())
     h.update(np.ascontiguousarray(a).tobytes())
+
+
+def _local(effects: Any) -> bool:
+    """Only effects on references local to a kernel (a Pallas body's reads and writes)."""
+    from jax._src.state import types as state  # not in jax.extend
+
+    return all(isinstance(e, state.RefEffect) for e in effects)
 
 
 def _is_jax_dtype(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """The compiled kernels of a check: f and its derivatives at θ, and at perturbations of one leaf.
 
 Every kernel is jitted with the :class:`~gradlab.gradcheck._problem.Spec` (and the leaf index,
-the perturbation kind, ...) static, so JAX's own cache compiles each once per (function,
-argument shapes, leaf, chunk size).
+the perturbation kind, ...) static, so JAX's own cache compiles each once per (program ``f``
+traces to at the call — found by its fingerprint, never by the identity of ``f`` —, argument
+shapes, leaf, chunk size).
 
 Perturbations are vmapped over ONE leaf while the other leaves stay unbatched: XLA then
 computes everything upstream of the leaf once and turns the layers downstream of it into

@@ -164,7 +164,10 @@ def own_constants(closed: Any) -> Any:
     A program kept by the checker then holds no array JAX converted from the caller's
     NumPy arrays (see the module): those conversions die with the trace.
     """
-    return _own_closed(closed)
+    try:
+        return _own_closed(closed)
+    except Exception:  # a jaxpr that cannot be rebuilt: kept as traced (checked on leaving)
+        return closed
 
 
 def _own(x: Any) -> Any:

@@ -123,6 +123,9 @@ def _is_private(path: Path) -> str:
     return ""
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 def programs_folder(root: Path) -> Path | None:
     """The folder of kept programs under cache folder ``root``, or None where it is unsafe.
 
@@ -141,7 +144,7 @@ def programs_folder(root: Path) -> Path | None:
         None
     """
     _UNSAFE.clear()
-    if "://" in str(root):
+    if _URL.match(str(root)):  # gs://..., also as a Path has written it (gs:/...)
         _UNSAFE.append(f"{root} is not a folder of this machine")
         return None
     folder = root / PROGRAMS
