@@ -376,3 +376,23 @@ def test_every_source_file_that_shapes_a_program_is_in_the_key():
     names = {str(p).replace(os.sep, "/").split("gradlab/")[-1] for p in _stored.source_files()}
     assert {"_jax_compat.py", "gradcheck/_kernels.py", "gradcheck/_promote.py"} <= names
     assert "gradcheck/_slices.py" in names and "gradcheck/_problem.py" in names
+
+
+def test_a_cache_folder_others_can_write_is_not_used_at_all(tmp_path, monkeypatch):
+    from jax._src import config as jax_config
+
+    from gradlab.gradcheck._cache import compilation_cache
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    folder = tmp_path / f"jax-{jax.__version__}"
+    folder.mkdir()
+    folder.chmod(0o777)  # JAX's executables there would be code others could plant
+    before = jax_config.compilation_cache_dir.value
+    try:
+        with compilation_cache() as path:
+            assert path is None and _stored.directory() is None
+            assert jax_config.compilation_cache_dir.value == before
+        assert gradlab.check(lambda w: jnp.sum(jnp.cos(w) ** 2), THETA).ok
+        assert not any(folder.iterdir())
+    finally:
+        folder.chmod(0o700)

@@ -228,6 +228,10 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
     except OSError:  # a read-only home: run without the cache rather than fail the check
         yield None
         return
+    if programs_folder(path) is None:  # others may write there: its executables are code
+        with programs_in(None):
+            yield None
+        return
     settings: dict[Any, Any] = {
         _jax_config.compilation_cache_dir: str(path),
         _jax_config.persistent_cache_min_compile_time_secs: 0.0,

@@ -148,6 +148,9 @@ def programs_folder(root: Path) -> Path | None:
         _UNSAFE.append(f"{root} is not a folder of this machine")
         return None
     folder = root / PROGRAMS
+    if root.is_dir() and _is_private(root):  # refused before anything is made in it
+        _UNSAFE.append(_is_private(root) + ": programs are neither stored nor loaded there")
+        return None
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
