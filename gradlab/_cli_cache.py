@@ -69,8 +69,7 @@ def facts() -> dict[str, Any]:
         >>> sorted(facts())[:3]
         ['enabled', 'folder', 'jax_bytes']
     """
-    from jax._src import config as jax_config
-
+    from gradlab import _jax_compat
     from gradlab.gradcheck import _stored
     from gradlab.gradcheck._cache import cache_dir, resolve_enabled
 
@@ -90,7 +89,7 @@ def facts() -> dict[str, Any]:
     return {
         "enabled": enabled,
         "folder": str(folder),
-        "jax_cache_configured": jax_config.compilation_cache_dir.value,
+        "jax_cache_configured": _jax_compat.cache_settings().directory.value,
         "jax_entries": n_all - n_prog,
         "jax_bytes": bytes_all - bytes_prog,
         "programs_folder": str(programs),

@@ -16,20 +16,54 @@ from typing import Any, NamedTuple
 import jax
 from jax._src import compilation_cache as _compilation_cache
 from jax._src import config as _config
+from jax._src import core as _core
+from jax._src import dtypes as _dtypes
 from jax._src import source_info_util as _source_info_util
 from jax._src import util as _util
+from jax._src.state import types as _state_types
 from jax.experimental import serialize_executable as _serialize_executable
 
 __all__ = [
+    "AbstractValue",
     "CacheSettings",
     "cache_settings",
+    "canonical_dtype_of",
     "deserialize_executable",
+    "only_local_ref_effects",
     "register_cache",
     "reset_compilation_cache",
     "scan_counts",
     "serialize_executable",
     "user_frame",
+    "x64_enabled",
 ]
+
+#: The base class of JAX's abstract values (``ShapedArray``, ...), not in ``jax.extend``.
+AbstractValue: type = _core.AbstractValue
+
+
+def x64_enabled() -> bool:
+    """Whether float64 is on where this is called (a scoped ``jax.enable_x64`` included)."""
+    return bool(_config.enable_x64.value)
+
+
+def canonical_dtype_of(array: Any) -> Any:
+    """The dtype JAX's conversion of a NumPy ``array`` has now (its cache of conversions included).
+
+    JAX caches the conversion of NumPy constants without the x64 setting in its key: an
+    array first converted inside ``jax.enable_x64(True)`` can stay float64 afterwards.
+
+    Example:
+        >>> import numpy as np
+        >>> str(canonical_dtype_of(np.ones(2, np.float32)))
+        'float32'
+    """
+    return _dtypes.canonicalize_value(array).dtype
+
+
+def only_local_ref_effects(effects: Any) -> bool:
+    """Whether every effect is on a reference local to a kernel (a Pallas body's reads, writes)."""
+    return all(isinstance(e, _state_types.RefEffect) for e in effects)
 
 
 def scan_counts(params: dict[str, Any]) -> tuple[int, int]:

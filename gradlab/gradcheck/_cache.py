@@ -48,9 +48,8 @@ from typing import Any
 
 import jax
 import platformdirs
-from jax._src import compilation_cache as _jax_cache
-from jax._src import config as _jax_config
 
+from gradlab import _jax_compat
 from gradlab._errors import InputError
 from gradlab.gradcheck._stored import PROGRAMS, programs_folder, programs_in
 
@@ -151,7 +150,7 @@ class _Shared:
                 for state, v in settings.items():
                     jax.config.update(state.name, v)
                 self.value = value
-                _jax_cache.reset_cache()  # JAX creates its cache object once, from the dir
+                _jax_compat.reset_compilation_cache()  # JAX makes its cache object once
             self.count += 1
             return self.value
 
@@ -163,7 +162,7 @@ class _Shared:
                 for state, v in self.saved.items():
                     jax.config.update(state.name, v)
                 self.saved, self.set, self.value = {}, {}, None
-                _jax_cache.reset_cache()  # programs compiled after never go to our folder
+                _jax_compat.reset_compilation_cache()  # later programs not in our folder
 
     def saved_value(self, state: Any) -> Any:
         """``state``'s value in this thread, as the caller set it (not as checks in flight did).
@@ -213,9 +212,9 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
         >>> path == before and jax.config.jax_compilation_cache_dir == before
         True
     """
-    user_enabled = _JAX_CACHE_OFF.saved_value(_jax_config.enable_compilation_cache)
+    user_enabled = _JAX_CACHE_OFF.saved_value(_jax_compat.cache_settings().enabled)
     on = resolve_enabled(enabled) and bool(user_enabled)
-    configured = _GRADLAB_CACHE.saved_value(_jax_config.compilation_cache_dir)
+    configured = _GRADLAB_CACHE.saved_value(_jax_compat.cache_settings().directory)
     if configured or not on:
         # a cache the user configured for JAX is used as it is; gradlab keeps no programs
         # there (it may be shared with others, or remote): only in a folder of its own
@@ -233,9 +232,9 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
             yield None
         return
     settings: dict[Any, Any] = {
-        _jax_config.compilation_cache_dir: str(path),
-        _jax_config.persistent_cache_min_compile_time_secs: 0.0,
-        _jax_config.persistent_cache_min_entry_size_bytes: -1,
+        _jax_compat.cache_settings().directory: str(path),
+        _jax_compat.cache_settings().min_compile_time_secs: 0.0,
+        _jax_compat.cache_settings().min_entry_size_bytes: -1,
     }
     used = Path(_GRADLAB_CACHE.enter(settings, path))
     try:
@@ -258,7 +257,7 @@ def jax_cache_off() -> Iterator[None]:
     again (it runs, but a copy of it fails with "Function ... not found"; JAX 0.10.2).
     Off globally (the compiles run in worker threads) while any check needs it off.
     """
-    state = _jax_config.enable_compilation_cache
+    state = _jax_compat.cache_settings().enabled
     _JAX_CACHE_OFF.enter({state: False})
     try:
         with state(False):

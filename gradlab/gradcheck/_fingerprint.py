@@ -37,6 +37,8 @@ import jax
 import numpy as np
 from jax.extend import core as jex
 
+from gradlab import _jax_compat
+
 __all__ = ["RULE_PRIMITIVES", "fingerprint", "why_none"]
 
 #: Primitives whose derivative rules are Python code, traced into the fingerprint.
@@ -405,9 +407,7 @@ def _array(h: Any, x: Any) -> None:
 
 def _local(effects: Any) -> bool:
     """Only effects on references local to a kernel (a Pallas body's reads and writes)."""
-    from jax._src.state import types as state  # not in jax.extend
-
-    return all(isinstance(e, state.RefEffect) for e in effects)
+    return _jax_compat.only_local_ref_effects(effects)
 
 
 def _is_jax_dtype(value: Any) -> bool:
@@ -418,9 +418,7 @@ def _is_jax_dtype(value: Any) -> bool:
 
 
 def _is_aval(value: Any) -> bool:
-    from jax._src import core  # the abstract values' base class (not in jax.extend)
-
-    return isinstance(value, core.AbstractValue)
+    return isinstance(value, _jax_compat.AbstractValue)
 
 
 def _is_frozendict(value: Any) -> bool:

@@ -20,10 +20,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax._src import util as _jax_util
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gradlab import _jax_compat
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck import _stored
 from gradlab.gradcheck._cache import jax_cache_off
@@ -319,7 +319,7 @@ def clear_executables() -> None:
 
 
 _CLEARER = _Clearer()
-_jax_util.register_cache(_CLEARER, "gradlab.gradcheck executables")
+_jax_compat.register_cache(_CLEARER, "gradlab.gradcheck executables")
 
 
 def _avals(tree: Any) -> Any:

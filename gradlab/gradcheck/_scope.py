@@ -23,9 +23,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax._src import config as _jax_config
-from jax._src import dtypes as _jax_dtypes
 from jax.extend import core as jex
+
+from gradlab import _jax_compat
 
 __all__ = ["own_constants", "precise", "stale_conversions"]
 
@@ -64,7 +64,7 @@ def precise(x64: bool = True) -> Iterator[None]:
             yield
     finally:
         _MET.reset(token)
-        if met and not _jax_config.enable_x64.value:
+        if met and not _jax_compat.x64_enabled():
             _forget_conversions(met)
 
 
@@ -85,8 +85,8 @@ def stale_conversions(arrays: list[np.ndarray]) -> list[np.ndarray]:
     """
     stale = []
     for a in arrays:
-        want = _jax_dtypes.canonicalize_dtype(a.dtype)
-        if np.dtype(_jax_dtypes.canonicalize_value(a).dtype) != np.dtype(want):
+        want = jax.dtypes.canonicalize_dtype(a.dtype)
+        if np.dtype(_jax_compat.canonical_dtype_of(a)) != np.dtype(want):
             stale.append(a)
     return stale
 

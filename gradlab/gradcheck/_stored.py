@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jaxlib
-from jax.experimental import serialize_executable
+
+from gradlab import _jax_compat
 
 if TYPE_CHECKING:
     from gradlab.gradcheck._runner import Tier
@@ -196,9 +197,11 @@ def source_files() -> list[Path]:
             names = [n.strip(" ()") for n in (match.group(2) or "").split(",")]
             candidates = [module] + [f"{module}.{n}" for n in names if n]
             for dotted in candidates:
+                if dotted == "gradlab":  # the package's __init__ imports everything
+                    continue
                 rel = Path(*dotted.split(".")[1:])
                 for found in (package / rel.with_suffix(".py"), package / rel / "__init__.py"):
-                    if dotted != "gradlab" and found.is_file() and found not in seen:
+                    if found.is_file() and found not in seen:
                         todo.append(found)
     return sorted(seen)
 
@@ -327,9 +330,7 @@ def load(key: str, device: jax.Device) -> Any | None:
         return None
     try:
         data, in_tree, out_tree = pickle.loads(payload)
-        loaded = serialize_executable.deserialize_and_load(
-            data, in_tree, out_tree, backend=device.client, execution_devices=[device]
-        )
+        loaded = _jax_compat.deserialize_executable(data, in_tree, out_tree, device, [device])
     except Exception:
         _remove(path)
         return None
@@ -377,7 +378,7 @@ def store(key: str, compiled: Any) -> bool:
     if folder is None:
         return False
     try:
-        payload = pickle.dumps(serialize_executable.serialize(compiled))
+        payload = pickle.dumps(_jax_compat.serialize_executable(compiled))
     except Exception:
         return False
     blob = _MAGIC + hashlib.sha256(payload).digest() + payload
