@@ -23,12 +23,13 @@ from gradlab.gradcheck._cache import compilation_cache
 from gradlab.gradcheck._consistency import Consistency, consistency, retraced_value
 from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._forward import resolve_ad
+from gradlab.gradcheck._inputs import require_finite
 from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import Cost, default_budget
 from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Problem, build_problem, traced_once
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._promote import Promotion, promotion_of
+from gradlab.gradcheck._promote import Promotion, narrow_dtype, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
@@ -177,7 +178,11 @@ def run_check(
         n_devices = prep.ctx.runner.n_devices
         total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)
         text = _plan_text(prep.plans, opts.order, ads, n_devices)
-        bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans))
+        bar = Progress(
+            opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans),
+            limit=opts.max_seconds, sizes=[int(np.size(x)) for x in prep.problem.checked_leaves],
+            mode=opts.mode,
+        )  # fmt: skip
         try:
             found = _sweep_and_judge(prep, opts, ads, bar)
         except BaseException:
@@ -206,10 +211,11 @@ def _prepare(
 ) -> _Prepared:
     """The problem, f and its gradient at θ, the thresholds, the steps and the plan."""
     problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
+    require_finite(problem)
     promotion = _promotion(
         problem, (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
     )
-    if not (promotion.promoted or promotion.kept):  # nothing to widen: f as written
+    if not promotion.promoted:  # nothing to widen: f as written (the same values)
         problem = dataclasses.replace(
             problem, spec=dataclasses.replace(problem.spec, promote=False)
         )
@@ -423,6 +429,14 @@ def _audit(
     """The precision audit of leaves given in reduced precision (caller's JAX settings)."""
     if opts.order != 1 or opts.mode == "directional":
         return []
+    if not jax.config.read("jax_enable_x64") and any(
+        narrow_dtype(leaf.dtype) for leaf in problem.leaves if leaf.checked
+    ):
+        # JAX keys its conversion of NumPy constants without the x64 flag: after the scoped
+        # float64 a float64 NumPy array inside f would reach the float32 audit as float64
+        # ("lax.mul requires arguments to have the same dtypes"). Fresh caches convert it
+        # as the caller's own code does.
+        jax.clear_caches()
     cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
     reference = [g[0] for g in base.grads]
     return audit(
