@@ -429,25 +429,21 @@ def _audit(
     """The precision audit of leaves given in reduced precision (caller's JAX settings)."""
     if opts.order != 1 or opts.mode == "directional":
         return []
+    cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
+    reference = [g[0] for g in base.grads]
+    paths = [leaf.path for leaf in problem.leaves]
+    checked = [leaf.checked for leaf in problem.leaves]
+    run = lambda: audit(problem.spec.value, primals, problem.spec.argnums, cot, paths, checked,
+                        reference)  # fmt: skip
     if not jax.config.read("jax_enable_x64") and any(
         narrow_dtype(leaf.dtype) for leaf in problem.leaves if leaf.checked
     ):
         # JAX keys its conversion of NumPy constants without the x64 flag: after the scoped
-        # float64 a float64 NumPy array inside f would reach the float32 audit as float64
-        # ("lax.mul requires arguments to have the same dtypes"). Fresh caches convert it
-        # as the caller's own code does.
+        # float64, a float64 NumPy array inside f would reach the caller's float32 path as
+        # float64 ("lax.mul requires arguments to have the same dtypes, got float32,
+        # float64"). With fresh caches it converts as the caller's own code does.
         jax.clear_caches()
-    cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
-    reference = [g[0] for g in base.grads]
-    return audit(
-        problem.spec.value,
-        primals,
-        problem.spec.argnums,
-        cot,
-        [leaf.path for leaf in problem.leaves],
-        [leaf.checked for leaf in problem.leaves],
-        reference,
-    )
+    return run()
 
 
 def _outcome(

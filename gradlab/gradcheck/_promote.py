@@ -68,11 +68,13 @@ class Promotion:
             with their dtype.
         lowest: The narrowest float dtype ``f`` still computes in after promotion (``None``:
             float64 throughout).
+        rules: Custom derivative rules kept as written for autodiff.
     """
 
     promoted: dict[str, int] = dataclasses.field(default_factory=dict)
     kept: dict[str, int] = dataclasses.field(default_factory=dict)
     lowest: str | None = None
+    rules: int = 0
 
     def _add(self, table: dict[str, int], what: str) -> None:
         table[what] = table.get(what, 0) + 1
@@ -229,6 +231,7 @@ class _Interp:
         inner = eqn.params[_RULES[eqn.primitive.name]]
         if not self.rules:  # an evaluation of f: the rule's primal, promoted
             return self.closed(inner, ins)
+        self.log.rules += 1
         return self._kept(eqn, ins, f"custom rule {_rule_name(eqn)} ({_where(eqn)})")
 
     def _scan(self, eqn: Any, ins: list[Any]) -> list[Any]:
@@ -298,7 +301,10 @@ def _programs(values: Sequence[Any]) -> list[Any]:
 def _short(e: BaseException) -> str:
     """The first line of an error, for a report note."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:120]}" if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    first = text[0] if len(text[0]) <= 100 else text[0][:100].rsplit(" ", 1)[0] + " …"
+    return f"{type(e).__name__}: {first}"
 
 
 def _rule_name(eqn: Any) -> str:
@@ -386,8 +392,15 @@ def promotion_of(f: Callable[..., Any], *args: Any) -> Promotion:
     rules = Promotion()
     with_rules = promoted(f, rules=True, log=rules)
     jax.eval_shape(with_rules, *args)
-    if rules.kept and log.promoted:  # a rule re-bound from a jaxpr: JAX checks it under AD
-        jax.eval_shape(_linearized(with_rules, args), *args)
+    if rules.rules and log.promoted:  # a rule re-bound from a jaxpr: JAX checks it under AD
+        try:
+            jax.eval_shape(_linearized(with_rules, args), *args)
+        except Exception as e:  # refused again as written (f replayed from its jaxpr)
+            if not any(what.startswith("f as a whole") for what in rules.kept):
+                log._add(log.kept, f"f as a whole: not promotable ({_short(e)})")
+            lowest = _lowest_inside(jax.make_jaxpr(f)(*args).jaxpr)
+            if lowest is not None:
+                log.keep_dtype(lowest)
     for what, n in rules.kept.items():
         log.kept[what] = max(n, log.kept.get(what, 0))
     if rules.lowest is not None:
