@@ -342,9 +342,17 @@ def test_jax_functions_never_crash(group: str, dtype: Any) -> None:
 
 
 def test_while_loop_with_a_batched_predicate_alone() -> None:
-    """``expi`` runs a ``while_loop`` under ``vmap`` whose predicate is batched."""
+    """``expi`` runs a ``while_loop`` under ``vmap`` whose predicate is batched; with a
+    float32 cast in front, the promoted loop is what the finite differences evaluate, while
+    autodiff keeps expi's rule as written, in float32: not verifiable to float64's
+    tolerance, so inconclusive (never failed, never a crash)."""
     report = gradlab.check(lambda v: jnp.sum(sp.expi(v)), jnp.asarray(X))
     assert report.outcome == "passed", report
+    cast = lambda v: jnp.sum(sp.expi(v.astype(jnp.float32)).astype(v.dtype))
+    promoted = gradlab.check(cast, jnp.asarray(X))
+    assert promoted.outcome in ("passed", "inconclusive"), promoted
+    assert any("convert_element_type to float32" in line for line in promoted.promoted)
+    assert any("kept as written: custom rule expi" in line for line in promoted.promoted)
 
 
 def test_numpy_float64_constant_with_float32_params() -> None:
@@ -376,3 +384,26 @@ def test_f_as_a_whole_where_autodiff_of_the_promoted_rule_is_refused():
     assert report.outcome in ("passed", "inconclusive"), report
     assert any("f as a whole" in line and "not promotable" in line for line in report.promoted)
     assert any("convert_element_type to float32" in line for line in report.promoted)
+
+
+def test_promoted_while_with_a_batched_predicate_computes_what_f_computes():
+    """The rebuilt loop runs each entry until its own predicate fails (as XLA does), in
+    float64 where f casts to float32, with entries that need different trip counts."""
+    from gradlab.gradcheck._promote import Promotion, promoted
+
+    def halvings(x: jax.Array) -> jax.Array:  # per entry: halve until below 1, count steps
+        body = lambda c: (c[0] / 2, c[1] + 1.0)
+        return lax.while_loop(lambda c: c[0] >= 1.0, body, (x, jnp.zeros_like(x)))
+
+    def f(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return jax.vmap(halvings)(x.astype(jnp.float32))
+
+    x = np.array([0.5, 3.0, 17.0, 1000.0])
+    with jax.enable_x64(True):
+        log = Promotion()
+        value, steps = promoted(f, rules=False, log=log)(jnp.asarray(x))
+        assert value.dtype == jnp.float64 and any("float32" in w for w in log.promoted)
+        expected = jax.vmap(halvings)(jnp.asarray(x))
+    assert np.array_equal(np.asarray(steps), [0.0, 2.0, 5.0, 10.0])
+    assert np.array_equal(np.asarray(value), np.asarray(expected[0]))
+    assert not log.kept  # rebuilt, not kept as written
