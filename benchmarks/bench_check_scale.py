@@ -140,7 +140,9 @@ def main() -> None:
         )
     )
     t0 = time.perf_counter()
-    execution = gradlab.Execution(progress=True, verbose=True, slices=not args.dense)
+    execution = gradlab.Execution(
+        progress=True, verbose=True, slices=not args.dense, max_seconds=None
+    )
     report = gradlab.check(loss, params, x, y, execution=execution)
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

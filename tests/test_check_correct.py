@@ -103,10 +103,12 @@ def test_argnums_and_paths_of_several_arguments():
 
     a, b, c = jnp.array([0.1, 0.2]), jnp.array([1.0, -1.0]), {"z": jnp.array([3.0])}
     report = gradlab.check(f, a, b, c, argnums=(0, 2))
-    assert [leaf.path for leaf in report.leaves] == ["arg0", "arg2/z"]
+    assert [leaf.path for leaf in report.leaves] == ["a", "c/z"]  # f's parameter names
     assert report.ok
     report_b = gradlab.check(f, a, b, c, argnums=1)
-    assert [leaf.path for leaf in report_b.leaves] == ["arg1"]
+    assert [leaf.path for leaf in report_b.leaves] == ["b"]
+    unnamed = gradlab.check(lambda *xs: f(*xs), a, b, c, argnums=(0, 2))  # no names to read
+    assert [leaf.path for leaf in unnamed.leaves] == ["arg0", "arg2/z"]
 
 
 def test_has_aux_and_static_arguments():

@@ -144,3 +144,143 @@ def test_jax_state_is_restored_after_success_and_inside_is_float64():
     # the check runs f in float64; the precision audit once more at the params' own float32
     assert seen and all(prec == "highest" for _, prec in seen)
     assert {str(d) for d, _ in seen} == {"float64", "float32"}
+
+
+def _sin2(p):
+    return jnp.sum(jnp.sin(p) ** 2)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "meant"),
+    [
+        ("tol", "tolerance="),
+        ("atol", "tolerance="),
+        ("rtol", "tolerance="),
+        ("tolerence", "tolerance="),  # a typo
+        ("tolerances", "tolerance="),
+        ("epsilon", "eps="),
+        ("esp", "eps="),  # a typo
+        ("seeds", "seed="),
+        ("projection", "projections="),
+        ("check_determinsm", "check_determinism="),
+    ],
+)
+def test_a_keyword_that_looks_like_an_option_names_the_right_spelling(keyword, meant):
+    """Not passed to f (where it would be blamed on f) but named, with the option meant."""
+    with pytest.raises(gradlab.InputError, match=rf"{keyword}= is not an option.*{meant}"):
+        gradlab.check(_sin2, jnp.ones(3), **{keyword: 1e-3})
+    with pytest.raises(gradlab.InputError, match=rf"{keyword}="):
+        gradlab.assert_check(_sin2, jnp.ones(3), **{keyword: 1e-3})
+
+
+def test_a_keyword_neither_option_nor_of_f_is_named():
+    with pytest.raises(gradlab.CheckInputError, match=r"batch_size= is neither.*f's keywords: x"):
+        gradlab.check(lambda p, *, x=1: _sin2(p) * x, jnp.ones(3), batch_size=4)
+
+
+def test_f_keywords_that_look_like_options_go_to_f():
+    """A keyword f names itself is f's, however much it looks like an option."""
+
+    def f(p, tol=0.0, train=True):
+        return _sin2(p) + tol * jnp.sum(p) * (1.0 if train else 2.0)
+
+    report = gradlab.check(f, jnp.ones(3), tol=0.5, train=False)
+    assert report.ok and report.tolerance == 1e-6  # the checker's tolerance is untouched
+    # tol reached f: the gradient has the 0.5 * 2 term (checked against differences of f)
+    assert report.value == pytest.approx(float(_sin2(jnp.ones(3))) + 3.0)
+
+
+def test_f_own_checker_named_keywords_need_f_kwargs():
+    """seed=/eps= of f are never taken silently: ambiguous without f_kwargs, clear with it."""
+    seen = []
+
+    def f(p, x, seed=0, eps=0.0):
+        seen.append((seed, eps))
+        return jnp.sum(jnp.sin(p) * x) + eps * jnp.sum(p)
+
+    p, x = jnp.ones(3), jnp.arange(3.0)
+    for option in ("seed", "eps"):
+        with pytest.raises(gradlab.CheckInputError, match=rf"{option}= is an option.*f_kwargs"):
+            gradlab.check(f, p, x, **{option: 1 if option == "seed" else 1e-6})
+    report = gradlab.check(f, p, x, eps=1e-6, seed=3, f_kwargs={"seed": 7, "eps": 0.25})
+    assert report.ok and report.eps == 1e-6
+    assert set(seen) == {(7, 0.25)}  # f saw only its own values
+    assert report.value == pytest.approx(float(jnp.sum(jnp.sin(p) * x)) + 0.75)
+    with pytest.raises(gradlab.CheckInputError, match="given twice"):
+        gradlab.check(lambda q, **kw: _sin2(q), p, train=1, f_kwargs={"train": 2})
+
+
+def test_a_look_alike_reaching_f_only_through_var_keywords_is_ambiguous():
+    def f(p, **kwargs):
+        return _sin2(p) * kwargs.get("scale", 1.0)
+
+    with pytest.raises(gradlab.CheckInputError, match=r"atol=.*\*\*kwargs.*f_kwargs=\{'atol'"):
+        gradlab.check(f, jnp.ones(3), atol=1e-3)
+    assert gradlab.check(f, jnp.ones(3), scale=2.0).ok  # not a look-alike: f's
+    assert gradlab.check(f, jnp.ones(3), f_kwargs={"atol": 1e-3}).ok
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name"),
+    [(jnp.float32, "float32"), ("float32", "float32"), (np.float64, "float64"),
+     (jnp.dtype("float64"), "float64"), (np.dtype(np.float32), "float32"), (None, "float64")],
+)  # fmt: skip
+def test_dtype_accepts_what_jnp_dtype_accepts(dtype, name):
+    assert gradlab.check(_sin2, jnp.ones(3), dtype=dtype).dtype == name
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, "int32", "complex64", "float128x"])
+def test_dtype_other_than_float32_or_float64_is_refused(dtype):
+    with pytest.raises(gradlab.CheckInputError, match="dtype"):
+        gradlab.check(_sin2, jnp.ones(3), dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    ("bad", "kind"), [(np.nan, "NaN"), (np.inf, "an infinity"), (-np.inf, "an infinity")]
+)
+def test_non_finite_params_name_the_leaf(bad, kind):
+    params = {"layer": [{"w": jnp.ones((2, 2))}, {"w": jnp.array([[1.0, 2.0], [3.0, bad]])}]}
+    with pytest.raises(gradlab.CheckInputError, match=rf"{kind} at layer/1/w, index \(1, 1\)"):
+        gradlab.check(lambda p: sum(jnp.sum(q["w"] ** 2) for q in p["layer"]), params)
+
+
+def test_positional_argument_leaves_are_named_by_f_parameters():
+    def f(weights, inputs, *, scale=1.0):
+        return jnp.sum(jnp.tanh(inputs["x"] @ weights)) * scale
+
+    w, data = jnp.ones((3, 2)) / 3, {"x": jnp.arange(6.0).reshape(2, 3) / 6}
+    report = gradlab.check(f, w, data, argnums=(0, 1))
+    assert [leaf.path for leaf in report.leaves] == ["weights", "inputs/x"]
+    with pytest.raises(gradlab.CheckInputError, match=r"NaN at inputs/x, index \(0, 0\)"):
+        gradlab.check(f, w, {"x": data["x"].at[0, 0].set(jnp.nan)}, argnums=(0, 1))
+
+
+def test_a_check_expected_to_take_too_long_says_so_before_its_sweep():
+    """The estimate from the first batch against Execution.max_seconds (no wall clock:
+    a limit no batch can meet)."""
+    calls = []
+
+    def f(w):
+        calls.append(1)
+        return jnp.sum(jnp.sin(w) * jnp.arange(w.size))
+
+    slow = gradlab.Execution(max_seconds=1e-12, chunk_size=4)
+    with pytest.raises(gradlab.CheckInputError) as info:
+        gradlab.check(f, jnp.linspace(0.1, 1.0, 200), execution=slow)
+    message = str(info.value)
+    assert "gradlab.check would take" in message and "max_seconds=1e-12" in message
+    assert "entries=gradlab.Sample(64)" in message and "(64 perturbations" in message
+    assert "entries=gradlab.Directional(4)" in message
+    assert "execution=gradlab.Execution(max_seconds=None)" in message
+    # a check that is done after its first batch has nothing left to save
+    small = gradlab.check(f, jnp.ones(4), execution=slow)
+    assert small.ok
+    # and the limit lifted, the same check runs to its verdict
+    free = gradlab.Execution(max_seconds=None, chunk_size=4)
+    assert gradlab.check(f, jnp.linspace(0.1, 1.0, 200), execution=free).ok
+
+
+def test_max_seconds_is_validated():
+    for bad in (0, -1.0, float("nan"), "60"):
+        with pytest.raises(gradlab.CheckInputError, match="max_seconds"):
+            gradlab.Execution(max_seconds=bad)

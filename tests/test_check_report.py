@@ -191,3 +191,25 @@ def test_second_call_compiles_nothing(mlp_problem):
     # f's Python does not run again: its trace, and the fresh trace that confirmed it traces
     # to the same program (tests/test_check_trust.py, host randomness), are remembered
     assert len(traces) == first
+
+
+def test_truth_value_is_ok_for_every_outcome():
+    """``assert gradlab.check(...)``, the idiom torch users bring, fails unless it passed."""
+
+    @jax.custom_vjp
+    def square(x):
+        return x**2
+
+    square.defvjp(lambda x: (x**2, x), lambda x, g: (x * g,))  # misses the factor 2
+    passed = gradlab.check(lambda p: jnp.sum(p**2), jnp.arange(1.0, 4.0))
+    failed = gradlab.check(lambda p: jnp.sum(square(p)), jnp.arange(1.0, 4.0))
+    # the vanishing case: unresolved at every admissible step, so inconclusive
+    tiny = lambda p: 10.0 + 1e-9 * jnp.sum(jnp.sin(p))
+    inconclusive = gradlab.check(tiny, jnp.linspace(0.1, 1.0, 5))
+    assert [r.outcome for r in (passed, failed, inconclusive)] == [
+        "passed", "failed", "inconclusive"
+    ]  # fmt: skip
+    assert bool(passed) is True and bool(failed) is False and bool(inconclusive) is False
+    assert passed and not failed and not inconclusive
+    with pytest.raises(AssertionError):
+        assert gradlab.check(lambda p: jnp.sum(square(p)), jnp.arange(1.0, 4.0))

@@ -28,7 +28,7 @@ X = jnp.array([0.5, -1.0, 2.0])
 def test_correct_rule_all_three_agree():
     report = gradlab.check_rule(_cube(lambda x: 3 * x**2), X)
     assert report.ok and report.culprit == "none" and report.kind == "custom_vjp"
-    row = report["arg0"]
+    row = report["x"]
     assert row.rule_vs_autodiff < 1e-12 and row.rule_vs_fd < 1e-6 and row.autodiff_vs_fd < 1e-6
     assert report.message == "rule, autodiff and finite differences agree"
 
@@ -37,7 +37,7 @@ def test_wrong_rule_is_named():
     report = gradlab.check_rule(_cube(lambda x: 2 * x**2), X)
     assert not report.ok and report.culprit == "rule"
     assert "the rule is wrong" in report.message
-    row = report["arg0"]
+    row = report["x"]
     assert row.rule_vs_autodiff == pytest.approx(0.2, rel=1e-6)  # |3 − 2| / (3 + 2)
     assert row.autodiff_vs_fd < 1e-6
     w = row.worst[0]  # x³ is vector-valued: values are projected on a random cotangent
@@ -56,7 +56,7 @@ def test_primal_that_autodiff_cannot_see_through_blames_autodiff_not_the_rule():
     report = gradlab.check_rule(st_sin, X)
     assert report.ok and report.culprit == "autodiff"
     assert "primal is not differentiable" in report.message
-    assert report["arg0"].rule_vs_fd < 1e-6 and report["arg0"].rule_vs_autodiff == 1.0
+    assert report["x"].rule_vs_fd < 1e-6 and report["x"].rule_vs_autodiff == 1.0
 
 
 def test_primal_with_a_callback_records_why_autodiff_failed():
@@ -68,7 +68,7 @@ def test_primal_with_a_callback_records_why_autodiff_failed():
     host_sin.defvjp(lambda x: (host_sin(x), x), lambda x, g: (g * jnp.cos(x),))
     report = gradlab.check_rule(host_sin, X)
     assert report.ok and report.culprit == "autodiff"
-    assert "JVP" in report.autodiff_error and report["arg0"].rule_vs_autodiff is None
+    assert "JVP" in report.autodiff_error and report["x"].rule_vs_autodiff is None
     assert "autodiff through the primal failed" in str(report)
 
 
@@ -101,9 +101,9 @@ def test_several_arguments_and_a_vector_output():
         x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
         w = jax.random.normal(jax.random.PRNGKey(1), (3, 3))
     report = gradlab.check_rule(dense, x, w, projections=2)
-    assert [r.path for r in report.rows] == ["arg0", "arg1"]
-    assert report["arg0"].culprit == "none" and report["arg1"].culprit == "rule"
-    assert report.culprit == "rule" and report.message.startswith("arg1: ")
+    assert [r.path for r in report.rows] == ["x", "w"]  # dense's parameter names
+    assert report["x"].culprit == "none" and report["w"].culprit == "rule"
+    assert report.culprit == "rule" and report.message.startswith("w: ")
     assert report.output == "float64[5, 3] projected on 2 random unit cotangents (seed 0)"
     assert len(report.projections) == 2
     d = json.loads(json.dumps(report.to_dict()))
@@ -119,7 +119,7 @@ def test_nondiff_argnums_are_left_alone():
 
     power.defvjp(lambda x, n: (x**n, x), lambda n, x, g: (g * n * x ** (n - 1),))
     report = gradlab.check_rule(power, X, 3)
-    assert report.ok and [r.path for r in report.rows] == ["arg0"]
+    assert report.ok and [r.path for r in report.rows] == ["x"]
 
 
 def test_a_plain_function_needs_a_primal():

@@ -51,9 +51,9 @@ def test_correct_vector_function_passes_and_states_its_cotangents(wx):
 def test_a_bug_in_one_output_column_is_caught(wx):
     report = gradlab.check(_dense(True), *wx, argnums=(0, 1))
     assert not report.ok
-    assert report["arg0"].status == report["arg1"].status == "wrong"
-    assert report["arg0"].worst[0].part in {"v0", "v1", "v2"}
-    assert report["arg0"].worst[0].index[1] == 1  # column 1 of w feeds output column 1
+    assert report["w"].status == report["x"].status == "wrong"
+    assert report["w"].worst[0].part in {"v0", "v1", "v2"}
+    assert report["w"].worst[0].index[1] == 1  # column 1 of w feeds output column 1
 
 
 def test_evaluations_are_shared_across_cotangents(wx):

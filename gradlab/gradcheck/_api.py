@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+
+from jax.typing import DTypeLike
 
 from gradlab._errors import CheckInputError, GradCheckError
 from gradlab.gradcheck._options import build_options
@@ -40,26 +44,148 @@ _RENAMED = {
 }  # fmt: skip
 
 
-def _takes_keyword(f: Callable[..., Any], name: str) -> bool:
+#: The checker's own keyword options (every keyword of ``check`` after ``*args``).
+OPTIONS = (
+    "argnums", "has_aux", "entries", "eps", "tolerance", "autodiff", "dtype", "projections",
+    "seed", "check_determinism", "criteria", "execution", "f_kwargs",
+)  # fmt: skip
+#: Keywords other checkers use for what ``gradlab.check`` calls otherwise.
+_ALIASES = {
+    "tol": "tolerance=", "atol": "tolerance= (relative, per leaf)",
+    "rtol": "tolerance= (relative, per leaf)", "rel_tol": "tolerance=",
+    "abs_tol": "tolerance= (relative, per leaf)", "epsilon": "eps=", "step": "eps=",
+    "step_size": "eps=", "delta": "eps=", "modes": "autodiff=", "mode_ad": "autodiff=",
+    "raise_exception": "gradlab.assert_check(...)",
+    "fast_mode": "entries=gradlab.Directional(k)",
+    "nondet_tol": "check_determinism=True", "check_undefined_grad": "(no such check; drop it)",
+    "argnum": "argnums=", "precision": "dtype=", "n_samples": "entries=gradlab.Sample(n)",
+    "random_seed": "seed=", "key": "seed= (an int)", "rng": "seed= (an int)",
+}  # fmt: skip
+
+
+def _keywords_of(f: Callable[..., Any], n_positional: int) -> tuple[set[str], bool] | None:
+    """``f``'s keywords left by the positional arguments, and whether it takes ``**kwargs``.
+
+    None when its signature cannot be read.
+    """
     try:
-        params = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: let f decide
-        return True
-    return any(
-        p.kind is p.VAR_KEYWORD or (p.name == name and p.kind is not p.POSITIONAL_ONLY)
-        for p in params
-    )
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    named, var_keyword, filled = set(), False, 0
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            var_keyword = True
+        elif p.kind is p.VAR_POSITIONAL:
+            filled = n_positional
+        elif p.kind is p.POSITIONAL_ONLY:
+            filled += 1
+        elif p.kind is p.POSITIONAL_OR_KEYWORD and filled < n_positional:
+            filled += 1
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            named.add(p.name)
+    return named, var_keyword
 
 
-def _reject_old_keywords(f: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    for name in kwargs:
-        if name in _RENAMED and not _takes_keyword(f, name):
+def _looks_like_option(name: str, cutoff: float) -> str | None:
+    """What ``name`` probably meant among the checker's options (None: nothing close).
+
+    ``cutoff`` is difflib's similarity: loose where the keyword is an error anyway (only
+    the hint is at stake), strict where ``f`` could take it through ``**kwargs``.
+    """
+    if name in _RENAMED:
+        return _RENAMED[name]
+    if name in _ALIASES:
+        return _ALIASES[name]
+    close = difflib.get_close_matches(name, OPTIONS, n=1, cutoff=cutoff)
+    return f"{close[0]}=" if close else None
+
+
+def split_keywords(
+    f: Callable[..., Any],
+    n_positional: int,
+    given: dict[str, Any],
+    to_f: dict[str, Any],
+    f_kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The keywords to pass to ``f``; an error for any keyword that could be misread.
+
+    Args:
+        f: The checked function.
+        n_positional: Positional arguments ``f`` receives (``params`` and ``*args``).
+        given: The checker options the caller passed by name.
+        to_f: The other keywords of the call (for ``f``).
+        f_kwargs: Keywords for ``f`` given explicitly.
+
+    Rules: a keyword the caller names that is both a checker option and a parameter of
+    ``f`` is ambiguous unless ``f_kwargs`` gives ``f``'s value; a keyword ``f`` does not
+    take is an error naming it (with the option it probably meant); a keyword that looks
+    like a checker option and reaches ``f`` only through ``**kwargs`` (or a signature that
+    cannot be read) is an error too: ``f_kwargs`` passes it on purpose.
+
+    Example:
+        >>> def f(params, x, seed=0):
+        ...     return params
+        >>> split_keywords(f, 2, {"seed": 1}, {}, {"seed": 7})
+        {'seed': 7}
+        >>> split_keywords(f, 2, {}, {"tolerence": 1e-3}, None)
+        Traceback (most recent call last):
+        ...
+        gradlab.CheckInputError: tolerence= is not an option ... did you mean tolerance=?
+    """
+    if f_kwargs is not None and not isinstance(f_kwargs, Mapping):
+        raise CheckInputError(f"f_kwargs must be a dict of keywords for f, got {f_kwargs!r}.")
+    extra = dict(f_kwargs or {})
+    for name in sorted(set(extra) & set(to_f)):
+        raise CheckInputError(f"{name}= is given twice: as a keyword and in f_kwargs; give one.")
+    sig = _keywords_of(f, n_positional)
+    named, var_keyword = sig if sig is not None else (set(), True)
+    for name in sorted(given):
+        if name in named and name not in extra:
             raise CheckInputError(
-                f"{name}= is not an option of gradlab.check (and f takes no keyword {name!r}); "
-                f"use {_RENAMED[name]}."
+                f"{name}= is an option of gradlab.check and also a keyword of f: pass f's as "
+                f"f_kwargs={{{name!r}: ...}}; {name}= then stays the checker's."
             )
+    for name in sorted(to_f):
+        if name in named:
+            continue
+        meant = _looks_like_option(name, 0.8 if var_keyword else 0.6)
+        if meant is not None:
+            takes = "it only through **kwargs" if var_keyword else "no keyword " + repr(name)
+            hint = f"use {meant}." if name in _RENAMED else f"did you mean {meant}?"
+            to_f_too = f" To pass it to f, use f_kwargs={{{name!r}: ...}}." if var_keyword else ""
+            raise CheckInputError(
+                f"{name}= is not an option of gradlab.check, and f takes {takes}: {hint}{to_f_too}"
+            )
+        if not var_keyword:
+            raise CheckInputError(
+                f"{name}= is neither an option of gradlab.check nor a keyword of f "
+                f"(f's keywords: {', '.join(sorted(named)) or 'none'}); the checker's options "
+                f"are {', '.join(o + '=' for o in OPTIONS)}."
+            )
+    return {**to_f, **extra}
 
 
+def _explicit(check_fn: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
+    """Checks the keywords of a call as given (which options were named, which go to f)."""
+    options = set(inspect.signature(check_fn).parameters) - {"f", "params", "args", "kwargs"}
+
+    @functools.wraps(check_fn)
+    def wrapper(f: Callable[..., Any], params: Any, *args: Any, **kwargs: Any) -> CheckReport:
+        __tracebackhide__ = True
+        given = {k: v for k, v in kwargs.items() if k in options and k != "f_kwargs"}
+        to_f = {k: v for k, v in kwargs.items() if k not in options}
+        f_kwargs = kwargs.get("f_kwargs")
+        if callable(f):
+            f_kwargs = split_keywords(f, 1 + len(args), given, to_f, f_kwargs)
+        elif to_f:
+            f_kwargs = {**to_f, **(f_kwargs or {})}
+        return check_fn(f, params, *args, **given, f_kwargs=f_kwargs)
+
+    return wrapper
+
+
+@_explicit
 def check(
     f: Callable[..., Any],
     params: Any,
@@ -70,12 +196,13 @@ def check(
     eps: float | Literal["auto"] | None = None,
     tolerance: float | None = None,
     autodiff: Autodiff = "reverse",
-    dtype: Literal["float64", "float32"] | None = None,
+    dtype: DTypeLike | None = None,
     projections: int = 3,
     seed: int = 0,
     check_determinism: bool = False,
     criteria: Criteria = Criteria(),
     execution: Execution = Execution(),
+    f_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> CheckReport:
     """Checks ``jax.grad(f)`` against centered differences over every parameter entry.
@@ -100,7 +227,8 @@ def check(
         *args: Further arguments of ``f``; array leaves are passed as data (promoted to
             float64), other leaves (flags, strings) are kept static.
         argnums: Which positional arguments of ``f`` to check, as in ``jax.grad``
-            (``0`` is ``params``). With several, leaf paths start with ``arg{i}/``.
+            (``0`` is ``params``). With several, leaf paths start with the argument's
+            parameter name in ``f`` (``x/``), or ``arg{i}/`` where it cannot be read.
         has_aux: ``f`` returns ``(value, aux)``; ``aux`` is ignored.
         entries: Which entries are moved: :class:`~gradlab.Full` (every entry),
             :class:`~gradlab.Sample` (a random sample per leaf) or
@@ -112,8 +240,9 @@ def check(
             (1e-3 in float32).
         autodiff: Which derivative is checked: ``"reverse"`` (``jax.vjp``/``jax.grad``),
             ``"forward"`` (``jax.jvp`` along each move) or ``"both"`` (a row per leaf and mode).
-        dtype: ``"float64"``, or ``"float32"`` for backends without float64 (default: float64,
-            float32 where the device has none).
+        dtype: float64, or float32 for backends without float64, as anything ``jnp.dtype``
+            reads (``jnp.float32``, ``"float32"``, ``np.float64``); default: float64, float32
+            where the device has none.
         projections: Random unit cotangents a non-scalar ``f`` is projected on.
         seed: Seed of the sample, the directions and the projections.
         check_determinism: Evaluate every perturbation twice and report entries where ``f``
@@ -122,9 +251,16 @@ def check(
             programs is always checked.)
         criteria: Kink and noise thresholds and how many worst entries to show
             (:class:`~gradlab.Criteria`).
-        execution: Devices, memory, chunking, slices, progress and the compilation cache
-            (:class:`~gradlab.Execution`); none of it changes the result.
-        **kwargs: Any other keyword argument is passed to ``f`` (e.g. ``train=False``).
+        execution: Devices, memory, chunking, slices, progress, the compilation cache and the
+            longest a check may take (:class:`~gradlab.Execution`); none of it changes the
+            result.
+        f_kwargs: Keywords for ``f`` given as a dict: the way to pass ``f`` a keyword that
+            is also an option here (``f_kwargs={"seed": 3}``), or one that looks like an
+            option and reaches ``f`` only through ``**kwargs``.
+        **kwargs: Any other keyword is passed to ``f`` (e.g. ``train=False``) if ``f`` takes
+            it. A keyword ``f`` does not take is an error naming it (``tol=``: did you mean
+            ``tolerance=``?); a keyword that is both an option here and a parameter of ``f``
+            is an error unless ``f_kwargs`` gives ``f``'s value — never taken silently.
 
     Returns:
         A :class:`~gradlab.CheckReport`; ``report.ok`` says whether it passed and
@@ -149,15 +285,15 @@ def check(
         True
     """
     __tracebackhide__ = True  # pytest shows the report, not this frame
-    _reject_old_keywords(f, kwargs)
     opts = build_options(
         order=1, argnums=argnums, has_aux=has_aux, entries=entries, eps=eps,
         tolerance=tolerance, autodiff=autodiff, dtype=dtype, projections=projections, seed=seed,
         check_determinism=check_determinism, criteria=criteria, execution=execution,
     )  # fmt: skip
-    return run_check(f, (params, *args), kwargs, opts)
+    return run_check(f, (params, *args), {**kwargs, **(f_kwargs or {})}, opts)
 
 
+@_explicit
 def check_second_order(
     f: Callable[..., Any],
     params: Any,
@@ -168,11 +304,12 @@ def check_second_order(
     eps: float | Literal["auto"] | None = None,
     tolerance: float | None = None,
     autodiff: Autodiff = "forward",
-    dtype: Literal["float64", "float32"] | None = None,
+    dtype: DTypeLike | None = None,
     projections: int = 3,
     seed: int = 0,
     criteria: Criteria = Criteria(),
     execution: Execution = Execution(),
+    f_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> CheckReport:
     """Checks Hessian-vector products of ``f`` against centered differences of its gradient.
@@ -201,7 +338,8 @@ def check_second_order(
         seed: As in :func:`check`.
         criteria: As in :func:`check`.
         execution: As in :func:`check`.
-        **kwargs: Passed to ``f``.
+        f_kwargs: As in :func:`check`.
+        **kwargs: Passed to ``f``, as in :func:`check`.
 
     Returns:
         A :class:`~gradlab.CheckReport` with ``order == 2``.
@@ -217,13 +355,12 @@ def check_second_order(
         (True, 2)
     """
     __tracebackhide__ = True
-    _reject_old_keywords(f, kwargs)
     opts = build_options(
         order=2, argnums=argnums, has_aux=has_aux, entries=entries, eps=eps,
         tolerance=tolerance, autodiff=autodiff, dtype=dtype, projections=projections, seed=seed,
         check_determinism=False, criteria=criteria, execution=execution,
     )  # fmt: skip
-    return run_check(f, (params, *args), kwargs, opts)
+    return run_check(f, (params, *args), {**kwargs, **(f_kwargs or {})}, opts)
 
 
 def assert_check(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> CheckReport:

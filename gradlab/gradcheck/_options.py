@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from gradlab._errors import CheckInputError
 from gradlab.gradcheck._cache import resolve_enabled
 from gradlab.gradcheck._settings import Criteria, Directional, Entries, Execution, Full, Sample
 
-__all__ = ["MODES", "CheckOptions", "build_options"]
+__all__ = ["MODES", "CheckOptions", "build_options", "dtype_name"]
 
 MODES = ("full", "sample", "directional")
 
@@ -66,6 +68,7 @@ class CheckOptions:
     progress: bool | None = None
     verbose: bool = False
     compilation_cache: bool | None = None
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -110,6 +113,8 @@ class CheckOptions:
             )
         if self.memory_budget is not None:
             _positive_int("memory_budget", self.memory_budget, "bytes per device")
+        if self.max_seconds is not None:
+            _positive_number("max_seconds", self.max_seconds)
 
     def _modes(self) -> None:
         if self.dtype not in (None, "float64", "float32"):
@@ -131,6 +136,36 @@ class CheckOptions:
             raise CheckInputError("repeat=True is implemented for order=1; drop it at order=2.")
 
 
+def dtype_name(dtype: Any) -> str | None:
+    """The check's dtype as a name, from anything ``jnp.dtype`` accepts (None: the default).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> dtype_name(jnp.float32), dtype_name("float64"), dtype_name(np.float32), dtype_name(None)
+        ('float32', 'float64', 'float32', None)
+        >>> dtype_name(jnp.bfloat16)
+        Traceback (most recent call last):
+        ...
+        gradlab.CheckInputError: dtype=bfloat16: a check runs in float64 or float32; ...
+    """
+    if dtype is None:
+        return None
+    try:
+        name = np.dtype(jnp.dtype(dtype)).name
+    except (TypeError, ValueError) as e:
+        raise CheckInputError(
+            f"dtype must be None, float64 or float32 (anything jnp.dtype reads as one, e.g. "
+            f"jnp.float32 or 'float32'), got {dtype!r}."
+        ) from e
+    if name not in ("float64", "float32"):
+        raise CheckInputError(
+            f"dtype={name}: a check runs in float64 or float32; leave dtype out (float64 where "
+            "the device has it). Parameters in other dtypes are checked in float64 and their "
+            "own dtype is audited."
+        )
+    return name
+
+
 def build_options(
     *,
     order: int,
@@ -140,7 +175,7 @@ def build_options(
     eps: float | str | None,
     tolerance: float | None,
     autodiff: str,
-    dtype: str | None,
+    dtype: Any,
     projections: int,
     seed: int,
     check_determinism: bool,
@@ -161,6 +196,7 @@ def build_options(
             raise CheckInputError(f"{name} must be a gradlab.{kind.__name__}(...), got {value!r}.")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise CheckInputError(f"seed must be an int, got {seed!r}.")
+    dtype = dtype_name(dtype)
     mode = {Full: "full", Sample: "sample", Directional: "directional"}[type(entries)]
     return CheckOptions(
         argnums=argnums if isinstance(argnums, int) else tuple(argnums),
@@ -186,4 +222,5 @@ def build_options(
         progress=execution.progress,
         verbose=execution.verbose,
         compilation_cache=execution.compilation_cache,
+        max_seconds=execution.max_seconds,
     )

@@ -22,12 +22,13 @@ from gradlab.gradcheck._bands import relative_error, verdict
 from gradlab.gradcheck._cache import compilation_cache
 from gradlab.gradcheck._consistency import Consistency, consistency, retraced_value
 from gradlab.gradcheck._forward import resolve_ad
+from gradlab.gradcheck._inputs import require_finite
 from gradlab.gradcheck._judge import Thresholds
 from gradlab.gradcheck._memory import Cost, default_budget
 from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Problem, build_problem, traced_once
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._promote import Promotion, promotion_of
+from gradlab.gradcheck._promote import Promotion, narrow_dtype, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
@@ -186,7 +187,11 @@ def run_check(
         n_devices = prep.ctx.runner.n_devices
         total = sum(p.m * len(p.parts) for p in prep.plans) * (2 if opts.repeat else 1)
         text = _plan_text(prep.plans, opts.order, ads, n_devices)
-        bar = Progress(opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans))
+        bar = Progress(
+            opts.progress, opts.verbose, total, text, n_calls=n_calls(prep.plans),
+            limit=opts.max_seconds, sizes=[int(np.size(x)) for x in prep.problem.checked_leaves],
+            mode=opts.mode,
+        )  # fmt: skip
         try:
             found = _sweep_and_judge(prep, opts, ads, bar)
             if opts.order == 2 and {r.autodiff for r in found.rows} == {"reverse"}:
@@ -217,12 +222,13 @@ def _prepare(
 ) -> _Prepared:
     """The problem, f and its gradient at θ, the thresholds, the steps and the plan."""
     problem = build_problem(f, primals, opts.argnums, opts.has_aux, compute, device, kwargs)
+    require_finite(problem)
     if opts.order == 2:  # differentiated twice: f's own trace, not one shared jit of it
         problem = dataclasses.replace(problem, spec=dataclasses.replace(problem.spec, retrace=True))
     promotion = _promotion(
         problem, (problem.checked_leaves, problem.fixed_leaves, problem.rest_dyn)
     )
-    if not (promotion.promoted or promotion.kept):  # nothing to widen: f as written
+    if not promotion.promoted:  # nothing to widen: f as written (the same values)
         problem = dataclasses.replace(
             problem, spec=dataclasses.replace(problem.spec, promote=False)
         )
@@ -437,15 +443,19 @@ def _audit(
         return []
     cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
     reference = [g[0] for g in base.grads]
-    return audit(
-        problem.spec.value,
-        primals,
-        problem.spec.argnums,
-        cot,
-        [leaf.path for leaf in problem.leaves],
-        [leaf.checked for leaf in problem.leaves],
-        reference,
-    )
+    paths = [leaf.path for leaf in problem.leaves]
+    checked = [leaf.checked for leaf in problem.leaves]
+    run = lambda: audit(problem.spec.value, primals, problem.spec.argnums, cot, paths, checked,
+                        reference)  # fmt: skip
+    if not jax.config.read("jax_enable_x64") and any(
+        narrow_dtype(leaf.dtype) for leaf in problem.leaves if leaf.checked
+    ):
+        # JAX keys its conversion of NumPy constants without the x64 flag: after the scoped
+        # float64, a float64 NumPy array inside f would reach the caller's float32 path as
+        # float64 ("lax.mul requires arguments to have the same dtypes, got float32,
+        # float64"). With fresh caches it converts as the caller's own code does.
+        jax.clear_caches()
+    return run()
 
 
 def _outcome(

@@ -13,6 +13,8 @@ gets programs of its own. A program whose fingerprint cannot be computed is neve
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -147,7 +149,13 @@ class Spec:
         """
         args = (tuple(checked_leaves), tuple(fixed_leaves), tuple(map(tuple, rest_dyn)))
         f = traced_once(self)
-        return promoted(f, rules=rules)(*args) if self.promote else f(*args)
+        try:
+            return promoted(f, rules=rules)(*args) if self.promote else f(*args)
+        except Exception:  # JAX can refuse to differentiate a replayed jaxpr
+            if f == self.flat_value:  # (a custom_jvp rule whose output structure differs
+                raise  # from f's, which jax.grad of the Python f accepts): f's Python, as is
+            f = self.flat_value
+            return promoted(f, rules=rules)(*args) if self.promote else f(*args)
 
     def flat_value(
         self,
@@ -277,6 +285,16 @@ def _path_str(prefix: str, path: Sequence[Any]) -> str:
     return prefix or body or "."
 
 
+def _arg_name(f: Callable[..., Any], a: int) -> str:
+    """The name of ``f``'s positional parameter ``a`` (``x``), or ``arg{a}`` if unreadable."""
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return f"arg{a}"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional[a].name if a < len(positional) else f"arg{a}"
+
+
 def _to_array(x: Any, where: str) -> jax.Array:
     try:
         return jnp.asarray(x)
@@ -367,7 +385,7 @@ def build_problem(
         with_path, treedef = jax.tree_util.tree_flatten_with_path(primals[a])
         treedefs.append(treedef)
         sizes.append(len(with_path))
-        prefix = "" if single else f"arg{a}"
+        prefix = "" if single else _arg_name(f, a)
         for path, x in with_path:
             where = _path_str(prefix, path)
             dtype, shape, arr = _leaf_array(x, where, real, device)

@@ -4,14 +4,94 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["Progress"]
+from gradlab._errors import CheckInputError
+
+__all__ = ["Progress", "human_duration", "too_long"]
 
 #: Show a progress bar when the finite differences are expected to take longer than this.
 PROGRESS_AFTER_SECONDS = 2.0
+
+
+def human_duration(seconds: float, about: str = "about") -> str:
+    """A duration as people say it: ``"about 3 h 20 min"``.
+
+    Example:
+        >>> [human_duration(s) for s in (0.2, 4.2, 75, 600)]
+        ['under a second', 'about 4 s', 'about 75 s', 'about 10 min']
+        >>> human_duration(12_000), human_duration(3 * 86_400 + 7_200)
+        ('about 3 h 20 min', 'about 3 days 2 h')
+    """
+    if seconds < 0.5:
+        return "under a second"
+    if seconds < 90:
+        return f"{about} {round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{about} {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{about} {hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{about} {days} days" + (f" {hours} h" if hours else "")
+
+
+def too_long(
+    expected: float,
+    limit: float,
+    done: int,
+    elapsed: float,
+    sizes: Sequence[int],
+    mode: str,
+) -> str:
+    """Why a check stops before its sweep: the estimate, the cheaper checks, how to go on.
+
+    Args:
+        expected: Estimated seconds for the whole sweep.
+        limit: ``Execution.max_seconds``.
+        done: Perturbations in the first batch.
+        elapsed: Seconds the first batch took.
+        sizes: Entries of each checked leaf.
+        mode: ``"full"``, ``"sample"`` or ``"directional"``.
+
+    Example:
+        >>> print(too_long(12_000.0, 60.0, 1000, 2.4, [5_000_000, 1000], "full"))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        gradlab.check would take about 3 h 20 min (its first 1,000 perturbations took 2.4 s
+        after compilation), more than Execution(max_seconds=60) allows. Check fewer entries:
+        entries=gradlab.Sample(64) moves 64 entries per leaf (128 perturbations, under a
+        second at this rate); entries=gradlab.Directional(4) moves each leaf along 4 random
+        directions (8 perturbations, each a full evaluation of f). Or go on anyway with
+        execution=gradlab.Execution(max_seconds=None).
+    """
+    rate = elapsed / max(done, 1)
+    sample = sum(min(64, n) for n in sizes)
+    text = (
+        f"gradlab.check would take {human_duration(expected)} (its first {done:,} "
+        f"perturbations took {elapsed:.2g} s after compilation), more than "
+        f"Execution(max_seconds={limit:g}) allows. Check fewer entries: "
+    )
+    options = []
+    if sample < sum(sizes):
+        options.append(
+            f"entries=gradlab.Sample(64) moves 64 entries per leaf ({sample:,} perturbations, "
+            f"{human_duration(sample * rate, 'roughly')} at this rate)"
+        )
+    if mode != "directional":
+        options.append(
+            f"entries=gradlab.Directional(4) moves each leaf along 4 random directions "
+            f"({4 * len(sizes):,} perturbations, each a full evaluation of f)"
+        )
+    else:
+        options.append("fewer directions, entries=gradlab.Directional(1)")
+    return (
+        text + "; ".join(options) + ". Or go on anyway with "
+        "execution=gradlab.Execution(max_seconds=None)."
+    )
 
 
 class Progress:
@@ -30,6 +110,10 @@ class Progress:
         plan: The plan, in words.
         console: Where to print; default: standard error.
         n_calls: Kernel calls the check will make (bounds the estimate), if known.
+        limit: With the estimate above this many seconds, stop after the first chunk with
+            a :class:`~gradlab.CheckInputError` (:func:`too_long`); None: no limit.
+        sizes: Entries of each checked leaf (for the cheaper checks the error offers).
+        mode: The check's mode (``"full"``, ``"sample"``, ``"directional"``).
 
     Example:
         >>> import io
@@ -48,9 +132,13 @@ class Progress:
         plan: str,
         console: Console | None = None,
         n_calls: int | None = None,
+        limit: float | None = None,
+        sizes: Sequence[int] = (),
+        mode: str = "full",
     ) -> None:
         self.enabled, self.verbose, self.total, self.plan = enabled, verbose, total, plan
         self.console, self.n_calls = console, n_calls
+        self.limit, self.sizes, self.mode = limit, tuple(sizes), mode
         self.done = 0
         self.start = time.perf_counter()
         self._bar: Any = None
@@ -87,6 +175,10 @@ class Progress:
                 f"about {expected:.1f} s for all {self.total:,}"
             )
             self.plan += f"; {estimate}"
+            if self.limit is not None and expected > self.limit and self.done < self.total:
+                raise CheckInputError(
+                    too_long(expected, self.limit, self.done, elapsed, self.sizes, self.mode)
+                )
             if self.verbose and self.done < self.total:
                 self._print(estimate)
             show = self.enabled

@@ -19,6 +19,15 @@ to the dtype the rule was traced with. Primitives that cannot be promoted (custo
 Pallas kernels, bit casts, anything else holding a sub-program) run on their original dtypes;
 :class:`Promotion` lists them, and the checker's noise floor then reflects the precision
 ``f`` really computes in.
+
+Promotion never makes a check crash where ``jax.grad`` works. An equation whose promoted
+form JAX refuses (a rebuilt loop, a parameter this module does not know) runs as written, on
+its original dtypes, and is listed among the kept pieces with the reason; a ``while`` whose
+predicate is batched (what ``vmap`` makes of a per-entry loop, e.g. in
+``jax.scipy.special.expi``) is rebuilt as XLA runs it: until no entry's predicate holds,
+finished entries held fixed. Where even that fails — at the level of ``f`` itself, e.g. when
+JAX differentiates a custom rule re-bound from a jaxpr and refuses its output structure —
+``f`` runs as written, as a whole, and is listed so.
 """
 
 from __future__ import annotations
@@ -59,11 +68,13 @@ class Promotion:
             with their dtype.
         lowest: The narrowest float dtype ``f`` still computes in after promotion (``None``:
             float64 throughout).
+        rules: Custom derivative rules kept as written for autodiff.
     """
 
     promoted: dict[str, int] = dataclasses.field(default_factory=dict)
     kept: dict[str, int] = dataclasses.field(default_factory=dict)
     lowest: str | None = None
+    rules: int = 0
 
     def _add(self, table: dict[str, int], what: str) -> None:
         table[what] = table.get(what, 0) + 1
@@ -162,6 +173,19 @@ class _Interp:
         return self.run(closed.jaxpr, closed.consts, args)
 
     def apply(self, eqn: Any, ins: list[Any]) -> list[Any]:
+        """``eqn`` promoted; as written (its original dtypes) where JAX refuses the promotion."""
+        name = eqn.primitive.name
+        if (name in _RULES and self.rules) or name in _EXACT or name == "reduce_precision":
+            return self._promote(eqn, ins)  # kept as written, or nothing to refuse
+        if name not in (*_CALLS, *_RULES, "scan", "while", "cond") and _has_program(eqn.params):
+            return self._promote(eqn, ins)
+        try:
+            return self._promote(eqn, ins)
+        except Exception as e:  # whatever JAX refuses promoted runs as written
+            what = f"{name} ({_where(eqn) or '?'}): not promotable ({_short(e)})"
+            return self._kept(eqn, ins, what, always=True)
+
+    def _promote(self, eqn: Any, ins: list[Any]) -> list[Any]:
         name = eqn.primitive.name
         if name in _CALLS:
             inner = eqn.params[_CALLS[name]]
@@ -192,12 +216,14 @@ class _Interp:
                 )
         return _bind(eqn.primitive, params, ins)
 
-    def _kept(self, eqn: Any, ins: list[Any], what: str) -> list[Any]:
-        """Runs ``eqn`` on its original dtypes, outputs widened."""
+    def _kept(self, eqn: Any, ins: list[Any], what: str, always: bool = False) -> list[Any]:
+        """Runs ``eqn`` on its original dtypes, outputs widened; listed if any is narrow."""
         narrow = [v.aval.dtype for v in eqn.invars if narrow_dtype(v.aval.dtype)]
         narrow += [v.aval.dtype for v in eqn.outvars if narrow_dtype(v.aval.dtype)]
         for dtype in narrow[:1]:
             self.log.keep(what, dtype)
+        if always and not narrow:
+            self.log._add(self.log.kept, what)
         ins = [_as(x, v.aval.dtype) for x, v in zip(ins, eqn.invars, strict=True)]
         return [_up(x) for x in _bind(eqn.primitive, eqn.params, ins)]
 
@@ -205,6 +231,7 @@ class _Interp:
         inner = eqn.params[_RULES[eqn.primitive.name]]
         if not self.rules:  # an evaluation of f: the rule's primal, promoted
             return self.closed(inner, ins)
+        self.log.rules += 1
         return self._kept(eqn, ins, f"custom rule {_rule_name(eqn)} ({_where(eqn)})")
 
     def _scan(self, eqn: Any, ins: list[Any]) -> list[Any]:
@@ -228,7 +255,21 @@ class _Interp:
         cc, bc, init = ins[:n_cc], ins[n_cc : n_cc + n_bc], ins[n_cc + n_bc :]
         cond = lambda c: self.closed(p["cond_jaxpr"], [*cc, *c])[0]
         body = lambda c: self.closed(p["body_jaxpr"], [*bc, *c])
-        return list(lax.while_loop(cond, body, list(init)))
+        batched = p["cond_jaxpr"].out_avals[0].shape
+        if not batched:
+            return list(lax.while_loop(cond, body, list(init)))
+        # A batched predicate (from vmap): the loop runs while any entry's predicate holds,
+        # and an entry whose predicate is false keeps its carry (as XLA lowers it).
+        dims = tuple(range(len(batched)))
+
+        def step(c: Any) -> Any:
+            go, new = cond(c), body(c)
+            return [
+                lax.select(lax.broadcast_in_dim(go, jnp.shape(x), dims), n, x)
+                for n, x in zip(new, c, strict=True)
+            ]
+
+        return list(lax.while_loop(lambda c: jnp.any(cond(c)), step, list(init)))
 
     def _cond(self, eqn: Any, ins: list[Any]) -> list[Any]:
         branches = [
@@ -244,6 +285,26 @@ def _has_program(params: dict[str, Any]) -> bool:
         return isinstance(v, tuple | list) and any(map(is_program, v))
 
     return any(is_program(v) for v in params.values()) or any(callable(v) for v in params.values())
+
+
+def _programs(values: Sequence[Any]) -> list[Any]:
+    """The jaxprs among parameter values (inside tuples and lists too)."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, jex.ClosedJaxpr | jex.Jaxpr):
+            out.append(v)
+        elif isinstance(v, tuple | list):
+            out += _programs(v)
+    return out
+
+
+def _short(e: BaseException) -> str:
+    """The first line of an error, for a report note."""
+    text = str(e).strip().splitlines()
+    if not text:
+        return type(e).__name__
+    first = text[0] if len(text[0]) <= 100 else text[0][:100].rsplit(" ", 1)[0] + " …"
+    return f"{type(e).__name__}: {first}"
 
 
 def _rule_name(eqn: Any) -> str:
@@ -294,10 +355,34 @@ def promoted(
             return f(*jax.tree_util.tree_unflatten(tree, full))
 
         closed, shape = jax.make_jaxpr(on_arrays, return_shape=True)(*arrays)
-        outs = _Interp(rules, log).closed(closed, arrays)
+        try:
+            outs = _Interp(rules, log).closed(closed, arrays)
+        except Exception as e:  # f as written, as a whole
+            log._add(log.kept, f"f as a whole: not promotable ({_short(e)})")
+            for x in closed.jaxpr.invars:
+                if narrow_dtype(x.aval.dtype):
+                    log.keep_dtype(x.aval.dtype)
+            lowest = _lowest_inside(closed.jaxpr)
+            if lowest is not None:
+                log.keep_dtype(lowest)
+            return f(*args)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
 
     return wrapper
+
+
+def _lowest_inside(jaxpr: Any) -> Any:
+    """The narrowest float dtype of any value in ``jaxpr`` (sub-programs included), or None."""
+    lowest = None
+    for eqn in jaxpr.eqns:
+        dtypes = [v.aval.dtype for v in (*eqn.invars, *eqn.outvars) if hasattr(v.aval, "dtype")]
+        for sub in _programs(list(eqn.params.values())):
+            inner = _lowest_inside(sub.jaxpr if isinstance(sub, jex.ClosedJaxpr) else sub)
+            dtypes += [inner] if inner is not None else []
+        for d in dtypes:
+            if narrow_dtype(d) and (lowest is None or np.finfo(d).bits < np.finfo(lowest).bits):
+                lowest = np.dtype(d)
+    return lowest
 
 
 def promotion_of(f: Callable[..., Any], *args: Any) -> Promotion:
@@ -305,9 +390,34 @@ def promotion_of(f: Callable[..., Any], *args: Any) -> Promotion:
     log = Promotion()
     jax.eval_shape(promoted(f, rules=False, log=log), *args)
     rules = Promotion()
-    jax.eval_shape(promoted(f, rules=True, log=rules), *args)
+    with_rules = promoted(f, rules=True, log=rules)
+    jax.eval_shape(with_rules, *args)
+    if rules.rules and log.promoted:  # a rule re-bound from a jaxpr: JAX checks it under AD
+        try:
+            jax.eval_shape(_linearized(with_rules, args), *args)
+        except Exception as e:  # refused again as written (f replayed from its jaxpr)
+            if not any(what.startswith("f as a whole") for what in rules.kept):
+                log._add(log.kept, f"f as a whole: not promotable ({_short(e)})")
+            lowest = _lowest_inside(jax.make_jaxpr(f)(*args).jaxpr)
+            if lowest is not None:
+                log.keep_dtype(lowest)
     for what, n in rules.kept.items():
         log.kept[what] = max(n, log.kept.get(what, 0))
     if rules.lowest is not None:
         log.keep_dtype(rules.lowest)
     return log
+
+
+def _linearized(f: Callable[..., Any], args: Sequence[Any]) -> Callable[..., Any]:
+    """``f`` differentiated (forward mode) in its floating-point arguments, for a trace."""
+    floating = [jnp.issubdtype(a.dtype, jnp.inexact) for a in args]
+
+    def run(*values: Any) -> Any:
+        def along(*moved: Any) -> Any:
+            it = iter(moved)
+            return f(*(next(it) if fl else v for v, fl in zip(values, floating, strict=True)))
+
+        primals = [v for v, fl in zip(values, floating, strict=True) if fl]
+        return jax.jvp(along, primals, [jnp.zeros_like(v) for v in primals])
+
+    return run

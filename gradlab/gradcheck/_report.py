@@ -245,6 +245,14 @@ class CheckReport:
         """True only when the check passed: agreement established for every leaf."""
         return self.outcome == "passed"
 
+    def __bool__(self) -> bool:
+        """:attr:`ok`: ``assert gradlab.check(...)`` fails unless the check passed.
+
+        A failed or inconclusive report is falsy, as torch's ``gradcheck`` returns False;
+        ``gradlab.assert_check`` does the same with the report as the error's message.
+        """
+        return self.ok
+
     @property
     def wrong(self) -> tuple[LeafReport, ...]:
         """The leaves whose gradient is wrong."""

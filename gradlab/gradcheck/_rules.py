@@ -41,7 +41,7 @@ from gradlab.gradcheck._judge import (
     suspects,
 )
 from gradlab.gradcheck._options import build_options
-from gradlab.gradcheck._problem import build_problem
+from gradlab.gradcheck._problem import _arg_name, build_problem
 from gradlab.gradcheck._progress import Progress
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
@@ -107,7 +107,8 @@ class RuleRow:
     """The three-way comparison for one differentiated argument (one leaf of it).
 
     Attributes:
-        path: The leaf's path (``arg{i}`` plus its path inside the argument).
+        path: The leaf's path: the argument's parameter name (``arg{i}`` where it cannot be
+            read) plus the path inside the argument.
         shape: Its shape.
         rule_vs_autodiff: Relative error between the rule and autodiff through the primal
             (None when autodiff through the primal failed).
@@ -172,7 +173,7 @@ class RuleReport:
         ...     return jnp.logaddexp(x, 0.0)
         >>> softplus.defvjp(lambda x: (softplus(x), x), lambda x, g: (g * jax.nn.sigmoid(x),))
         >>> report = gradlab.check_rule(softplus, jnp.array([-1.0, 0.5, 2.0]))
-        >>> report.ok, report.culprit, report["arg0"].culprit
+        >>> report.ok, report.culprit, report["x"].culprit
         (True, 'none', 'none')
     """
 
@@ -611,7 +612,8 @@ def check_rule(
         c = _columns(plan, raw, second, base, ad_base, th, output.scalar)
         path = plan.leaf.path
         if tuple(problem.spec.argnums) == (0,):  # name the argument, as with several
-            path = "arg0" if path == "." else f"arg0/{path}"
+            name = _arg_name(fn, 0)
+            path = name if path == "." else f"{name}/{path}"
         rows.append(_row(path, plan.leaf.shape, c, tolerance, ad_error, max_worst))
     overall = min((r.culprit for r in rows), key=_SEVERITY.index)
     first = next(r for r in rows if r.culprit == overall)

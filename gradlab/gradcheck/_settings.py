@@ -159,6 +159,11 @@ class Execution:
             process (the next pytest run) loads them instead of compiling; default on (off
             with ``GRADLAB_COMPILATION_CACHE=0``), in the user's cache folder or in the cache
             configured for JAX. JAX's settings are restored afterwards.
+        max_seconds: The longest a check may be expected to take. Its time is estimated
+            from the first batch of differences (after compilation); a check expected to take
+            longer stops there with a :class:`~gradlab.CheckInputError` that gives the
+            estimate and the cheaper ``Sample(n)`` / ``Directional(k)`` checks. ``None``: no
+            limit (go on however long it takes).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -175,6 +180,7 @@ class Execution:
     progress: bool | None = None
     verbose: bool = False
     compilation_cache: bool | None = None
+    max_seconds: float | None = 60.0
 
     def __post_init__(self) -> None:
         if self.devices is not None:
@@ -202,6 +208,8 @@ class Execution:
             _bool("Execution", name, getattr(self, name))
         if self.progress is not None:
             _bool("Execution", "progress", self.progress)
+        if self.max_seconds is not None:
+            _positive_number("Execution", "max_seconds", self.max_seconds)
         try:
             resolve_enabled(self.compilation_cache)
         except ValueError as e:
