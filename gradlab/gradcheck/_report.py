@@ -107,6 +107,12 @@ class LeafReport:
         flat: Verified as flat: ``f`` does not move along any entry over a large step and
             ``jax.grad`` is zero to rounding (a gradient zero by symmetry, where no relative
             error between two roundings means anything).
+        n_ties: Entries at a tie, verified nearby: confirmed kinks where many terms tie at
+            once (max-pool windows of equal values, identical ensemble members) and the
+            analytical value lies outside the one-sided slopes, re-checked at a nearby
+            ``θ + δ`` where the check showed ``f`` smooth along them and found agreement
+            there. What autodiff returns at the tie itself is an element of a conservative
+            gradient that finite differences at ``θ`` cannot bound.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -136,6 +142,7 @@ class LeafReport:
     n_restepped: int = 0
     kinks: tuple[EntryMismatch, ...] = ()
     flat: bool = False
+    n_ties: int = 0
 
     @property
     def size(self) -> int:
@@ -207,7 +214,7 @@ class CheckReport:
             the check (or could not be, and is said so).
         stages: Evaluations of ``f`` per stage of the judging: ``"first step"``, and where
             needed ``"second step"`` (kinks, rounding), ``"retry at larger steps"``,
-            ``"flatness probe"``.
+            ``"flatness probe"``, ``"ties broken nearby"``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -326,6 +333,9 @@ class CheckReport:
             parts.append(f"unresolved: {', '.join(leaf.path for leaf in self.unresolved)}")
         if self.n_kinks:
             parts.append(f"{self.n_kinks} kinks checked against their one-sided slopes")
+        n_ties = sum(leaf.n_ties for leaf in self.leaves)
+        if n_ties:
+            parts.append(f"{n_ties} at ties verified nearby")
         return "; ".join(parts)
 
     def _stages_text(self) -> str:
