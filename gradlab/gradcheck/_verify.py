@@ -373,10 +373,10 @@ def _extrapolated(
         else:
             status = "unresolved"
             note = (
-                f"neither a single step nor extrapolation resolves it in {th.compute_dtype}: "
-                f"{how}, above the "
-                f"tolerance {th.tolerance:g} ({was}); check this leaf on a loss without the "
-                "large terms, or where its gradient is larger"
+                f"the gradient is too small next to |f|, or f too noisy, for finite "
+                f"differences in {th.compute_dtype}: neither a single step nor extrapolation "
+                f"resolves it ({how}, above the tolerance {th.tolerance:g}; {was}); check this "
+                "leaf on a loss without the large terms, or where its gradient is larger"
             )
         worst.sort(key=lambda w: -w.abs_error)
         squares_of[r.path, r.autodiff] = sq[:3]
