@@ -449,6 +449,12 @@ def judge_leaf(
         )
     elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
         status = "wrong"
+        if ana_sq == 0.0 and order == 1:
+            note = (
+                f"relative error {rel:.2e}: the analytical gradient is exactly 0 here while f "
+                "changes: a stop_gradient, a custom rule returning zeros, or an integer cast "
+                "cuts it"
+            )
     elif rel > th.tolerance or typical > th.tolerance:
         # not within tolerance, or within it at a resolution that could not tell: an
         # agreement rounding could fake (0 = 0 when f's change is below its last bit) is no

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import jax
@@ -449,7 +450,10 @@ def _row(
         plan.leaf.path, plan.leaf.shape, str(plan.leaf.dtype), results, plan.eps, th, scale
     )
     bad = np.unique(np.concatenate([r.bad_at for r in results] + [np.zeros(0, np.int64)]))
-    return dataclasses.replace(row, autodiff=ad), squares(results), bad
+    size = math.prod(plan.leaf.shape)
+    n_checked = plan.m if plan.kind == "direction" or plan.m < size else None
+    row = dataclasses.replace(row, autodiff=ad, n_checked=n_checked)
+    return row, squares(results), bad
 
 
 def _shift(plan: LeafPlan, x: np.ndarray, attempt: int) -> float:
