@@ -346,7 +346,11 @@ def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
     report = gradlab.check(f, params, x, y, entries=gradlab.Sample(3), autodiff="both")
     assert report.ok and len(report.leaves) == 12
     first = dict(report.stages)["first step"]
-    assert first == 2 * sum(min(3, leaf.size) for leaf in report.leaves[::2])
+    # at least 3 per leaf, and every structurally distinct slice (first and last index along
+    # each axis, every index of a small axis) even beyond 3
+    moved = [leaf.n_checked or leaf.size for leaf in report.leaves[::2]]
+    assert first == 2 * sum(moved)
+    assert all(m >= min(3, leaf.size) for m, leaf in zip(moved, report.leaves[::2], strict=True))
     assert report.n_evaluations == sum(n for _, n in report.stages)
     assert np.isfinite(report.relative_error)
 

@@ -13,6 +13,14 @@ when the low-precision gradient is ill-conditioned (near a minimum, cancellation
 own rounding measurably does: the gradient is computed a second time with every parameter
 moved by one unit in the last place, and :data:`SPREAD_MARGIN` times the change between the
 two is allowed too.
+
+A model may compute in a precision narrower than its parameters on purpose (a float32 MLP
+whose matmuls run in bfloat16): its gradient then carries that precision's rounding whatever
+its rules. So the tolerance follows the lowest precision ``f`` computes in on the user's
+path: where the user's ``f`` has pieces narrower than a leaf's dtype, that leaf is held to
+``sqrt(u)`` of the narrowest piece (6.2e-2 for bfloat16), and the report names the pieces. A
+rule wrong on the float32 path by more than that still fails; a subtler one is hidden by the
+model's own bfloat16 rounding, which the audit says.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import numpy as np
 
 from gradlab.gradcheck._bands import relative_error
 from gradlab.gradcheck._problem import _Static
-from gradlab.gradcheck._promote import narrow_dtype
+from gradlab.gradcheck._promote import _where, narrow_dtype
 
 __all__ = ["SPREAD_MARGIN", "AuditRow", "audit", "audit_tolerance"]
 
@@ -44,11 +52,44 @@ class AuditRow:
     dtype: str
     relative_error: float
     tolerance: float
+    lowest: str | None = None  # the narrowest dtype f computes in, when narrower than dtype
+    pieces: tuple[str, ...] = ()  # where f computes in ``lowest`` (``"dot_general (f.py:3)"``)
 
     @property
     def ok(self) -> bool:
         """Within what the dtype's rounding explains."""
         return self.relative_error <= self.tolerance
+
+    def reason(self) -> str:
+        """Why the audit failed this leaf, in words (for the report's reasons)."""
+        text = (
+            f"jax.grad at {self.path}'s own dtype ({self.dtype}) differs from the float64 "
+            f"gradient by {self.relative_error:.1e} (relative), more than "
+        )
+        if self.lowest is None:
+            return text + (
+                f"{self.dtype} rounding explains ({self.tolerance:.1e}): a rule that is wrong "
+                f"on the {self.dtype} path."
+            )
+        return text + (
+            f"the {self.lowest} rounding of f's own {self.lowest} pieces explains "
+            f"({self.tolerance:.1e}; {_listed(self.pieces)}): a rule that is wrong on the "
+            f"{self.dtype} path."
+        )
+
+    def note(self) -> str:
+        """The report's note for a leaf audited at the tolerance of f's narrower pieces."""
+        return (
+            f"the precision audit of {self.path} ({self.dtype}) allows {self.lowest} rounding "
+            f"({self.tolerance:.1e}): f computes in {self.lowest} on purpose in "
+            f"{_listed(self.pieces)}, so a rule wrong on the {self.dtype} path by less than "
+            "that is not told apart from it"
+        )
+
+
+def _listed(pieces: Sequence[str], most: int = 4) -> str:
+    more = f" and {len(pieces) - most} more" if len(pieces) > most else ""
+    return ", ".join(pieces[:most]) + more
 
 
 def audit_tolerance(dtype: Any) -> float:
@@ -101,16 +142,58 @@ def audit(
     with jax.default_matmul_precision("highest"):
         cot = None if cotangent is None else jax.tree_util.tree_map(jnp.asarray, cotangent)
         grads, moved = _gradients(spec, arrays, cot)
+    lowest, pieces = _narrowest(spec, arrays, cot)
     k_of = np.cumsum(checked) - 1
     rows = []
     for i in todo:
         low = _wide(grads[i])
         rel = _rel(low, np.asarray(reference[k_of[i]]))
         spread = SPREAD_MARGIN * _rel(low, _wide(moved[i]))
-        rows.append(
-            AuditRow(paths[i], str(dtypes[i]), rel, max(audit_tolerance(dtypes[i]), spread))
-        )
+        tol = max(audit_tolerance(dtypes[i]), spread)
+        row = AuditRow(paths[i], str(dtypes[i]), rel, tol)
+        if lowest is not None and audit_tolerance(lowest) > audit_tolerance(dtypes[i]):
+            mine = tuple(p for p, d in pieces if audit_tolerance(d) > audit_tolerance(dtypes[i]))
+            row = AuditRow(paths[i], str(dtypes[i]), rel, max(tol, audit_tolerance(lowest)),
+                           lowest, mine)  # fmt: skip
+        rows.append(row)
     return rows
+
+
+def _narrowest(
+    spec: _AuditSpec, arrays: tuple[Any, ...], cot: Any
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """The narrowest float dtype the user's ``f`` (and its gradient) computes in, and where.
+
+    Returns:
+        ``(dtype, [(piece, dtype), …])``: each equation with a floating-point output narrower
+        than float64, as ``"dot_general (file.py:12)"``, narrowest first.
+    """
+    with jax.default_matmul_precision("highest"):
+        closed = jax.make_jaxpr(_gradients, static_argnums=0)(spec, arrays, cot)
+    found: dict[str, str] = {}
+    widths: list[str] = []
+
+    def scan(jaxpr: Any) -> None:
+        for eqn in jaxpr.eqns:
+            for v in eqn.outvars:
+                dt = getattr(getattr(v, "aval", None), "dtype", None)
+                if dt is not None and jnp.issubdtype(dt, jnp.floating) and narrow_dtype(dt):
+                    name = np.dtype(dt).name
+                    widths.append(name)
+                    where = _where(eqn)
+                    piece = f"{eqn.primitive.name}" + (f" ({where})" if where else "")
+                    found.setdefault(piece, name)
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, list | tuple) else [param]:
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        scan(inner)
+
+    scan(closed.jaxpr)
+    if not widths:
+        return None, []
+    lowest = max(widths, key=lambda d: float(jnp.finfo(d).eps))
+    return lowest, sorted(found.items(), key=lambda kv: -float(jnp.finfo(kv[1]).eps))
 
 
 @dataclasses.dataclass(frozen=True)

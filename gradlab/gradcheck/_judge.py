@@ -85,6 +85,10 @@ N_PROBES = 16
 #: ``MAX_KINK_TOLERANCE``.
 KINK_REFERENCE_STEP = 1e-7
 MAX_KINK_TOLERANCE = 0.5
+#: The range of a conservative gradient at a tie is measured from f sampled on lines
+#: through nearby points (see ``_verify._slope_range``); a kink between two samples smears
+#: its jump over a secant, so the range is known to this fraction of its ends.
+TIE_RESOLUTION = 1e-2
 #: Largest step the check retries an unresolved leaf at (relative to the leaf's scale):
 #: beyond it the truncation error O(h²) of centered differences is no longer negligible.
 MAX_RETRY_EPS = 1e-2
@@ -226,6 +230,8 @@ class PartResult:
     probe_noise: np.ndarray
     worst: tuple[EntryMismatch, ...]
     kinks: tuple[EntryMismatch, ...] = ()
+    bad_at: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    n_tied: int = 0  # kinks outside their slopes here, verified at a nearby θ + δ instead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +283,7 @@ def judge_part(
     th: Thresholds,
     second: Second | None = None,
     part: str = "",
+    nearby: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PartResult:
     """Judges the entries of one part of a leaf.
 
@@ -289,6 +296,10 @@ def judge_part(
         second: Evaluations of some entries at ``h / SECOND_STEP``; None before (then no
             entry is a confirmed kink and entries never finite count as unverified).
         part: Label of worst entries (``"real"``, ``"v0"``, ...).
+        nearby: Per entry ``(lo, hi)``: the range of ``f``'s slopes at nearby points
+            ``θ + δ_j`` where ties are broken (NaN where not measured; see
+            :mod:`~gradlab.gradcheck._verify`). A confirmed kink outside its one-sided slopes
+            but within that range (and the slopes) is counted as a tie, not as bad.
 
     Returns:
         The part's sums, counts and worst entries.
@@ -324,6 +335,16 @@ def judge_part(
         d = np.abs(a1.num[on_probe] - s2.num[on_probe])
         explained = d <= NOISE_MARGIN * s2.noise[on_probe]
         probe_noise = np.where(explained, d / SECOND_STEP, d)
+    n_tied = 0
+    if nearby is not None and bad.any():
+        ends = np.stack([nearby[0], nearby[1], s1.fwd, s1.bwd])
+        with np.errstate(invalid="ignore"):
+            lo, hi = ends.min(axis=0), ends.max(axis=0)
+            slack = TIE_RESOLUTION * (np.abs(lo) + np.abs(hi)) + KINK_NOISE * s1.noise_one_sided
+            tie = bad & (ana >= lo - slack) & (ana <= hi + slack)
+        n_tied = int(np.sum(tie))
+        bad &= ~tie
+    bad_at = np.flatnonzero(bad)
     used = finite & ~kink
     diff = np.where(used, num - ana, 0.0)
     err = np.where(finite | kink, np.abs(num - ana), np.inf)
@@ -356,6 +377,8 @@ def judge_part(
         probe_noise=probe_noise,
         worst=tuple(worst),
         kinks=tuple(kinks),
+        bad_at=bad_at,
+        n_tied=n_tied,
     )
 
 
@@ -426,6 +449,12 @@ def judge_leaf(
         )
     elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
         status = "wrong"
+        if ana_sq == 0.0 and order == 1:
+            note = (
+                f"relative error {rel:.2e}: the analytical gradient is exactly 0 here while f "
+                "changes: a stop_gradient, a custom rule returning zeros, or an integer cast "
+                "cuts it"
+            )
     elif rel > th.tolerance or typical > th.tolerance:
         # not within tolerance, or within it at a resolution that could not tell: an
         # agreement rounding could fake (0 = 0 when f's change is below its last bit) is no
@@ -483,4 +512,5 @@ def judge_leaf(
         eps=eps,
         n_restepped=sum(p.n_restepped for p in parts),
         kinks=tuple(k for p in parts for k in p.kinks)[: th.max_worst],
+        n_ties=sum(p.n_tied for p in parts),
     )

@@ -331,6 +331,7 @@ def _report(
             f"{same.primal_differs:.1e} (relative): a custom rule whose forward pass computes "
             "something other than f. The one-sided differences use f's own evaluation."
         )
+    notes += [a.note() for a in audited if a.ok and a.lowest is not None]
     outcome, reasons = _outcome(rows, same, audited)
     output, cots = prep.output, prep.cots
     rel = relative_error(*found.totals)
@@ -439,7 +440,7 @@ def _audit(
     problem: Problem, primals: tuple[Any, ...], opts: CheckOptions, cots: Any, base: Base
 ) -> list[AuditRow]:
     """The precision audit of leaves given in reduced precision (caller's JAX settings)."""
-    if opts.order != 1 or opts.mode == "directional":
+    if opts.order != 1:
         return []
     cot = None if cots is None else jax.tree_util.tree_map(lambda v: np.asarray(v[0]), cots)
     reference = [g[0] for g in base.grads]
@@ -478,11 +479,7 @@ def _outcome(
             open_.append(f"{row.path}{ad} was not verified: {row.note}.")
     for a in audited:
         if not a.ok:
-            failed.append(
-                f"jax.grad at {a.path}'s own dtype ({a.dtype}) differs from the float64 gradient "
-                f"by {a.relative_error:.1e} (relative), more than {a.dtype} rounding explains "
-                f"({a.tolerance:.1e}): a rule that is wrong on the {a.dtype} path."
-            )
+            failed.append(a.reason())
     if failed:
         return "failed", failed + open_
     if open_:

@@ -107,6 +107,14 @@ class LeafReport:
         flat: Verified as flat: ``f`` does not move along any entry over a large step and
             ``jax.grad`` is zero to rounding (a gradient zero by symmetry, where no relative
             error between two roundings means anything).
+        n_checked: In ``Sample`` mode the entries moved, in ``Directional`` mode the
+            directions; None when every entry was moved.
+        n_ties: Entries at a tie, verified nearby: confirmed kinks where many terms tie at
+            once (max-pool windows of equal values, identical ensemble members) and the
+            analytical value lies outside the one-sided slopes, re-checked at a nearby
+            ``θ + δ`` where the check showed ``f`` smooth along them and found agreement
+            there. What autodiff returns at the tie itself is an element of a conservative
+            gradient that finite differences at ``θ`` cannot bound.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -136,6 +144,8 @@ class LeafReport:
     n_restepped: int = 0
     kinks: tuple[EntryMismatch, ...] = ()
     flat: bool = False
+    n_ties: int = 0
+    n_checked: int | None = None
 
     @property
     def size(self) -> int:
@@ -207,7 +217,7 @@ class CheckReport:
             the check (or could not be, and is said so).
         stages: Evaluations of ``f`` per stage of the judging: ``"first step"``, and where
             needed ``"second step"`` (kinks, rounding), ``"retry at larger steps"``,
-            ``"flatness probe"``.
+            ``"flatness probe"``, ``"ties broken nearby"``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -316,10 +326,8 @@ class CheckReport:
     def summary(self) -> str:
         """One line: the outcome, the overall relative error and its band."""
         head = {"passed": "OK", "failed": "FAILED", "inconclusive": "INCONCLUSIVE"}[self.outcome]
-        n_leaves = len({leaf.path for leaf in self.leaves})
         parts = [
-            f"gradlab.check {head}: {self.n_entries:,} entries in {n_leaves} "
-            + ("leaf" if n_leaves == 1 else "leaves"),
+            f"gradlab.check {head}: {self._coverage()}",
             f"relative error {_fmt(self.relative_error)} ({self.verdict})",
         ]
         if self.wrong:
@@ -334,7 +342,28 @@ class CheckReport:
             parts.append(f"unresolved: {', '.join(leaf.path for leaf in self.unresolved)}")
         if self.n_kinks:
             parts.append(f"{self.n_kinks} kinks checked against their one-sided slopes")
+        n_ties = sum(leaf.n_ties for leaf in self.leaves)
+        if n_ties:
+            parts.append(f"{n_ties} at ties verified nearby")
         return "; ".join(parts)
+
+    def _coverage(self) -> str:
+        """How much was checked: every entry, a sample of them, or random directions."""
+        rows = [leaf for leaf in self.leaves if leaf.autodiff == self.leaves[0].autodiff]
+        n_leaves = len(rows)
+        where = f"of {rows[0].path}" if n_leaves == 1 else f"in {n_leaves} leaves"
+        leaves = "leaf" if n_leaves == 1 else "leaves"
+        if all(leaf.n_checked is None for leaf in rows):
+            return f"{self.n_entries:,} entries in {n_leaves} {leaves}"
+        verb = "passed" if self.ok else "checked"
+        if self.entries.startswith("directional"):
+            per = max(leaf.n_checked or 0 for leaf in rows)
+            return (
+                f"{verb} along {per} random directions per leaf, {self.n_entries:,} entries "
+                f"in {n_leaves} {leaves} (a screen: no single entry verified)"
+            )
+        moved = sum(leaf.n_checked if leaf.n_checked is not None else leaf.size for leaf in rows)
+        return f"{verb} on {moved:,} of {self.n_entries:,} entries {where}"
 
     def _stages_text(self) -> str:
         if len(self.stages) < 2:

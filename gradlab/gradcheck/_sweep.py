@@ -497,11 +497,49 @@ class LeafPlan:
         return len(self.batch)
 
 
-def _select_entries(n: int, mode: str, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Flat indices of a leaf to check: all of them, or a uniform sample of ``samples``."""
+#: Along an axis of at most this many indices, a sample includes an entry at every index.
+SMALL_AXIS = 16
+
+
+def structural_entries(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Flat indices a sample always includes: one entry in each structurally distinct slice.
+
+    For every axis, an entry at its first and at its last index (the rest of the entry drawn
+    at random), and along an axis of at most :data:`SMALL_AXIS` indices an entry at each
+    index: the last row of an embedding, the first channel, each head of a small axis.
+
+    Example:
+        >>> idx = structural_entries((500, 10), np.random.default_rng(0))
+        >>> rows, cols = np.unravel_index(idx, (500, 10))
+        >>> every_col = sorted(set(cols.tolist())) == list(range(10))
+        >>> bool(rows.min() == 0 and rows.max() == 499), every_col
+        (True, True)
+    """
+    picked = set()
+    for axis, size in enumerate(shape):
+        along = range(size) if size <= SMALL_AXIS else (0, size - 1)
+        for i in along:
+            where = [int(rng.integers(n)) for n in shape]
+            where[axis] = i
+            picked.add(int(np.ravel_multi_index(tuple(where), shape)))
+    return np.array(sorted(picked), dtype=np.int64)
+
+
+def _select_entries(
+    shape: tuple[int, ...], mode: str, samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Flat indices of a leaf to check: all of them, or a sample of ``samples``.
+
+    A sample holds the leaf's :func:`structural_entries` (all of them, even beyond
+    ``samples``), the rest drawn uniformly without replacement.
+    """
+    n = math.prod(shape)
     if mode == "full" or n <= samples:
         return np.arange(n)
-    return np.sort(rng.choice(n, size=samples, replace=False))
+    must = structural_entries(shape, rng)
+    rest = np.setdiff1d(np.arange(n), must)
+    fill = rng.choice(rest, size=max(0, min(samples - len(must), len(rest))), replace=False)
+    return np.sort(np.concatenate([must, fill]))
 
 
 def make_plans(
@@ -552,7 +590,7 @@ def make_plans(
                 )
             )
         else:
-            batch = _select_entries(n, mode, samples, rng)
+            batch = _select_entries(tuple(leaf.shape), mode, samples, rng)
             parts = ("real", "imag") if np.issubdtype(dtype, np.complexfloating) else ("",)
             # a moved copy of the leaf per perturbation, unless the move travels as a slice
             copy = 0 if sparse and order == 1 else n * dtype.itemsize
