@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -141,7 +140,10 @@ def audit(
     spec = _AuditSpec(value, tuple(argnums), tree, is_array, static)
     with jax.default_matmul_precision("highest"):
         cot = None if cotangent is None else jax.tree_util.tree_map(jnp.asarray, cotangent)
-        grads, moved = _gradients(spec, arrays, cot)
+        # traced afresh at every check: f's float32 path may have changed since the last one
+        # (a rule re-defined), and nothing the audit could key on shows that path in full
+        fresh = jax.jit(lambda arrays, cot: _gradients(spec, arrays, cot))
+        grads, moved = fresh(arrays, cot)
     lowest, pieces = _narrowest(spec, arrays, cot)
     k_of = np.cumsum(checked) - 1
     rows = []
@@ -212,13 +214,12 @@ class _AuditSpec:
         return jax.tree_util.tree_unflatten(self.tree, flat)
 
 
-@partial(jax.jit, static_argnums=0)
 def _gradients(
     spec: _AuditSpec, arrays: tuple[Any, ...], cotangent: Any
 ) -> tuple[list[Any], list[Any]]:
     """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp.
 
-    One compiled program per function and shapes.
+    Jitted by the caller, afresh for each check.
     """
 
     def gradient(arrays: Sequence[Any]) -> list[Any]:

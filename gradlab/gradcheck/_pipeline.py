@@ -28,7 +28,7 @@ from gradlab.gradcheck._memory import Cost, default_budget
 from gradlab.gradcheck._options import CheckOptions
 from gradlab.gradcheck._problem import Problem, build_problem, traced_once
 from gradlab.gradcheck._progress import Progress
-from gradlab.gradcheck._promote import Promotion, narrow_dtype, promotion_of
+from gradlab.gradcheck._promote import Promotion, promotion_of
 from gradlab.gradcheck._report import CheckReport, LeafReport, Outcome
 from gradlab.gradcheck._runner import Runner
 from gradlab.gradcheck._scope import precise
@@ -446,17 +446,7 @@ def _audit(
     reference = [g[0] for g in base.grads]
     paths = [leaf.path for leaf in problem.leaves]
     checked = [leaf.checked for leaf in problem.leaves]
-    run = lambda: audit(problem.spec.value, primals, problem.spec.argnums, cot, paths, checked,
-                        reference)  # fmt: skip
-    if not jax.config.read("jax_enable_x64") and any(
-        narrow_dtype(leaf.dtype) for leaf in problem.leaves if leaf.checked
-    ):
-        # JAX keys its conversion of NumPy constants without the x64 flag: after the scoped
-        # float64, a float64 NumPy array inside f would reach the caller's float32 path as
-        # float64 ("lax.mul requires arguments to have the same dtypes, got float32,
-        # float64"). With fresh caches it converts as the caller's own code does.
-        jax.clear_caches()
-    return run()
+    return audit(problem.spec.value, primals, problem.spec.argnums, cot, paths, checked, reference)
 
 
 def _outcome(

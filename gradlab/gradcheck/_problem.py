@@ -13,7 +13,6 @@ gets programs of its own. A program whose fingerprint cannot be computed is neve
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any

@@ -42,6 +42,7 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jex
 
+from gradlab import _jax_compat
 from gradlab._jax_compat import scan_counts
 
 __all__ = ["Promotion", "narrow_dtype", "promoted", "promotion_of"]
@@ -135,9 +136,7 @@ def _as(x: Any, dtype: Any) -> Any:
 def _where(eqn: Any) -> str:
     """``file:line`` of the user frame that made ``eqn``, when JAX knows it."""
     try:
-        from jax._src import source_info_util
-
-        frame = source_info_util.user_frame(eqn.source_info.traceback)
+        frame = _jax_compat.user_frame(eqn.source_info.traceback)
     except Exception:  # private API: a missing location is not an error
         return ""
     if frame is None:
