@@ -92,11 +92,11 @@ def test_function_that_cannot_be_vmapped():
 @pytest.mark.parametrize(
     ("option", "value", "match"),
     [
-        ("eps", 0.0, "eps must be a positive"),
-        ("eps", float("nan"), "eps must be a positive"),
+        ("eps", 0.0, "eps must be a finite number > 0"),
+        ("eps", float("nan"), "eps must be a finite number > 0"),
         ("eps", 2.0, "not a small step"),
         ("tolerance", -1.0, "tolerance must be"),
-        ("projections", 0, "projections must be a positive int"),
+        ("projections", 0, r"projections \(.*\) must be an integer >= 1"),
         ("check_determinism", "yes", "check_determinism must be True or False"),
         ("argnums", 3, "out of range"),
         ("argnums", (0, 0), "repeats"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab._errors import CheckInputError
+from gradlab._validate import integer, positive_number
 from gradlab.gradcheck._cache import resolve_enabled
 from gradlab.gradcheck._settings import Criteria, Directional, Entries, Execution, Full, Sample
 
@@ -21,15 +21,11 @@ MODES = ("full", "sample", "directional")
 
 
 def _positive_int(name: str, value: Any, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheckInputError(f"{name} must be a positive int ({what}), got {value!r}.")
+    integer(f"{name} ({what})", value, exact=True, error=CheckInputError)
 
 
 def _positive_number(name: str, value: Any) -> None:
-    if not (isinstance(value, int | float) and not isinstance(value, bool)):
-        raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
-    if not (value > 0 and math.isfinite(value)):
-        raise CheckInputError(f"{name} must be a positive finite number, got {value!r}.")
+    positive_number(name, value, error=CheckInputError)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,32 +7,28 @@ is written, with a message that says what to pass instead.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import jax
 
 from gradlab._errors import CheckInputError
+from gradlab._validate import boolean, integer, positive_number
 from gradlab.gradcheck._cache import resolve_enabled
 
 __all__ = ["Criteria", "Directional", "Entries", "Execution", "Full", "Sample"]
 
 
 def _positive_int(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise CheckInputError(f"{owner}: {name} must be a positive int, got {value!r}.")
+    integer(f"{owner}: {name}", value, exact=True, error=CheckInputError)
 
 
 def _positive_number(owner: str, name: str, value: Any) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (ok and value > 0 and math.isfinite(value)):
-        raise CheckInputError(f"{owner}: {name} must be a positive finite number, got {value!r}.")
+    positive_number(f"{owner}: {name}", value, error=CheckInputError)
 
 
 def _bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise CheckInputError(f"{owner}: {name} must be True or False, got {value!r}.")
+    boolean(f"{owner}: {name}", value, error=CheckInputError)
 
 
 @dataclasses.dataclass(frozen=True)
