@@ -23,6 +23,7 @@ import numpy as np
 from jax.extend import core as jex
 
 from gradlab._errors import CheckInputError
+from gradlab._treepath import path_str
 from gradlab.gradcheck._fingerprint import fingerprint
 from gradlab.gradcheck._promote import promoted
 from gradlab.gradcheck._scope import note_constants, own_constants
@@ -274,14 +275,7 @@ class Problem:
 
 
 def _path_str(prefix: str, path: Sequence[Any]) -> str:
-    path = tuple(path)
-    # Flax NNX variables flatten to their `.value`; the variable's own path names the leaf.
-    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
-        path = path[:-1]
-    body = jax.tree_util.keystr(path, simple=True, separator="/")
-    if prefix and body:
-        return f"{prefix}/{body}"
-    return prefix or body or "."
+    return path_str(path, prefix)
 
 
 def _arg_name(f: Callable[..., Any], a: int) -> str:

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from gradlab._errors import CheckInputError
+from gradlab._treepath import path_parts
 from gradlab.gradcheck import _directional as directional
 from gradlab.gradcheck import _kernels, _stored
 from gradlab.gradcheck._fingerprint import fingerprint
@@ -428,7 +429,7 @@ def evaluate(
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
         leaf = np.asarray(leaf)
         if not np.all(np.isfinite(leaf)):
-            where = jax.tree_util.keystr(path, simple=True, separator="/")
+            where = "/".join(path_parts(path))
             first = np.unravel_index(int(np.argmax(~np.isfinite(leaf))), leaf.shape)
             at = f" in output {where or 'array'} at index {tuple(map(int, first))}"
             value = leaf.reshape(-1)[np.ravel_multi_index(first, leaf.shape)]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab._errors import CheckInputError
+from gradlab._treepath import path_parts
 
 __all__ = ["Output", "describe_projection", "inspect_output", "make_cotangents"]
 
@@ -93,7 +94,7 @@ def inspect_output(out: Any, has_aux: bool) -> Output:
         raise CheckInputError(f"f returned {out!r}, which holds no arrays to check.")
     paths, shapes, dtypes = [], [], []
     for path, leaf in with_path:
-        where = jax.tree_util.keystr(path, simple=True, separator="/")
+        where = "/".join(path_parts(path))
         if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
             raise CheckInputError(
                 f"f must return a scalar array (or float arrays), got {type(leaf).__name__}"
