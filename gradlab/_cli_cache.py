@@ -30,10 +30,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         >>> parser.parse_args(["cache", "clear", "--programs-only"]).programs_only
         True
     """
+    from gradlab.cli import USAGE_ROW, exit_status
+
     p = subparsers.add_parser(
         "cache",
         help="show or clear what gradlab.check keeps on disk",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="info: where gradlab keeps compiled programs, how much they take and the "
+        "size limit (GRADLAB_PROGRAMS_MAX_MB); clear: delete them (and gradlab's own JAX "
+        "compilation cache unless --programs-only). A JAX cache folder you configured is "
+        "shown, never cleared.",
+        epilog=exit_status((0, "done"), USAGE_ROW),
     )
     actions = p.add_subparsers(dest="cache_action", metavar="ACTION")
     info = actions.add_parser("info", help="where the cache is, how much it holds, its limit")

@@ -160,7 +160,7 @@ def test_kink_confirmed_at_two_steps_and_checked_against_its_one_sided_slopes():
     x = jnp.array([-1.0, 0.0, 0.5, 0.0])
     report = gradlab.check_rule(_relu_rule(0.0), x)
     assert report.ok and report.culprit == "none", report
-    row = report["arg0"]
+    row = report["x"]
     assert row.n_kinks > 0 and "checked against their one-sided slopes" in row.message
     assert row.rule_vs_fd < 1e-6 and row.autodiff_vs_fd < 1e-6
 
@@ -169,14 +169,14 @@ def test_a_rule_outside_the_one_sided_slopes_at_a_kink_is_wrong():
     # the derivative at a kink of relu lies in [0, 1]; a rule giving 3 there is no subgradient
     report = gradlab.check_rule(_relu_rule(3.0), jnp.array([-1.0, 0.0, 0.5]))
     assert not report.ok and report.culprit == "rule", report
-    assert any(w.kink and w.index == (1,) for w in report["arg0"].worst)
+    assert any(w.kink and w.index == (1,) for w in report["x"].worst)
 
 
 def test_a_wrong_rule_near_but_not_at_a_kink_is_wrong():
     # 1e-8 from the kink, inside the first step 1e-7 but outside the second: judged at 1e-8
     report = gradlab.check_rule(_relu_rule(0.0, slope=1.5), jnp.array([-1.0, 5e-8, 0.5]))
     assert not report.ok and report.culprit == "rule", report
-    assert report["arg0"].n_kinks == 0
+    assert report["x"].n_kinks == 0
 
 
 def test_curvature_at_a_large_step_is_not_a_kink():
@@ -188,4 +188,4 @@ def test_curvature_at_a_large_step_is_not_a_kink():
 
     steep.defjvp(lambda p, t: (steep(p[0]), 8 * jnp.exp(8 * p[0]) * t[0]))
     report = gradlab.check_rule(steep, jnp.array([0.1, 0.3]), eps=1e-3, tolerance=1e-4)
-    assert report["arg0"].n_kinks == 0, report
+    assert report["x"].n_kinks == 0, report
