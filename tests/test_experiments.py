@@ -17,6 +17,8 @@ from flax import nnx
 
 from gradlab import InputError, cli, experiments, init, nn
 from gradlab.experiments import _result as result_mod
+from gradlab.experiments import _stats
+from gradlab.experiments._result import Claim, Control, Threshold, fraction_claim, ratio_claim
 from gradlab.experiments._scaling import from_lecun, gaussian_init
 
 
@@ -63,27 +65,164 @@ def test_experiment_list_and_errors(capsys):
     assert len(summaries) == len(experiments.names())  # one summary per experiment
 
 
+def _claim(**kw):
+    t = Threshold("x < {value}", 1.0, "theory", "x is at most 1")
+    c = Claim("c", True, {"x": [0.5]}, t, Control("k", False)).to_dict()
+    return {**c, **kw}
+
+
+def _result(claims):
+    claims = result_mod.jsonable(claims)
+    return {
+        "experiment": "x",
+        "size": "default",
+        "judged": True,
+        "seeds": {"development": [0, 1], "evaluation": [1000, 1001]},
+        "config": {},
+        "claims": claims,
+        "check": result_mod.check_of(
+            [c for c in claims if isinstance(c.get("control"), dict) and "holds" in c["control"]],
+            True,
+            "default",
+        ),
+        "results": {},
+        "figures": [],
+        "seconds": 1.0,
+    }
+
+
 def test_validate_result_rejects_bad_claims():
-    ok = {k: 0 for k in result_mod._KEYS}
-    ok["claims"] = [{"text": "t", "holds": True, "evidence": {"x": 1}}]
-    experiments.validate_result(ok)
+    experiments.validate_result(_result([_claim()]))
     with pytest.raises(InputError, match="missing keys"):
         experiments.validate_result({"experiment": "x"})
     with pytest.raises(InputError, match="at least one claim"):
-        experiments.validate_result({**ok, "claims": []})
+        experiments.validate_result(_result([]))
     with pytest.raises(InputError, match="holds"):
-        experiments.validate_result({**ok, "claims": [{"text": "t", "holds": 1, "evidence": {}}]})
-    no_evidence = {"text": "t", "holds": True, "evidence": {}}
+        experiments.validate_result(_result([_claim(holds=1)]))
     with pytest.raises(InputError, match="no evidence"):
-        experiments.validate_result({**ok, "claims": [no_evidence]})
+        experiments.validate_result(_result([_claim(evidence={})]))
+    no_control = {k: v for k, v in _claim().items() if k != "control"}
+    with pytest.raises(InputError, match="a claim needs exactly"):
+        experiments.validate_result(_result([no_control]))
+    bad_source = _claim(threshold={**_claim()["threshold"], "source": "tuned"})
+    with pytest.raises(InputError, match="source"):
+        experiments.validate_result(_result([bad_source]))
+    with pytest.raises(InputError, match="control needs"):
+        experiments.validate_result(_result([_claim(control={"holds": False})]))
+    overlap = {**_result([_claim()]), "seeds": {"development": [0, 1], "evaluation": [1, 2]}}
+    with pytest.raises(InputError, match="both development and evaluation"):
+        experiments.validate_result(overlap)
+    # a check written by hand that hides a holding control is rejected
+    holding = _claim(control={"text": "k", "holds": True, "evidence": {}})
+    forged = {**_result([holding]), "check": _result([_claim()])["check"]}
+    with pytest.raises(InputError, match="disagrees"):
+        experiments.validate_result(forged)
 
 
-def test_claim_all_needs_every_seed():
-    assert not result_mod.claim_all("c", [1.0, 2.0], "x < 1.5", [True, False]).holds
-    assert not result_mod.claim_all("c", [], "x", []).holds
-    c = result_mod.claim_all("c", np.array([0.1, 0.2]), "x < 0.5", np.array([True, True]))
-    assert c.holds and c.evidence["per_seed"] == [0.1, 0.2]
-    json.dumps(result_mod.jsonable({"a": np.array([np.inf, 1.0])}), allow_nan=False)
+def test_check_fails_when_a_control_holds():
+    ok = _claim()
+    holding = _claim(control={"text": "k", "holds": True, "evidence": {}})
+    assert result_mod.check_of([ok], True, "default")["passed"] is True
+    bad = result_mod.check_of([ok, holding], True, "default")
+    assert bad["passed"] is False and bad["controls_holding"] == ["k"]
+    failing = result_mod.check_of([_claim(holds=False)], True, "default")
+    assert failing["passed"] is True and failing["claims_hold"] is False
+    tiny = result_mod.check_of([holding], False, "tiny")
+    assert tiny["passed"] is None and "nothing can train" in tiny["message"]
+
+
+def test_fraction_claim_uses_the_wilson_lower_bound():
+    t = Threshold("loss < {value}", 0.3, "development run", "seeds 0-7")
+    kw = {"control_text": "k", "control_passed": [False] * 8}
+    assert fraction_claim("c", t, [True] * 7 + [False], **kw).holds  # Wilson low 0.53
+    assert not fraction_claim("c", t, [True] * 6 + [False] * 2, **kw).holds  # 0.41
+    c = fraction_claim("c", t, [True] * 8, control_text="k", control_passed=[True] * 8)
+    assert c.control.holds  # the same rule where it must fail: here it did not
+    d = c.to_dict()
+    assert d["threshold"]["rule"] == "loss < 0.3" and d["threshold"]["source"] == "development run"
+    with pytest.raises(InputError, match="source must be one of"):
+        Threshold("x", 1.0, "tuned after the fact", "")
+
+
+def test_ratio_claim_needs_the_whole_interval_past_the_threshold():
+    t = Threshold("ratio < {value:g}", 1e-2, "theory", "x")
+    small = [1e-5, 3e-5, 1e-4, 2e-5, 5e-5, 1e-5, 4e-5, 2e-4]
+    straddles = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e-4, 1e-1]
+    c = ratio_claim("c", t, small, below=True, control_text="k", control_ratios=straddles)
+    assert c.holds and not c.control.holds
+    up = ratio_claim("c", t, straddles, below=False, control_text="k", control_ratios=small)
+    assert not up.holds and not up.control.holds
+
+
+@pytest.mark.parametrize("k, n", [(0, 8), (1, 8), (4, 8), (7, 8), (8, 8), (3, 20), (50, 100)])
+def test_wilson_matches_scipy(k, n):
+    from scipy import stats as sps
+
+    ref = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = _stats.wilson(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_wilson_known_values_and_errors():
+    # Wilson (1927) / Newcombe (1998) table: 0/10 -> (0, 0.2775), 1/29 -> (0.0061, 0.1718)
+    assert [round(v, 4) for v in _stats.wilson(0, 10)] == [0.0, 0.2775]
+    assert [round(v, 4) for v in _stats.wilson(1, 29)] == [0.0061, 0.1718]
+    with pytest.raises(InputError, match="0 <= k <= n"):
+        _stats.wilson(5, 4)
+    with pytest.raises(InputError, match="no seeds"):
+        _stats.fraction([])
+
+
+@pytest.mark.parametrize("n", [7, 11])
+def test_log_median_bootstrap_coverage_matches_its_exact_value(n):
+    """The percentile bootstrap of an odd-n median is an order-statistic interval.
+
+    The bootstrap median is the k-th order statistic with P(median <= X_(k)) =
+    P(Bin(n, k/n) >= (n+1)/2); the 2.5% and 97.5% quantiles pick X_(j_lo), X_(j_hi) (for
+    n = 7 and 11 far from any boundary, so the resampling noise cannot move them), and the
+    interval covers the true median with probability P(j_lo <= Bin(n, 1/2) <= j_hi - 1).
+    Over M independent data sets the number covered is Binomial(M, that); the test accepts
+    its central 99.99% range.
+    """
+    from scipy import stats as sps
+
+    ks = np.arange(1, n + 1)
+    cdf = sps.binom.sf((n + 1) // 2 - 1, n, ks / n)
+    j_lo, j_hi = ks[np.argmax(cdf >= 0.025)], ks[np.argmax(cdf >= 0.975)]
+    exact = sps.binom.cdf(j_hi - 1, n, 0.5) - sps.binom.cdf(j_lo - 1, n, 0.5)
+    rng = np.random.default_rng(20261206)
+    m = 300
+    covered = 0
+    for i in range(m):
+        x = 10.0 ** rng.normal(0.0, 1.0, n)  # true median of log10: 0
+        lo, hi = _stats.log_median(x, seed=i)["interval"]
+        covered += lo <= 0.0 <= hi
+    lo_ok, hi_ok = sps.binom.interval(0.9999, m, exact)
+    assert lo_ok <= covered <= hi_ok, (covered, m, exact)
+
+
+def test_log_median_is_deterministic_and_handles_divergence():
+    v = [1e-3, 1e-2, np.inf, 1e-1, 1.0]
+    a, b = _stats.log_median(v), _stats.log_median(v)
+    assert a == b and a["log10_median"] == -1.0
+    assert _stats.log_median([1.0, np.inf])["log10_median"] == np.inf
+    with pytest.raises(InputError, match="positive ratios"):
+        _stats.log_median([1.0, np.nan])
+    with pytest.raises(InputError, match="positive ratios"):
+        _stats.log_median([1.0, -2.0])
+
+
+def test_seed_split_and_log_midpoint():
+    s = _stats.split_seeds(4, 3)
+    assert s.development == (0, 1, 2, 3) and s.evaluation == (1000, 1001, 1002)
+    with pytest.raises(InputError, match="both development and evaluation"):
+        _stats.split_seeds(4, 3, first_evaluation=2)
+    with pytest.raises(InputError, match="first_seed"):
+        experiments.run("init-depth", size="tiny", first_seed=-1)
+    assert _stats.log_midpoint([0.01], [1.0]) == pytest.approx(0.1)
+    with pytest.raises(InputError, match="overlap"):
+        _stats.log_midpoint([0.5, 2.0], [1.0])
 
 
 @pytest.mark.parametrize("name", ["he_normal", "glorot_normal", "lecture_glorot", "normal:1.5"])
