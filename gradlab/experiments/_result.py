@@ -248,17 +248,19 @@ def ratio_claim(
     threshold: Threshold,
     ratios: ArrayLike,
     *,
-    below: bool,
+    below: bool | None = None,
+    within: float | None = None,
     control_text: str,
     control_ratios: ArrayLike,
     evidence: dict[str, Any] | None = None,
     control_evidence: dict[str, Any] | None = None,
 ) -> Claim:
-    """A claim that a ratio's median lies below (or above) a threshold, and its control.
+    """A claim that a ratio's median lies below, above, or near a threshold, and its control.
 
     The claim holds when the whole bootstrap interval of the median of ``log10(ratios)`` lies
-    on the threshold's side (:func:`gradlab.experiments._stats.log_median`); the control
-    applies the same test to ``control_ratios``.
+    on the threshold's side (``below=True`` or ``False``), or within a factor ``within`` of it
+    (a prediction); see :func:`gradlab.experiments._stats.log_median`. The control applies the
+    same test to ``control_ratios``.
 
     Example:
         >>> t = Threshold("ratio < {value:g}", 1e-3, "theory", "2^-15 x 30")
@@ -266,18 +268,32 @@ def ratio_claim(
         ...                 control_ratios=[0.5, 1.0, 2.0])
         >>> c.holds, c.control.holds
         (True, False)
+        >>> p = Threshold("ratio near {value:g}", 2e-5, "theory", "product of scales")
+        >>> ratio_claim("as predicted", p, [1e-5, 2e-5, 4e-5], within=10.0, control_text="c",
+        ...             control_ratios=[1e-7, 2e-7, 4e-7]).control.holds
+        False
     """
+    if (below is None) == (within is None):
+        raise InputError("ratio_claim: pass exactly one of below=True/False or within=FACTOR.")
     if not threshold.value > 0:
         raise InputError(f"ratio_claim: the threshold must be positive, got {threshold.value}.")
+    if within is not None and not within > 1:
+        raise InputError(f"ratio_claim: within must be a factor > 1, got {within!r}.")
     edge = math.log10(threshold.value)
+    width = 0.0 if within is None else math.log10(within)
 
     def side(stats: dict[str, Any]) -> bool:
         lo, hi = stats["interval"]
+        if within is not None:
+            return bool(edge - width <= lo and hi <= edge + width)
         return bool(hi < edge) if below else bool(lo > edge)
 
     r, c = _stats.log_median(ratios), _stats.log_median(control_ratios)
-    where = "below" if below else "above"
-    rule = f"bootstrap interval of the median of log10(ratio) entirely {where} {edge:.3g}"
+    if within is not None:
+        rule = f"bootstrap interval of the median of log10(ratio) inside {edge:.3g} ± {width:.3g}"
+    else:
+        where = "below" if below else "above"
+        rule = f"bootstrap interval of the median of log10(ratio) entirely {where} {edge:.3g}"
     return Claim(
         text,
         side(r),
