@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -28,23 +29,98 @@ def out(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", experiments.names())
-def test_experiment_tiny_writes_json_and_figures(name, out):
+def test_experiment_tiny_writes_json_and_figures(name, out, capsys):
     code = cli.main(["experiment", name, "--size", "tiny", "--out", str(out)])
-    assert code == 0
+    assert code == 0  # tiny is not judged: it says so and exits 0
+    assert "nothing can train at size 'tiny'" in " ".join(capsys.readouterr().out.split())
     folder = out / name
     data = json.loads((folder / "result.json").read_text())
     experiments.validate_result(data)
     assert data["experiment"] == name and data["size"] == "tiny"
-    assert data["seeds"] == data["config"]["seeds"]  # the tiny size's own seed count
+    assert data["judged"] is False and data["check"]["passed"] is None
+    ev_seeds = data["seeds"]["evaluation"]
+    assert len(ev_seeds) == data["config"]["seeds"]  # the tiny size's own seed count
+    assert not set(ev_seeds) & set(data["seeds"]["development"])
     for claim in data["claims"]:
+        t, ctrl = claim["threshold"], claim["control"]
+        assert t["source"] in result_mod.SOURCES and t["derivation"] and t["rule"]
+        assert ctrl["text"] and isinstance(ctrl["holds"], bool)
         ev = claim["evidence"]
-        # holds is decided by the per-seed evidence, never written by hand
-        assert len(ev["per_seed"]) == ev["seeds"] == data["seeds"]
-        assert claim["holds"] == (ev["seeds_passing"] == ev["seeds"])
+        if "k" in ev:  # a fraction claim: holds is the Wilson lower bound above one half
+            assert ev["n"] == len(ev_seeds)
+            assert claim["holds"] == (ev["interval"][0] > result_mod.MAJORITY)
+            assert ev["interval"] == pytest.approx(list(_stats.wilson(ev["k"], ev["n"])))
+        else:  # a ratio claim: the median of logs with its bootstrap interval
+            assert len(ev["per_seed_log10"]) == len(ev_seeds)
+            lo, hi = ev["interval"]
+            assert lo <= ev["log10_median"] <= hi
     assert data["figures"]
     for fig in data["figures"]:
         assert (folder / fig).stat().st_size > 1000
     assert data["seconds"] > 0
+
+
+def test_cli_exit_status_follows_the_check(monkeypatch, tmp_path, capsys):
+    """Judged sizes exit 1 when a control holds or a claim fails, 0 when all is well."""
+    holding = _claim(control={"text": "k", "holds": True, "evidence": {}})
+
+    def fake_run(name, **kw):
+        claims = result_mod.jsonable(fake_run.claims)
+        return {
+            "claims": claims,
+            "seeds": {"development": [], "evaluation": [1000, 1001]},
+            "check": result_mod.check_of(claims, True, "default"),
+            "seconds": 1.0,
+        }
+
+    monkeypatch.setattr(experiments, "run", fake_run)
+    for claims, code in (([_claim()], 0), ([holding], 1), ([_claim(holds=False)], 1)):
+        fake_run.claims = claims
+        assert cli.main(["experiment", "clipping", "--out", str(tmp_path)]) == code
+    assert "a control came out true" in " ".join(capsys.readouterr().out.split())
+
+
+def test_loss_curves_mark_diverged_runs():
+    from matplotlib.figure import Figure
+
+    from gradlab.experiments._figures import diverged_step, loss_curves
+
+    loss = np.array([[1.0, 0.5, np.inf, np.nan], [1.0, 0.5, 0.4, 0.3], [1.0, 50.0, 1.0, 1.0]])
+    assert diverged_step(loss, top=10.0).tolist() == [2, -1, 1]
+    ax = Figure().subplots()
+    assert loss_curves(ax, loss, color="C0", label="x", top=10.0) == 2
+    crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+    assert [tuple(c.get_xydata()[0]) for c in crosses] == [(2.0, 10.0), (1.0, 10.0)]
+    assert "2/3 diverged" in ax.get_legend_handles_labels()[1][0]
+
+
+def test_shells_task_is_not_linearly_solvable():
+    """The best linear model stays at ln 2; the squared norm separates the classes exactly."""
+    from gradlab.experiments._baselines import linear_baseline
+    from gradlab.train import tasks
+
+    x, y = tasks.shells(jax.random.key(3), batch=40_000, dim=16)
+    # balanced to within 4 binomial sd (Wilson-Hilferty's median is off by < 4e-3 relative)
+    assert abs(float(y.mean()) - 0.5) < 4 * 0.5 / math.sqrt(40_000) + 0.002
+    r2 = jnp.sum(x * x, axis=1)
+    assert bool(jnp.all((r2 > float(jnp.median(r2)) + 0.5) <= (y > 0.5)))
+    loss = linear_baseline(16, 256, 300, (0, 1))
+    # the batch BCE of logits near 0 has sd well under 0.01 at batch 256; the optimum is ln 2
+    assert abs(loss[:, -30:].mean() - tasks.BCE_BASELINE) < 0.01
+    noisy = tasks.shells(jax.random.key(3), batch=40_000, dim=16, noise=0.1)[1]  # same x
+    assert abs(float(jnp.mean(noisy != y)) - 0.1) < 5 * math.sqrt(0.09 / 40_000) + 0.01
+    with pytest.raises(InputError, match="noise"):
+        tasks.shells(jax.random.key(0), batch=4, dim=2, noise=0.5)
+
+
+def test_init_depth_theory_ratio_matches_a_direct_rescaling():
+    """theory_ratio is the product of the other layers' Glorot/He weight scales."""
+    from gradlab.experiments import _init_depth as m
+
+    cfg = m.Config(depth=6, width=20, dim=5)
+    c2 = {"in": (1 / 12.5) / (2 / 5), "hidden": (1 / 20) / (2 / 20), "out": (1 / 10.5) / (2 / 20)}
+    expected = math.sqrt(c2["in"] * c2["out"] * c2["hidden"] ** 5)
+    assert m.theory_ratio(cfg, 6) == pytest.approx(expected, rel=1e-12)
 
 
 def test_experiment_list_and_errors(capsys):

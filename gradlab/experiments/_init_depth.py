@@ -35,6 +35,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from gradlab import losses, nn, plots
+from gradlab.experiments._baselines import linear_baseline
 from gradlab.experiments._figures import loss_curves
 from gradlab.experiments._result import Claim, Threshold, fraction_claim, ratio_claim
 from gradlab.experiments._scaling import from_lecun, gaussian_init
@@ -148,21 +149,6 @@ def _train(
     }
 
 
-def _linear(cfg: Config, seeds: tuple[int, ...]) -> np.ndarray:
-    """The best linear model's training loss (logistic regression, Adam), per seed."""
-
-    def loss_fn(p: Any, batch: Any) -> Any:
-        x, y = batch
-        return losses.binary_cross_entropy(x @ p["w"] + p["b"], y)
-
-    params = {"w": jnp.zeros((len(seeds), cfg.dim)), "b": jnp.zeros(len(seeds))}
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    data = functools.partial(tasks.shells, batch=cfg.batch, dim=cfg.dim)
-    options = TrainOptions(chunk=max(1, cfg.steps // 5), layer_steps=(), progress=False)
-    _, hist = train_many(loss_fn, params, data, optax.adam(0.01), cfg.steps, keys, options=options)
-    return np.asarray(hist.loss)
-
-
 def theory_ratio(cfg: Config, depth: int) -> float:
     """``∏_{k≠l} c_k``: Glorot's step-0 hidden weight gradient over He's (see the module doc).
 
@@ -186,7 +172,7 @@ def run(cfg: Config, seeds: SeedSplit, out: Path) -> dict[str, Any]:
     deep = _train(cfg, cfg.depth, arms, ev)
     control_arms = [(i, lr, False) for i in INITS for lr in cfg.lrs]
     shallow = _train(cfg, cfg.control_depth, control_arms, ev)
-    linear = _linear(cfg, ev)
+    linear = linear_baseline(cfg.dim, cfg.batch, cfg.steps, ev)
     final = {f"{i} lr={lr:g}{' adam' if a else ''}": _final(deep["loss"][k])
              for k, (i, lr, a) in enumerate(arms)}  # fmt: skip
     final_control = {f"{i} lr={lr:g}": _final(shallow["loss"][k])

@@ -10,8 +10,10 @@ excludes ``σ_w² = 0.5, 0.8`` (ordered) and ``12, 20`` (chaotic), and admits ``
 The claim is that prediction on both sides of the critical line; its control is the same rule
 on the values the bound admits with room to spare (``6 ξ_c > 2 depth``). The task is
 :func:`gradlab.train.tasks.shells`, which no linear model learns (best linear loss ``ln 2``).
-Every cell of the grid is one run of the same vmapped program: the weight scale multiplies one
-LeCun draw per seed, the learning rate is a traced hyper-parameter.
+The input dimension (4), the momentum (0.9) and the learning-rate grid were set on the
+development seeds 0 and 1, at three weight variances; the claim is judged on the evaluation
+seeds. Every cell of the grid is one run of the same vmapped program: the weight scale
+multiplies one LeCun draw per seed, the learning rate is a traced hyper-parameter.
 """
 
 from __future__ import annotations
@@ -46,22 +48,22 @@ class Config:
 
     depth: int = 30
     width: int = 32
-    dim: int = 16
+    dim: int = 4
     bias_variance: float = 0.05
     weight_variances: tuple[float, ...] = (0.5, 0.8, 1.76, 2.5, 5.0, 12.0, 20.0)
-    learning_rates: tuple[float, ...] = (0.01, 0.03, 0.1)
+    learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03)
     batch: int = 64
     steps: int = 300
     seeds: int = 6
-    dev_seeds: int = 0
+    dev_seeds: int = 2
     fast_compile: bool = False
 
 
 CONFIGS = {
-    "tiny": Config(depth=10, width=8, dim=4, weight_variances=(0.5, 1.76, 20.0),
+    "tiny": Config(depth=10, width=8, weight_variances=(0.5, 1.76, 20.0), dev_seeds=0,
                    learning_rates=(0.01, 0.1), batch=16, steps=20, seeds=2, fast_compile=True),
     "default": Config(),
-    "large": Config(depth=60, width=256, dim=64, batch=256, steps=2000, seeds=16,
+    "large": Config(depth=60, width=256, batch=256, steps=2000, seeds=16,
                     weight_variances=(0.5, 0.8, 1.2, 1.76, 2.5, 3.5, 5.0, 8.0, 12.0, 20.0),
                     learning_rates=(0.001, 0.003, 0.01, 0.03, 0.1)),
 }  # fmt: skip
@@ -78,6 +80,11 @@ def _scaled(params: Any, weight_variance: float) -> Any:
     s = math.sqrt(weight_variance)
     scale = lambda path, w: w * s if path[0].key in ("w_in", "w_hidden") else w
     return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def _sgd(lr: Any) -> optax.GradientTransformation:
+    """SGD with momentum 0.9 at a traced learning rate."""
+    return optax.sgd(lr, momentum=0.9)
 
 
 def _loss(apply_fn: Any, params: Any, batch: Any) -> Any:
@@ -99,7 +106,7 @@ def run(cfg: Config, split: SeedSplit, out: Path) -> dict[str, Any]:
     data = functools.partial(tasks.shells, batch=cfg.batch, dim=cfg.dim)
     options = TrainOptions(chunk=max(1, cfg.steps // 5), layer_steps=(), description=NAME,
                            fast_compile=cfg.fast_compile)  # fmt: skip
-    _, hist = train_many(functools.partial(_loss, apply_fn), params, data, optax.sgd,
+    _, hist = train_many(functools.partial(_loss, apply_fn), params, data, _sgd,
                          cfg.steps, keys, hparams=rates, options=options)  # fmt: skip
     loss = np.asarray(hist.loss).reshape(len(sw), len(lr), seeds, -1)
     n = max(1, cfg.steps // 10)
@@ -198,7 +205,7 @@ def _figures(cfg: Config, final: np.ndarray, critical: float, out: Path) -> list
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(r"weight variance $\sigma_w^2$ (weights $\sim N(0, \sigma_w^2/n)$)")
-    ax.set_ylabel("learning rate (SGD)")
+    ax.set_ylabel("learning rate (SGD, momentum 0.9)")
     ax.set_title(f"tanh MLP depth {cfg.depth}, σ_b² = {cfg.bias_variance}: final loss")
     ax.legend(fontsize=8, loc="upper right")
     plots.save(fig, out / "lr_scale_grid")

@@ -64,7 +64,7 @@ class Config:
     lr: float = 5e-3
     clip_norm: float = 1.0
     seeds: int = 8
-    dev_seeds: int = 4
+    dev_seeds: int = 0
     probe_batch: int = 64
     fast_compile: bool = False
 
