@@ -141,6 +141,11 @@ class Control:
         text: what was evaluated, e.g. "Glorot stalls at depth 4 too".
         holds: whether the rule came out true there (a control that holds fails the check).
         evidence: the numbers it was decided on.
+
+    Example:
+        >>> from gradlab.experiments import Control
+        >>> Control("Glorot stalls at depth 4 too", False, {"k": 0, "n": 8}).to_dict()["holds"]
+        False
     """
 
     text: str
