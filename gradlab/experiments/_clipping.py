@@ -200,7 +200,7 @@ def _figures(cfg: Config, loss: np.ndarray, grad: np.ndarray, out: Path) -> list
     for ax in (ax_l, ax_lr):
         ax.axhline(tasks.ADDING_BASELINE, color="k", ls=":", lw=1, label="1/6 baseline")
         ax.set_yscale("log")
-        ax.set_ylim(top=top)
+        ax.set_ylim(1e-3, top)
     ax_g.axhline(cfg.clip_norm, color="k", ls="--", label="clipping threshold")
     ax_g.set_yscale("log")
     ax_l.set_xlabel("step")

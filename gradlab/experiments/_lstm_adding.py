@@ -288,6 +288,7 @@ def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path
         ax.axhline(tasks.ADDING_BASELINE, color="k", ls=":", lw=1, label="1/6: predict 1")
         ax.axhline(ONE_VALUE_MSE, color="k", ls="--", lw=1, label="1/12: one value known")
         ax.set_yscale("log")
+        ax.set_ylim(1e-3, 1.0)
     ax_t.set_xscale("log")
     ax_t.set_xticks(lengths, [str(t) for t in lengths])
     ax_t.xaxis.set_minor_formatter(NullFormatter())
