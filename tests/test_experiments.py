@@ -137,6 +137,10 @@ def test_experiment_list_and_errors(capsys):
         experiments.run("no-such-thing")
     with pytest.raises(InputError, match="first_seed"):
         experiments.run("clipping", size="tiny", first_seed=-1)
+    # lr-scale-grid's grid was set on development seeds 0 and 1: they cannot judge its claim
+    with pytest.raises(InputError, match="both development and evaluation"):
+        experiments.run("lr-scale-grid", size="default", seeds=2, first_seed=1)
+    assert cli.main(["experiment", "lr-scale-grid", "--seeds", "2", "--first-seed", "0"]) == 2
     summaries = {experiments.describe(name) for name in experiments.names()}
     assert len(summaries) == len(experiments.names())  # one summary per experiment
 
