@@ -2,8 +2,12 @@
 
 ``gradlab experiment list`` lists them; ``gradlab experiment NAME [--size tiny|default|large]
 [--seeds N] [--first-seed K] [--out DIR]`` runs one and writes ``DIR/NAME/result.json`` and its
-figures. The exit status is 0 when it ran (whether or not its claims held), 2 for bad usage
-(an unknown name or size, fewer than 2 seeds).
+figures. ``--seeds`` and ``--first-seed`` pick the evaluation seeds the claims are judged on.
+
+Exit status: 0 when every claim held and every control came out false, or at size ``tiny``
+(nothing trains there: it says so and judges nothing); 1 when a control came out true (the
+experiment failed its own check) or a claim did not hold; 2 for bad usage (an unknown name or
+size, fewer than 2 seeds, evaluation seeds overlapping the development seeds).
 """
 
 from __future__ import annotations
@@ -54,9 +58,14 @@ def register(sub: Any) -> None:
         default="default",
         help="tiny: seconds; default: minutes on 2 CPU cores; large: for a GPU",
     )
-    p.add_argument("--seeds", type=_seeds, default=None, help="seeds (default: the size's)")
     p.add_argument(
-        "--first-seed", type=_non_negative, default=0, help="first seed (another seed set)"
+        "--seeds", type=_seeds, default=None, help="evaluation seeds (default: the size's)"
+    )
+    p.add_argument(
+        "--first-seed",
+        type=_non_negative,
+        default=None,
+        help="first evaluation seed (default 1000; another value: an independent seed set)",
     )
     p.add_argument(
         "--out",
@@ -91,10 +100,24 @@ def _cmd_experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         )
     except InputError as e:
         args.experiment_parser.error(str(e))
-    table = Table("holds", "claim", title=f"{args.name} ({args.size}, {result['seeds']} seeds)")
+    check = result["check"]
+    seeds = result["seeds"]["evaluation"]
+    title = f"{args.name} ({args.size}, {len(seeds)} evaluation seeds)"
+    if not check["judged"]:
+        console.print(f"[yellow bold]{check['message']}[/yellow bold]")
+        table = Table("computed", "claim", "control (must be false)", title=title)
+    else:
+        table = Table("holds", "claim", "control (must be false)", title=title)
     for c in result["claims"]:
         mark = "[green]yes[/green]" if c["holds"] else "[red]no[/red]"
-        table.add_row(mark, c["text"])
+        ctrl = c["control"]
+        ctrl_mark = "[red]TRUE[/red]" if ctrl["holds"] else "[green]false[/green]"
+        table.add_row(mark, c["text"], f"{ctrl_mark}: {ctrl['text']}")
     console.print(table)
+    if check["judged"]:
+        colour = "green" if check["passed"] and check["claims_hold"] else "red"
+        console.print(f"[{colour} bold]{check['message']}[/{colour} bold]")
     console.print(f"wrote {args.out}/{args.name}/result.json in {result['seconds']} s")
-    return 0
+    if not check["judged"]:
+        return 0
+    return 0 if check["passed"] and check["claims_hold"] else 1

@@ -4,6 +4,11 @@ Each experiment is run by :func:`run` (or ``gradlab experiment NAME``) at a size
 (seconds, for tests), ``default`` (minutes on 2 CPU cores) or ``large`` (for a GPU), and
 writes ``OUT/NAME/result.json`` (see :func:`validate_result` for its schema) and its figures.
 
+Every claim states its rule, its threshold and where the threshold comes from, is judged on
+evaluation seeds that did not set it, and carries a control that must come out false
+(:mod:`gradlab.experiments._result` says how a new experiment builds them;
+:mod:`gradlab.experiments._stats` holds the intervals and the seed split).
+
 Example:
     >>> from gradlab import experiments
     >>> experiments.names()
@@ -21,9 +26,19 @@ from typing import Any
 import jax
 
 from gradlab._errors import InputError
-from gradlab.experiments._result import SIZES, Claim, jsonable, validate_result, write_result
+from gradlab.experiments import _stats
+from gradlab.experiments._result import (
+    SIZES,
+    Claim,
+    Control,
+    Threshold,
+    check_of,
+    jsonable,
+    validate_result,
+    write_result,
+)
 
-__all__ = ["SIZES", "Claim", "describe", "names", "run", "validate_result"]
+__all__ = ["SIZES", "Claim", "Control", "Threshold", "describe", "names", "run", "validate_result"]
 
 #: experiment name -> the private module that implements it (imported when first used).
 _MODULES = {
@@ -62,7 +77,7 @@ def describe(name: str) -> str:
 
     Example:
         >>> describe("clipping")
-        'badly scaled deep ReLU MLP: divergence without clipping, training with it'
+        'tanh RNN with recurrent spectral radius 1.3 (Pascanu et al.): clipping vs an lr sweep'
     """
     return str(_module(name).SUMMARY)
 
@@ -73,59 +88,73 @@ def run(
     size: str = "default",
     seeds: int | None = None,
     out: str | Path = "gradlab-out/experiments",
-    first_seed: int = 0,
+    first_seed: int | None = None,
 ) -> dict[str, Any]:
     """Runs experiment ``name`` and writes ``out/name/result.json`` and its figures.
 
+    The claims are judged on the evaluation seeds ``first_seed .. first_seed + seeds - 1``;
+    thresholds not taken from theory or a paper were fixed from the development seeds
+    ``0 .. dev_seeds - 1`` of the size's config, which the evaluation seeds may not overlap.
+
     Args:
         name: one of :func:`names`.
-        size: ``"tiny"``, ``"default"`` or ``"large"``.
-        seeds: seeds per configuration (default: the size's own).
+        size: ``"tiny"`` (nothing trains: the claims are computed but not judged),
+            ``"default"`` or ``"large"``.
+        seeds: evaluation seeds (default: the size's own).
         out: output folder.
-        first_seed: the seeds are ``first_seed .. first_seed + seeds - 1`` (another value gives
-            an independent seed set, to check that the claims are robust).
+        first_seed: the first evaluation seed (default 1000; another value gives an
+            independent evaluation set, to check that the claims are robust).
 
     Returns:
-        The result, as written to ``result.json``.
+        The result, as written to ``result.json`` (its ``check`` says whether every claim held
+        and every control came out false).
 
     Raises:
-        InputError: for an unknown name or size, seeds < 2, or a negative first seed.
+        InputError: for an unknown name or size, seeds < 2, or evaluation seeds that are
+            negative or overlap the development seeds.
 
     Example:
         >>> import tempfile
         >>> from gradlab import experiments
         >>> with tempfile.TemporaryDirectory() as out:  # doctest: +SKIP
         ...     result = experiments.run("clipping", size="tiny", out=out)
-        >>> sorted(result)[:3]  # doctest: +SKIP
-        ['claims', 'config', 'experiment']
+        >>> result["check"]["judged"]  # doctest: +SKIP
+        False
         >>> experiments.run("clipping", size="huge")
         Traceback (most recent call last):
         ...
         gradlab.InputError: Unknown size 'huge'; choose one of tiny, default, large.
     """
-    module = _module(name)
+    if name not in _MODULES:
+        _module(name)  # raises, naming the experiments
     if size not in SIZES:
         raise InputError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
-    cfg = module.CONFIGS[size]
-    seeds = cfg.seeds if seeds is None else seeds
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2):
         raise InputError(
             f"seeds must be an integer >= 2 (claims hold over seeds), got {seeds!r}; pass e.g. "
-            "seeds=3, or None for the size's own."
+            "seeds=8, or None for the size's own."
         )
-    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
-        raise InputError(f"first_seed must be an integer >= 0, got {first_seed!r}; pass e.g. 0.")
+    first = _stats.EVAL_FIRST_SEED if first_seed is None else first_seed
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise InputError(f"first_seed must be an integer >= 0, got {first!r}; pass e.g. 2000.")
+    module = _module(name)
+    cfg = module.CONFIGS[size]
+    seeds = cfg.seeds if seeds is None else seeds
+    split = _stats.split_seeds(getattr(cfg, "dev_seeds", 0), seeds, first)
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    body = module.run(cfg, seeds, out_dir, first_seed)
+    body = module.run(cfg, split, out_dir)
+    claims = [c.to_dict() for c in body["claims"]]
+    judged = size != "tiny"
     result = {
         "experiment": name,
         "size": size,
-        "seeds": seeds,
-        "first_seed": first_seed,
+        "judged": judged,
+        "seeds": split.to_dict(),
         **body,
-        "claims": [c.to_dict() for c in body["claims"]],
+        "claims": claims,
+        "check": check_of(jsonable(claims), judged, size),
         "seconds": round(time.perf_counter() - start, 1),
         "versions": {"jax": jax.__version__, "backend": jax.default_backend()},
     }

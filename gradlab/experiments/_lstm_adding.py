@@ -1,16 +1,29 @@
-"""``lstm-adding``: LSTM (both variants) vs a tanh RNN on the adding problem at T = 50, 100, 200.
+"""``lstm-adding``: the forget-gate bias and the adding problem, against a tanh RNN of equal size.
 
-Predicting 1 always scores MSE 1/6; to beat it a model must carry a marked value across
-about T/2 steps. Hochreiter & Schmidhuber (1997) built the LSTM's cell path for this; the
-vanilla RNN's gradient through time is a product of ``diag(tanh') U`` factors and vanishes.
+The adding problem (Hochreiter & Schmidhuber 1997, Experiment 4; the form of Arjovsky et al.
+2016): the target is the sum of two marked ``U[0, 1]`` values in a sequence of length ``T``.
+Predicting 1 always scores MSE ``1/6``; a model that remembers only the later marked value
+(at most ``T/2`` steps back) and guesses the other's mean scores ``1/12``. Below ``1/12`` a
+model must carry the first value across more than ``T/2`` steps.
+
+The LSTM's cell path is scaled by the forget gate at every step, so at initialisation a value
+survives ``T/2`` steps as about ``σ(b_f)^{T/2}``: ``σ(0)^50 = 9e-16``, ``σ(1)^50 = 1.6e-7``,
+``σ(3)^50 = 0.08`` at ``T = 100``. Gers et al. (2000) and Jozefowicz et al. (2015) set
+``b_f = 1``; the chrono initialisation (Tallec & Ollivier 2018) draws
+``b_f = log u, u ~ U[1, T - 1]`` and ``b_i = -b_f`` (the input gate, here "update"), which
+keeps memories for up to ``T`` steps.
+The tanh RNN's gradient through time is a product of ``diag(tanh') U`` factors. Its hidden
+size is chosen so that it has as many parameters as the LSTM. Every model gets a number of
+training steps proportional to ``T``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,51 +34,103 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from gradlab import losses, nn, plots
-from gradlab.experiments._result import Claim, claim_all
+from gradlab.experiments._figures import loss_curves
+from gradlab.experiments._result import Claim, Threshold, fraction_claim
+from gradlab.experiments._stats import SeedSplit
+from gradlab.nn import GATES
 from gradlab.train import TrainOptions, stack_trees, tasks, train_many
 
 NAME = "lstm-adding"
-SUMMARY = "LSTM (standard, slide) vs RNN on the adding problem, T = 50/100/200, vs the 1/6 baseline"
+SUMMARY = (
+    "adding problem, T = 100/200: LSTM forget-bias sweep (0, 1, 3, chrono) vs an equal-size RNN"
+)
 
-MODELS = ("lstm", "lstm-slide", "rnn")
+#: the LSTM variants: forget-gate bias at init (``"chrono"``: Tallec & Ollivier 2018).
+FORGET = ("0", "1", "3", "chrono")
+ONE_VALUE_MSE = 1.0 / 12.0
+"""MSE of a model that knows the later marked value exactly and predicts the earlier one's
+mean: ``Var U[0, 1] = 1/12``."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Sizes: ``steps[i]`` training steps at sequence length ``lengths[i]``."""
+    """Sizes: every model trains ``steps_per_length * max(T, 100)`` steps at length ``T``."""
 
-    lengths: tuple[int, ...] = (50, 100, 200)
-    steps: tuple[int, ...] = (600, 1000, 600)
+    lengths: tuple[int, ...] = (100, 200)
+    short: int = 10
+    steps_per_length: int = 8
     hidden: int = 16
-    batch: int = 64
+    batch: int = 32
     lr: float = 5e-3
     clip_norm: float = 1.0
-    forget_bias: float = 1.0
-    seeds: int = 4
-    probe_batch: int = 32
+    seeds: int = 8
+    dev_seeds: int = 0
+    probe_batch: int = 64
     fast_compile: bool = False
 
 
 CONFIGS = {
     "tiny": Config(
-        lengths=(8,), steps=(20,), hidden=4, batch=8, seeds=2, probe_batch=4, fast_compile=True
+        lengths=(12,), short=4, steps_per_length=0, hidden=4, batch=8, seeds=2, dev_seeds=0,
+        probe_batch=4, fast_compile=True,
     ),
     "default": Config(),
-    "large": Config(steps=(2000, 4000, 8000), hidden=128, batch=128, lr=1e-3, seeds=16),
-}
+    "large": Config(lengths=(100, 200, 400), steps_per_length=25, hidden=64, batch=128,
+                    lr=1e-3, seeds=32),
+}  # fmt: skip
+
+
+def steps_for(cfg: Config, length: int) -> int:
+    """Training steps at length ``T``: ``steps_per_length * max(T, 100)`` (20 at tiny size).
+
+    >>> steps_for(Config(), 100), steps_for(Config(), 200)
+    (800, 1600)
+    """
+    return cfg.steps_per_length * max(length, 100) or 20
+
+
+def lstm_parameters(hidden: int, inputs: int = 2) -> int:
+    """Parameters of an LSTM cell: ``4 (H (inputs + H) + H)``.
+
+    >>> lstm_parameters(16)
+    1216
+    """
+    return 4 * (hidden * (inputs + hidden) + hidden)
+
+
+def matched_rnn_hidden(hidden: int, inputs: int = 2) -> int:
+    """The tanh RNN's hidden size with the LSTM's parameter count (``H (inputs + H) + H``).
+
+    >>> h = matched_rnn_hidden(16); h, h * (2 + h) + h
+    (33, 1188)
+    """
+    target = lstm_parameters(hidden, inputs)
+    b = inputs + 1
+    return round((-b + math.sqrt(b * b + 4 * target)) / 2)
 
 
 def _cell(cfg: Config, model: str, seed: int) -> nnx.Module:
     rngs = nnx.Rngs(seed)
     if model == "rnn":
-        return nn.RNN(2, cfg.hidden, rngs=rngs)
-    variant: Literal["standard", "slide"] = "slide" if model == "lstm-slide" else "standard"
-    return nn.LSTM(2, cfg.hidden, variant=variant, forget_bias=cfg.forget_bias, rngs=rngs)
+        return nn.RNN(2, matched_rnn_hidden(cfg.hidden), rngs=rngs)
+    return nn.LSTM(2, cfg.hidden, forget_bias=0.0, rngs=rngs)
 
 
-def _params(cfg: Config, model: str, seed: int) -> dict[str, Any]:
+def _params(cfg: Config, model: str, length: int, seed: int) -> dict[str, Any]:
     _, cell = nn.pure(_cell(cfg, model, seed))
-    w = jax.random.normal(jax.random.key(10_000 + seed), (cfg.hidden, 1)) / cfg.hidden**0.5
+    h = matched_rnn_hidden(cfg.hidden) if model == "rnn" else cfg.hidden
+    if model != "rnn":
+        f, i = GATES.index("forget"), GATES.index("update")
+        bias = jnp.asarray(cell["bias"][...])
+        if model == "chrono":
+            u = jax.random.uniform(jax.random.key(20_000 + seed), (h,), minval=1.0,
+                                   maxval=max(length - 1, 2))  # fmt: skip
+            b_f = jnp.log(u)
+            bias = bias.at[f * h : (f + 1) * h].set(b_f).at[i * h : (i + 1) * h].set(-b_f)
+        else:
+            bias = bias.at[f * h : (f + 1) * h].set(float(model))
+        cell["bias"][...] = bias
+    w = jax.random.normal(jax.random.key(10_000 + seed), (h, 1)) / h**0.5
     # readout bias 1: the model starts at the baseline's constant prediction
     return {"cell": cell, "head": {"w": w, "b": jnp.ones(1)}}
 
@@ -82,7 +147,7 @@ def _loss(model: str, apply_fn: Any, params: Any, batch: Any) -> Any:
 
 
 def _grad_through_time(model: str, apply_fn: Any, params: Any, batch: Any) -> Any:
-    """``‖∂L/∂a_t‖`` for every step t (norm over batch and units), one run."""
+    """``‖∂L/∂a_t‖ / ‖∂L/∂a_T‖`` for every step t (norm over batch and units), one run."""
     x, y = batch
     probes = jnp.zeros((*x.shape[:2], params["head"]["w"].shape[0]), x.dtype)
 
@@ -90,157 +155,155 @@ def _grad_through_time(model: str, apply_fn: Any, params: Any, batch: Any) -> An
         a_t = _last_state(model, apply_fn, params["cell"], x, probes=p)
         return losses.mse(a_t @ params["head"]["w"] + params["head"]["b"], y)
 
-    g = jax.grad(loss)(probes)
-    return jnp.sqrt(jnp.sum(jnp.square(g), axis=(0, 2)))
+    g = jnp.sqrt(jnp.sum(jnp.square(jax.grad(loss)(probes)), axis=(0, 2)))
+    return g / g[-1]
 
 
-def _diagnostics(
-    model: str, apply_fn: Any, with_gates: Any, hidden: int, params: Any, batch: Any
-) -> dict:
-    """Gradient through time and, for an LSTM, the mean forget-gate bias and activation."""
-    out = {"grad_t": _grad_through_time(model, apply_fn, params, batch)}
-    if model != "rnn":
-        gates = with_gates(params["cell"], batch[0])[2]
-        out["forget_bias"] = jnp.mean(params["cell"]["bias"][...][hidden : 2 * hidden])
-        out["forget_gate"] = jnp.mean(gates["forget"])
-    return out
-
-
-def _train_one(cfg: Config, model: str, length: int, steps: int, seed_ids: range) -> dict:
-    cell = _cell(cfg, model, 0)
-    apply_fn, _ = nn.pure(cell)
-    params = stack_trees([_params(cfg, model, s) for s in seed_ids])
-    keys = jnp.stack([jax.random.key(s) for s in seed_ids])
+def _train(cfg: Config, family: str, length: int, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Trains the LSTM variants together (``family="lstm"``) or the RNN, at one length."""
+    models = FORGET if family == "lstm" else ("rnn",)
+    apply_fn, _ = nn.pure(_cell(cfg, models[0], 0))
+    params = stack_trees([_params(cfg, m, length, s) for m in models for s in seeds])
+    keys = jnp.stack([jax.random.key(s) for _ in models for s in seeds])
     data = functools.partial(tasks.adding_problem, batch=cfg.batch, length=length)
+    steps = steps_for(cfg, length)
     options = TrainOptions(
         clip_norm=cfg.clip_norm,
-        chunk=max(1, steps // 10),
-        layer_steps=(0, steps - 1),
-        description=f"{NAME} {model} T={length}",
+        chunk=max(1, steps // 5),
+        layer_steps=(),
+        description=f"{NAME} {family} T={length}",
         fast_compile=cfg.fast_compile,
     )
+    model = "rnn" if family == "rnn" else "lstm"
     loss_fn = functools.partial(_loss, model, apply_fn)
-    opt = optax.adam(cfg.lr)
-    final, hist = train_many(loss_fn, params, data, opt, steps, keys, options=options)
+    _, hist = train_many(loss_fn, params, data, optax.adam(cfg.lr), steps, keys, options=options)
     probe = tasks.adding_problem(jax.random.key(99), batch=cfg.probe_batch, length=length)
-    with_gates = None if model == "rnn" else nn.pure(cell, method="with_gates")[0]
-    diag = functools.partial(_diagnostics, model, apply_fn, with_gates, cfg.hidden)
-    # one program for the initial and the final parameters of every seed
-    runs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, final)
     fast = {"xla_backend_optimization_level": 0} if cfg.fast_compile else None
-    both = jax.jit(jax.vmap(diag, in_axes=(0, None)), compiler_options=fast)(runs, probe)
-    n = len(seed_ids)
-    out = {"loss": np.asarray(hist.loss)}
-    for k, v in both.items():
-        v = np.asarray(v).reshape(2, n, *np.shape(v)[1:])
-        out[f"{k}_init"], out[f"{k}_final"] = v[0], v[1]
-    return out
+    gtt = functools.partial(_grad_through_time, model, apply_fn)
+    g = jax.jit(jax.vmap(gtt, in_axes=(0, None)), compiler_options=fast)(params, probe)
+    n = len(seeds)
+    loss = np.asarray(hist.loss).reshape(len(models), n, -1)
+    g = np.asarray(g).reshape(len(models), n, -1)
+    return {m: {"loss": loss[k], "grad_t_init": g[k]} for k, m in enumerate(models)}
 
 
 def _final(loss: np.ndarray) -> np.ndarray:
     n = max(1, loss.shape[-1] // 10)
-    return loss[..., -n:].mean(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = loss[..., -n:].mean(-1)
+    return np.where(np.isfinite(v), v, np.inf)
 
 
-def run(cfg: Config, seeds: int, out: Path, first_seed: int = 0) -> dict[str, Any]:
-    """Trains every model at every length on ``seeds`` seeds; returns the result."""
-    seed_ids = range(first_seed, first_seed + seeds)
-    runs = {
-        (m, t): _train_one(cfg, m, t, s, seed_ids)
-        for t, s in zip(cfg.lengths, cfg.steps, strict=True)
-        for m in MODELS
-    }
+def run(cfg: Config, seeds: SeedSplit, out: Path) -> dict[str, Any]:
+    """Trains every model at every length on the evaluation seeds; returns the result."""
+    ev = seeds.evaluation
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    for t in cfg.lengths:
+        for fam in ("lstm", "rnn"):
+            runs.update({(m, t): r for m, r in _train(cfg, fam, t, ev).items()})
+    runs[("rnn", cfg.short)] = _train(cfg, "rnn", cfg.short, ev)["rnn"]
     final = {f"{m} T={t}": _final(r["loss"]) for (m, t), r in runs.items()}
+    h_rnn = matched_rnn_hidden(cfg.hidden)
     results: dict[str, Any] = {
         "baseline_mse": tasks.ADDING_BASELINE,
+        "one_value_mse": ONE_VALUE_MSE,
+        "steps": {f"T={t}": steps_for(cfg, t) for t in (*cfg.lengths, cfg.short)},
+        "parameters": {"lstm": lstm_parameters(cfg.hidden), "rnn": h_rnn * (3 + h_rnn)},
         "final_mse": final,
-        "grad_first_over_last_init": {
-            f"{m} T={t}": r["grad_t_init"][:, 0] / r["grad_t_init"][:, -1]
-            for (m, t), r in runs.items()
+        "grad_share_t0_init_median": {
+            f"{m} T={t}": float(np.median(r["grad_t_init"][:, 0])) for (m, t), r in runs.items()
         },
-        "forget_gate": {
-            f"{m} T={t}": {k: r[k] for k in r if k.startswith("forget")}
-            for (m, t), r in runs.items()
-            if m != "rnn"
-        },
-    }
-    claims = _claims(cfg, final, results["grad_first_over_last_init"])
+    }  # fmt: skip
+    claims = _claims(cfg, final)
     figures = _figures(cfg, runs, out)
     return {"config": dataclasses.asdict(cfg), "claims": claims, "results": results,
             "figures": figures}  # fmt: skip
 
 
-def _claims(cfg: Config, final: dict[str, np.ndarray], reach: dict[str, np.ndarray]) -> list[Claim]:
-    base = tasks.ADDING_BASELINE
-    beats = 0.5 * base  # 'beats the baseline': final MSE below half of it, for every model
-    mid = sorted(cfg.lengths)[len(cfg.lengths) // 2]
-    short = min(cfg.lengths)
-    claims = []
-    for model, t in (("lstm", t) for t in sorted({short, mid})):
-        v = final[f"{model} T={t}"]
-        claims.append(
-            claim_all(
-                f"The standard LSTM beats the 1/6 baseline at T = {t}: final MSE below half of it",
-                v, f"final MSE < {beats:.4f}", v < beats,
-            )
-        )  # fmt: skip
-    for t in sorted({mid, max(cfg.lengths)}):
-        v = final[f"rnn T={t}"]
-        claims.append(
-            claim_all(
-                f"The tanh RNN does not beat the baseline at T = {t}: its final MSE stays above "
-                "half of it",
-                v, f"final MSE > {beats:.4f}", v > beats,
-            )
-        )  # fmt: skip
-    ratio = reach[f"lstm T={mid}"] / np.maximum(reach[f"rnn T={mid}"], 1e-30)
-    claims.append(
-        claim_all(
-            f"At initialisation (T = {mid}), the share of the gradient that reaches t = 0, "
-            "||dL/da_0|| / ||dL/da_T||, is over 10x larger in the LSTM than in the RNN",
-            ratio, "LSTM share / RNN share > 10 (same seed)", ratio > 10,
-        )
-    )  # fmt: skip
-    return claims
+def _claims(cfg: Config, final: dict[str, np.ndarray]) -> list[Claim]:
+    one = ONE_VALUE_MSE
+    why = (
+        "1/12 = Var U[0,1], the MSE of a model that knows the later marked value exactly and "
+        "only the mean of the earlier one"
+    )
+    carries = Threshold("final MSE < {value:.4f}", one, "theory", why)
+    fails = Threshold("final MSE > {value:.4f}", one, "theory", why)
+    t1, t2 = min(cfg.lengths), max(cfg.lengths)
+    h_rnn = matched_rnn_hidden(cfg.hidden)
+    rnn = f"the tanh RNN (hidden {h_rnn}, as many parameters as the LSTM)"
+    f = lambda m, t: final[f"{m} T={t}"]
+    return [
+        fraction_claim(
+            f"The LSTM with forget-gate bias 1 carries both values at T = {t1}: final MSE "
+            "below 1/12",
+            carries, f("1", t1) < one,
+            control_text=f"{rnn} carries both values at T = {t1}",
+            control_passed=f("rnn", t1) < one,
+            evidence={"final_mse": f("1", t1)}, control_evidence={"final_mse": f("rnn", t1)},
+        ),
+        fraction_claim(
+            f"The chrono-initialised LSTM carries both values at T = {t2}",
+            carries, f("chrono", t2) < one,
+            control_text=f"{rnn} carries both values at T = {t2}",
+            control_passed=f("rnn", t2) < one,
+            evidence={"final_mse": f("chrono", t2)}, control_evidence={"final_mse": f("rnn", t2)},
+        ),
+        fraction_claim(
+            f"{rnn[0].upper() + rnn[1:]} does not carry both values at T = {t1}",
+            fails, f("rnn", t1) > one,
+            control_text=f"it fails at T = {cfg.short} too",
+            control_passed=f("rnn", cfg.short) > one,
+            evidence={"final_mse": f("rnn", t1)},
+            control_evidence={"final_mse": f("rnn", cfg.short)},
+        ),
+    ]  # fmt: skip
 
 
-def _figures(cfg: Config, runs: dict[tuple[str, int], dict], out: Path) -> list[str]:
-    fig = Figure(figsize=(14.0, 4.2), layout="constrained")
+def _label(model: str) -> str:
+    return "RNN (equal size)" if model == "rnn" else f"LSTM, b_f = {model}"
+
+
+def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path) -> list[str]:
+    fig = Figure(figsize=(15.0, 4.4), layout="constrained")
     ax_t, ax_loss, ax_grad = fig.subplots(1, 3)
-    mid = sorted(cfg.lengths)[len(cfg.lengths) // 2]
-    for i, model in enumerate(MODELS):
-        color = plots.PALETTE[i]
-        finals = np.array([_final(runs[(model, t)]["loss"]) for t in cfg.lengths])
-        for j, t in enumerate(cfg.lengths):
-            ax_t.scatter(np.full(finals.shape[1], t) * (1 + 0.03 * (i - 1)), finals[j],
-                         color=color, s=12)  # fmt: skip
-        ax_t.plot(cfg.lengths, np.median(finals, axis=1), color=color, label=model, marker="o")
-        loss = runs[(model, mid)]["loss"]
-        for s in range(loss.shape[0]):
-            smooth = np.convolve(loss[s], np.ones(20) / 20, mode="valid")
-            ax_loss.plot(smooth, color=color, lw=1.0, label=model if s == 0 else None)
-        g = runs[(model, mid)]
-        for key, ls, when in (("grad_t_init", "-", "init"), ("grad_t_final", "--", "trained")):
-            rel = g[key] / g[key][:, -1:]
-            ax_grad.plot(np.median(rel, axis=0), color=color, ls=ls, label=f"{model}, {when}")
+    models = (*FORGET, "rnn")
+    lengths = (cfg.short, *cfg.lengths)
+    for i, model in enumerate(models):
+        color = plots.PALETTE[i % len(plots.PALETTE)]
+        ts = [t for t in lengths if (model, t) in runs]
+        finals = np.array([_final(runs[(model, t)]["loss"]) for t in ts])
+        shown = np.minimum(finals, 1.0)
+        for j, t in enumerate(ts):
+            ax_t.scatter(np.full(shown.shape[1], t) * (1 + 0.025 * (i - 2)), shown[j],
+                         color=color, s=10)  # fmt: skip
+        ax_t.plot(ts, np.median(shown, axis=1), color=color, label=_label(model), marker="o")
+        loss = runs[(model, max(cfg.lengths))]["loss"]
+        k = min(20, loss.shape[-1])
+        smooth = np.stack([np.convolve(s, np.ones(k) / k, mode="valid") for s in loss])
+        loss_curves(ax_loss, smooth, color=color, label=_label(model), top=1.0)
+        g = runs[(model, min(cfg.lengths))]["grad_t_init"]
+        with np.errstate(divide="ignore"):
+            ax_grad.plot(np.median(g, axis=0), color=color, label=_label(model))
     for ax in (ax_t, ax_loss):
-        ax.axhline(tasks.ADDING_BASELINE, color="k", ls=":", label="baseline 1/6")
+        ax.axhline(tasks.ADDING_BASELINE, color="k", ls=":", lw=1, label="1/6: predict 1")
+        ax.axhline(ONE_VALUE_MSE, color="k", ls="--", lw=1, label="1/12: one value known")
         ax.set_yscale("log")
+        ax.set_ylim(1e-3, 1.0)
     ax_t.set_xscale("log")
-    ax_t.set_xticks(cfg.lengths, [str(t) for t in cfg.lengths])
+    ax_t.set_xticks(lengths, [str(t) for t in lengths])
     ax_t.xaxis.set_minor_formatter(NullFormatter())
-    ax_t.set_xlabel("sequence length T")
+    ax_t.set_xlabel("sequence length T (steps grow with T)")
     ax_t.set_ylabel("final MSE (last 10% of steps)")
     ax_t.set_title("final MSE: median line, dots = seeds")
-    ax_t.legend(fontsize=8)
+    ax_t.legend(fontsize=7)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training MSE (20-step mean)")
-    ax_loss.set_title(f"training at T = {mid}, every seed")
-    ax_loss.legend(fontsize=8)
+    ax_loss.set_title(f"training at T = {max(cfg.lengths)}, every seed")
+    ax_loss.legend(fontsize=7)
     ax_grad.set_yscale("log")
     ax_grad.set_xlabel("time step t")
     ax_grad.set_ylabel(r"$\|\partial L/\partial a_t\| \,/\, \|\partial L/\partial a_T\|$")
-    ax_grad.set_title(f"gradient through time, T = {mid} (median over seeds)")
+    ax_grad.set_title(f"gradient through time at init, T = {min(cfg.lengths)} (median)")
     ax_grad.legend(fontsize=7)
     plots.save(fig, out / "lstm_adding")
     return ["lstm_adding.png", "lstm_adding.svg"]

@@ -20,6 +20,8 @@ __all__ = [
     "copy_task",
     "gaussian_mixture",
     "gaussian_mixture_bayes_accuracy",
+    "shells",
+    "shells_bayes_loss",
     "two_spirals",
 ]
 
@@ -95,6 +97,60 @@ def gaussian_mixture_bayes_accuracy(separation: float) -> float:
     0.9332
     """
     return 0.5 * (1.0 + math.erf(0.5 * separation / math.sqrt(2.0)))
+
+
+def _chi2_median(dim: int) -> float:
+    """The median of a chi-square with ``dim`` degrees of freedom (Wilson-Hilferty).
+
+    ``dim (1 - 2/(9 dim))^3``; its relative error is below 4e-3 from ``dim = 4``.
+
+    >>> round(_chi2_median(16), 2)  # exact: 15.34
+    15.34
+    """
+    return dim * (1.0 - 2.0 / (9.0 * dim)) ** 3
+
+
+def shells(
+    key: Array, *, batch: int, dim: int, noise: float = 0.0, dtype: DTypeLike = jnp.float32
+) -> tuple[Array, Array]:
+    """Inside or outside a sphere: ``x ~ N(0, I)``, label ``1[‖x‖² > median of χ²_dim]``.
+
+    The two classes are concentric: the inner ball and the shell around it, half the mass each.
+    The label distribution is the same at ``x`` and ``-x``, so the best *linear* classifier
+    (logistic regression, ``w·x + b``) is the constant one: its loss is exactly ``ln 2``
+    (:data:`BCE_BASELINE`) and its accuracy 1/2, while a network that learns ``‖x‖²`` can reach
+    the Bayes floor :func:`shells_bayes_loss` (``0`` without label noise). With ``noise`` each
+    label is flipped with that probability.
+
+    Returns:
+        ``x (batch, dim)`` and float labels ``y (batch,)``.
+
+    Example:
+        >>> import jax
+        >>> x, y = shells(jax.random.key(0), batch=20_000, dim=16)
+        >>> x.shape, abs(float(y.mean()) - 0.5) < 0.01  # balanced classes
+        ((20000, 16), True)
+    """
+    _positive("shells: batch", batch)
+    _positive("shells: dim", dim)
+    if not 0.0 <= noise < 0.5:
+        raise InputError(f"shells: noise must lie in [0, 0.5), got {noise!r}; pass e.g. 0.05.")
+    k_x, k_n = jax.random.split(key)
+    x = jax.random.normal(k_x, (batch, dim), dtype)
+    y = jnp.sum(x * x, axis=-1) > _chi2_median(dim)
+    flip = jax.random.bernoulli(k_n, noise, (batch,))
+    return x, (y ^ flip).astype(dtype)
+
+
+def shells_bayes_loss(noise: float) -> float:
+    """The lowest binary cross-entropy any model reaches on :func:`shells`: ``H(noise)`` nats.
+
+    >>> shells_bayes_loss(0.0), round(shells_bayes_loss(0.05), 4)
+    (0.0, 0.1985)
+    """
+    if noise == 0.0:
+        return 0.0
+    return -(noise * math.log(noise) + (1 - noise) * math.log(1 - noise))
 
 
 def two_spirals(

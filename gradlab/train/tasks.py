@@ -6,6 +6,7 @@ Each task is a pure function ``task(key, *, batch, ...) -> (inputs, targets)``, 
 | task | loss | baseline (what a model that learned nothing scores) |
 |---|---|---|
 | :func:`gaussian_mixture` | binary cross-entropy | ``ln 2`` (:data:`BCE_BASELINE`); best possible accuracy :func:`gaussian_mixture_bayes_accuracy` |
+| :func:`shells` | binary cross-entropy | ``ln 2``, which is also the best *linear* model's loss; Bayes floor :func:`shells_bayes_loss` |
 | :func:`two_spirals` | binary cross-entropy | ``ln 2``, accuracy 1/2 |
 | :func:`adding_problem` | MSE | ``1/6`` (:data:`ADDING_BASELINE`): always predict 1 |
 | :func:`copy_task` | cross-entropy per step (:func:`copy_loss`) | :func:`copy_baseline` ``= 10 ln 8 / (T + 20)`` |
@@ -28,6 +29,8 @@ from gradlab.train._tasks import (
     copy_task,
     gaussian_mixture,
     gaussian_mixture_bayes_accuracy,
+    shells,
+    shells_bayes_loss,
     two_spirals,
 )
 
@@ -40,5 +43,7 @@ __all__ = [
     "copy_task",
     "gaussian_mixture",
     "gaussian_mixture_bayes_accuracy",
+    "shells",
+    "shells_bayes_loss",
     "two_spirals",
 ]
