@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import equinox as eqx
 import flax.linen as lnn
@@ -474,6 +475,7 @@ def test_several_batches():
         (lambda: flow.diagnose(lambda p: p, {"w": 1.0}, bogus=1), "unknown option"),
         (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), decades=-1), "decades"),
         (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), seeds=0), "seeds"),
+        (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), depth_scales=0), "depth_scales"),
         (lambda: flow.diagnose(lambda p: jnp.sum(p), jnp.ones(2), init=3), "init"),
         (lambda: flow.diagnose("f", jnp.ones(2)), "must be a function"),
         (
@@ -492,7 +494,8 @@ def test_bad_input_is_named(call, match):
 _TARGET = """
 import jax.numpy as jnp, numpy as np
 def make():
-    ws = [jnp.asarray(np.random.default_rng(0).normal(size=(8, 8)) * 0.2) for _ in range(12)]
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.normal(size=(8, 8)) * 0.2) for _ in range(12)]
     def f(ws, x):
         for w in ws:
             x = jnp.tanh(x @ w)
@@ -523,3 +526,155 @@ def test_broken_flax_model_loss_is_scalar():
     f, v, args = broken_flax_model(depth=2, width=4, batch=2)
     assert f(v, *args).shape == ()
     assert theory.chi1(4.0, 0.0, "tanh") > 1  # the lecture's 2/sqrt(n) is chaotic for tanh
+
+
+# --------------------------------------------------------------------------- judged against theory
+# A consistent per-layer trend over more layers than 6 depth scales (the trainable depth of
+# Schoenholz et al. 2017) is flagged even when the total is under the 2 decades.
+
+TREND_DEPTH = 30
+
+
+def _biased_linen_problem(s2: float, sb2: float, depth: int = TREND_DEPTH):
+    """The Linen tanh MLP with kernels N(0, s2/n) and biases N(0, sb2)."""
+    ws = _weights(s2, depth)
+    rng = np.random.default_rng(7)
+    f, variables = linen_problem(ws)
+    for i in range(depth):
+        b = rng.normal(0, math.sqrt(sb2), WIDTH).astype(np.float32)
+        variables["params"][f"Dense_{i}"]["bias"] = jnp.asarray(b)
+    return f, variables
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_chaotic_tanh_at_depth_30_is_flagged_under_two_decades(framework):
+    # sigma_w^2 = 4 at zero bias: chi1 = 1.363 (theory), +0.067 decades per layer, xi =
+    # 1/ln chi1 = 3.2 layers, trainable depth 6 xi = 19 < 30. Measured at width 64: +0.058 per
+    # layer (median; standard error 0.007), +1.7 decades in all, under the 2-decade rule; the
+    # flag needs more than 6 measured depth scales, i.e. a median above 1.30/30 = 0.043.
+    f, params = FRAMEWORKS[framework](_weights(4.0, TREND_DEPTH))
+    d = flow.diagnose(f, params, X)
+    total = d.layers[0].grad_in - d.layers[-1].grad_out
+    assert total < 2.0  # the total alone would not be flagged
+    assert [fl.kind for fl in d.flags] == ["exploding"], d.summary()
+    t = d.trend
+    assert t is not None and t.depth == TREND_DEPTH and t.consistent()
+    assert t.prediction is not None and t.prediction.activation == "tanh"
+    assert t.prediction.chi1 == pytest.approx(float(theory.chi1(4.0, 0.0, "tanh")), rel=0.02)
+    assert t.xi * 6 < TREND_DEPTH < t.prediction.xi * 6 * 2  # measured and theory both beyond
+    flag = d.flags[0]
+    assert "χ₁ = 1.36" in flag.why and "ξ = 1/|ln χ₁| = 3.2" in flag.why
+    assert f"depth {TREND_DEPTH} >" in flag.why and "6ξ = 19" in flag.why
+    assert _prefix(d.flagged()) and d.flagged() < set(t.layers)  # from the input side
+    assert "LeCun" in flag.fix.description and d.verify().ok
+
+
+@pytest.mark.parametrize("framework", ["linen", "equinox"])
+def test_ordered_tanh_at_depth_30_is_flagged_vanishing_with_theory(framework):
+    # sigma_w^2 = 0.5: chi1 = 0.5, xi = 1.44 layers, 6 xi = 8.7 << 30.
+    f, params = FRAMEWORKS[framework](_weights(0.5, TREND_DEPTH))
+    d = flow.diagnose(f, params, X)
+    assert [fl.kind for fl in d.flags] == ["vanishing"], d.summary()
+    why = d.flags[0].why
+    chi = float(re.search(r"χ₁ = ([0-9.]+),", why).group(1))
+    xi = float(re.search(r"ξ = 1/\|ln χ₁\| = ([0-9.]+) layers", why).group(1))
+    assert chi == pytest.approx(0.5, abs=0.01) and xi == pytest.approx(-1 / math.log(chi), rel=0.01)
+    assert "ordered phase" in why and f"depth {TREND_DEPTH} >" in why
+    assert d.trend.per_layer < 0 and d.trend.prediction.per_layer < 0
+
+
+def test_critical_tanh_with_biases_and_lecun_stay_unflagged_at_depth_30():
+    crit = float(theory.critical_weight_variance("tanh", 0.05))  # 1.761
+    f, params = _biased_linen_problem(crit, 0.05)
+    d = flow.diagnose(f, params, X)
+    assert d.ok, d.summary()
+    assert d.trend.prediction.chi1 == pytest.approx(1.0, abs=0.03)
+    assert abs(d.trend.total) < 0.5  # measured: -0.07 decades in all
+    assert flow.diagnose(*_biased_linen_problem(1.0, 0.0), X).ok  # LeCun, zero bias
+
+
+def test_he_relu_stays_unflagged_at_depth_30():
+    apply_fn, params = _relu_mlp(0, ginit.he_normal, depth=TREND_DEPTH)
+    d = flow.diagnose(
+        lambda p, x: jnp.sum(apply_fn(p, x)),
+        params,
+        X[:4],
+        init=lambda k: _relu_mlp(k, ginit.he_normal, depth=TREND_DEPTH)[1],
+        seeds=2,
+    )
+    assert d.ok, d.summary()
+    assert d.trend.prediction.activation == "relu"
+    assert d.trend.prediction.chi1 == pytest.approx(1.0, abs=0.1)
+
+
+def _orthogonal_chain(gains: list[float], act=None):
+    """Linear (or ``act``) layers ``s_l Q_l``: going back, ‖∂L/∂h‖ is multiplied exactly by s_l."""
+    rng = np.random.default_rng(11)
+    ws = [jnp.asarray(np.linalg.qr(rng.normal(size=(16, 16)))[0] * s, jnp.float32) for s in gains]
+    ws.append(jnp.asarray(rng.normal(size=(16, 1)) / 4, jnp.float32))
+
+    def f(ws, x):
+        for w in ws[:-1]:
+            x = x @ w if act is None else act(x @ w)
+        return jnp.sum(x @ ws[-1])
+
+    return f, ws
+
+
+@pytest.mark.parametrize(("total", "flagged"), [(1.25, False), (1.35, True), (-1.35, True)])
+def test_the_threshold_is_six_depth_scales(total, flagged):
+    # 20 orthogonal layers: the per-layer gain is exactly total/20 decades, so
+    # 6 xi = 6/(2 ln 10 |total|/20) = 20.8 layers for |total| = 1.25 and 19.3 for 1.35: only the
+    # second exceeds the depth (20). The 2-decade rule flags neither.
+    f, ws = _orthogonal_chain([10 ** (total / 20)] * 20)
+    d = flow.diagnose(f, ws, jnp.ones((2, 16)))
+    assert [fl.kind for fl in d.flags] == (
+        [("exploding" if total > 0 else "vanishing")] if flagged else []
+    ), d.summary()
+    assert d.trend.per_layer == pytest.approx(total / 20, abs=1e-5)
+    # theory for a linear chain: chi1 = sigma_w^2 = s^2, the same depth scale as measured
+    assert d.trend.prediction.xi == pytest.approx(d.trend.xi, rel=1e-3)
+    if flagged:
+        assert "linear" in d.flags[0].why and "depth 20 >" in d.flags[0].why
+        assert flow.diagnose(f, ws, jnp.ones((2, 16)), depth_scales=7.0).ok  # 7 xi = 22.5 > 20
+
+
+def test_one_big_layer_is_an_outlier_not_a_trend():
+    # 19 layers at gain 1 and one at x30 (+1.48 decades, under the 2 decades): the median gain
+    # is 0, so no trend; the outlier rule names that layer.
+    gains = [1.0] * 20
+    gains[10] = 30.0
+    f, ws = _orthogonal_chain(gains)
+    d = flow.diagnose(f, ws, jnp.ones((2, 16)))
+    assert [(fl.kind, fl.layers) for fl in d.flags] == [("outlier", (10,))], d.summary()
+    assert d.trend.per_layer == pytest.approx(0.0, abs=1e-5) and not d.trend.consistent()
+
+
+def test_alternating_gains_are_not_a_trend():
+    # 11 layers at x10^0.1 and 10 at x10^-0.1, interleaved: the median is +0.1 decades per layer
+    # with zero spread, which over 21 layers would be 2.1 decades, beyond 6 xi = 13 layers; but
+    # only 52% of the layers grow the gradient (the total is +0.1), so it is no trend.
+    gains = [10 ** (0.1 if i % 2 == 0 else -0.1) for i in range(21)]
+    f, ws = _orthogonal_chain(gains)
+    d = flow.diagnose(f, ws, jnp.ones((2, 16)))
+    assert d.ok, d.summary()
+    assert d.trend.per_layer == pytest.approx(0.1, abs=1e-5)
+    assert d.trend.agreement == pytest.approx(11 / 21) and not d.trend.consistent()
+
+
+def test_a_trend_without_theory_is_judged_on_its_own():
+    # sin layers (no mean-field theory in gradlab) at small inputs act like the identity:
+    # orthogonal x0.85 gives -0.071 decades per layer, -1.4 over 20, 6 xi = 18.5 < 20.
+    f, ws = _orthogonal_chain([0.85] * 20, act=jnp.sin)
+    d = flow.diagnose(f, ws, jnp.ones((2, 16)) * 0.1)
+    assert [lay.activation for lay in d.layers[:-1]] == ["other"] * 20
+    assert [fl.kind for fl in d.flags] == ["vanishing"], d.summary()
+    assert d.trend.prediction is None and "no mean-field theory" in d.flags[0].why
+    assert d.flags[0].fix is None
+
+
+def test_trend_in_the_report_dict():
+    f, ws = _orthogonal_chain([10 ** (1.35 / 20)] * 20)
+    blob = json.loads(json.dumps(flow.diagnose(f, ws, jnp.ones((2, 16))).to_dict()))
+    assert blob["trend"]["prediction"]["activation"] == "linear"
+    assert blob["trend"]["xi"] == pytest.approx(1 / (2 * math.log(10) * 1.35 / 20), rel=1e-3)

@@ -378,3 +378,14 @@ def test_lstm_cell_path_on_gradlab_lstm():
     for j in range(H):
         pred = theory.lstm_cell_path(1, 1.5, float(s[j])).per_step_log
         assert_mean(log_f[:, :, j].ravel(), pred, float(np.std(log_f[:, :, j])))
+
+
+def test_gradient_depth_scale_is_infinite_on_the_whole_critical_line():
+    # chi1 at the bisected critical sigma_w^2 is 1 only up to round-off (|ln chi1| ~ 1e-16);
+    # the depth scale there is infinite, and 1e-6 off the line it is finite and large
+    # (|xi| ~ 1/(|d chi1/d sigma_w^2| * 1e-6) > 1e5 layers).
+    sb = np.array([0.01, 0.05, 0.3])
+    crit = theory.critical_weight_variance("tanh", sb)
+    assert np.all(np.isinf(theory.gradient_depth_scale(crit, sb, "tanh")))
+    near = theory.gradient_depth_scale(crit * (1 + 1e-6), sb, "tanh")
+    assert np.all(np.isfinite(near)) and np.all(np.abs(near) > 1e5) and np.all(near < 0)

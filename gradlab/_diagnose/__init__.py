@@ -22,6 +22,7 @@ from gradlab._diagnose._layers import Layer, Recurrence, build_layers, build_rec
 from gradlab._diagnose._layers import weight_grads as _weight_grads
 from gradlab._diagnose._measure import Prepared, measure
 from gradlab._diagnose._report import Diagnosis
+from gradlab._diagnose._trend import Trend, measure_trend
 from gradlab._errors import InputError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Flag",
     "Layer",
     "Recurrence",
+    "Trend",
     "demo_broken_model",
     "diagnose",
 ]
@@ -51,6 +53,10 @@ class DiagnoseOptions:
             the depth (or the sequence).
         outlier: flag a layer whose gain differs from the typical layer's by more than
             ``10**outlier`` (and by more than 5 robust standard deviations).
+        depth_scales: flag a consistent per-layer growth or decay of the gradient (even under
+            ``decades`` in all) over more plain layers than ``depth_scales × ξ``, with the
+            depth scale ``ξ = 1/|ln χ₁|`` of the measured per-layer factor ``χ₁`` of
+            ``‖∂L/∂h‖²``; 6 is the trainable depth of Schoenholz et al. (2017).
 
     Raises:
         InputError: for a field out of range (the message says what to pass).
@@ -71,13 +77,14 @@ class DiagnoseOptions:
     key: int = 0
     decades: float = 2.0
     outlier: float = 0.5
+    depth_scales: float = 6.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise InputError(
                 f"diagnose: seeds must be an integer >= 1, got {self.seeds!r}; pass e.g. seeds=4."
             )
-        for name in ("decades", "outlier"):
+        for name in ("decades", "outlier", "depth_scales"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise InputError(
@@ -145,7 +152,7 @@ def diagnose(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> 
         params: the parameters (float array leaves are measured; other leaves stay fixed).
         *args: one batch of inputs for ``f``.
         **options: fields of :class:`DiagnoseOptions` (``batches``, ``init``, ``seeds``,
-            ``key``, ``decades``, ``outlier``).
+            ``key``, ``decades``, ``outlier``, ``depth_scales``).
 
     Returns:
         A :class:`Diagnosis`; ``.flags`` lists the problems, ``.verify()`` re-runs it with the
@@ -200,7 +207,8 @@ def _run(
     m = measure(f, params, batches, opts.init, opts.seeds, opts.key, prepared, drawn)
     layers = build_layers(m)
     recurrences = build_recurrences(m)
-    flags = judge(m, layers, recurrences, opts.decades, opts.outlier)
+    trend = measure_trend(layers)
+    flags = judge(m, layers, recurrences, opts.decades, opts.outlier, opts.depth_scales, trend)
 
     def rerun(fixes: tuple[Fix, ...]) -> Diagnosis:
         # The same program measures the fixed params (no new trace or compilation); with an
@@ -217,4 +225,5 @@ def _run(
         samples=(m.values[0].shape[0], len(batches)),
         seconds=m.seconds,
         rerun=rerun,
+        trend=trend,
     )

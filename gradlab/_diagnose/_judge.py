@@ -5,13 +5,19 @@ Rules (``decades`` and ``outlier`` come from :class:`~gradlab._diagnose.Diagnose
 * depth: ``r_l = log10 ‖∂L/∂h_in,l‖ − log10 ‖∂L/∂h_out,last‖``. If ``|r_0| > decades`` the
   gradient vanishes (``r_0 < 0``) or explodes (``> 0``) over the depth; the flag names the
   layers, from the input side, where ``|r_l| > decades``.
+* trend (:mod:`._trend`): below ``decades``, a consistent per-layer growth or decay ``ĝ``
+  (median gain of the plain layers, 3 standard errors from 0, shared by 2/3 of them) over more
+  layers than ``depth_scales × ξ̂`` (``ξ̂ = 1/(2 ln 10 |ĝ|)``, 6 by default: the trainable depth
+  of Schoenholz et al. 2017) is flagged too; the flag names the layers more than
+  ``depth_scales × ξ̂`` layers from the output.
 * a layer stands out when its gain differs from the median gain of the interior layers by more
   than ``outlier`` decades and by more than 5 robust standard deviations (1.4826 × MAD).
 * time: ``log10 ‖∂L/∂s_1‖ − log10 ‖∂L/∂s_T‖`` beyond ``decades`` along a recurrence.
 
 The why uses :mod:`gradlab.theory`: ``σ_w²·fan_in`` against the activation's critical value
 (1 for linear/tanh without bias, 2 for ReLU, the tanh mean-field critical line with biases) and
-``χ₁``; the growth ``(1 + α²c)`` per residual block; the LSTM cell path ``σ(b_f)^T``.
+``χ₁``, the depth scale ``ξ = 1/|ln χ₁|`` against the depth; the growth ``(1 + α²c)`` per
+residual block; the LSTM cell path ``σ(b_f)^T``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from gradlab import theory as _theory
 from gradlab._diagnose._fixes import Fix, Scale, Shift, forget_bias_mask
 from gradlab._diagnose._layers import Layer, Recurrence
 from gradlab._diagnose._measure import Measured
+from gradlab._diagnose._trend import Trend
 
 _LN10 = math.log(10.0)
 
@@ -91,14 +98,20 @@ def _theory_ok(act: str) -> bool:
     return act in _theory.MEAN_FIELD_ACTIVATIONS
 
 
-def _chain_flag(layers: list[Layer], decades: float) -> Flag | None:
+def _chain_flag(
+    layers: list[Layer], decades: float, trend: Trend | None, scales: float
+) -> Flag | None:
     ends = [layers[-1].grad_out, layers[-1].grad_in]
     ref = next((e for e in ends if math.isfinite(e)), None)
     if ref is None:  # not finite even at the output: an overflow, or exactly zero everywhere
         return _nowhere_finite(layers)
     rel = [lay.grad_in - ref for lay in layers]
     total = rel[0]
-    if math.isnan(total) or abs(total) <= decades:
+    if math.isnan(total):
+        return None
+    if abs(total) <= decades:
+        if trend is not None and trend.beyond(scales):
+            return _trend_flag(layers, trend, scales)
         return None
     sign = 1.0 if total > 0 else -1.0
     idx = [lay.index for lay, r in zip(layers, rel, strict=True) if sign * r > decades]
@@ -118,8 +131,43 @@ def _chain_flag(layers: list[Layer], decades: float) -> Flag | None:
     if len(residual) >= max(2, len(layers) // 2):
         why, fix = _residual_why(residual)
     else:
-        why, fix = _init_why([layers[i] for i in idx], layers, kind)
+        depth = trend.depth if trend is not None else len(layers)
+        why, fix = _init_why([layers[i] for i in idx], layers, kind, (depth, scales))
     return Flag(kind, "depth", tuple(idx), tuple(layers[i].name for i in idx), measured, why, fix)
+
+
+def _trend_flag(layers: list[Layer], trend: Trend, scales: float) -> Flag:
+    """A consistent per-layer trend beyond the trainable depth (``_trend.Trend.beyond``)."""
+    kind = "exploding" if trend.per_layer > 0 else "vanishing"
+    n, xi = trend.depth, trend.xi
+    idx = [i for j, i in enumerate(trend.layers) if n - j > scales * xi]
+    by_index = {lay.index: lay for lay in layers}
+    verb = "grow" if kind == "exploding" else "shrink"
+    measured = (
+        f"‖∂L/∂h‖ {verb}s by ×{10**trend.per_layer:.3g} per layer going back (median over "
+        f"{n} plain layers, 10^{trend.per_layer:+.3f} ± {trend.stderr:.3f}; "
+        f"{trend.agreement:.0%} of them {verb} it), 10^{trend.total:+.2f} in all: "
+        f"measured χ₁ = {trend.chi1:.3g}, depth scale "
+        f"ξ = 1/|ln χ₁| = {xi:.3g} layers, and the depth {n} exceeds the trainable depth "
+        f"≈ {scales:g}ξ = {scales * xi:.3g} layers (Schoenholz et al. 2017)"
+    )
+    p = trend.prediction
+    if p is None:
+        acts = sorted({by_index[i].activation for i in trend.layers})
+        why = (
+            f"no mean-field theory for {'/'.join(acts)} layers (gradlab.theory covers "
+            f"{', '.join(_theory.MEAN_FIELD_ACTIVATIONS)}): judged on the measured trend alone"
+        )
+        return Flag(kind, "depth", tuple(idx), tuple(by_index[i].name for i in idx), measured,
+                    why, None)  # fmt: skip
+    why, fix = _init_why([by_index[i] for i in trend.layers], layers, kind, (n, scales))
+    if abs(math.log(p.weight_variance / p.critical)) < 0.15:
+        why += (
+            "; at infinite width theory predicts no such trend here, so it comes from elsewhere "
+            "(a narrow width, inputs far from the fixed point q*, weights that are not "
+            "independent draws)"
+        )
+    return Flag(kind, "depth", tuple(idx), tuple(by_index[i].name for i in idx), measured, why, fix)
 
 
 def _nowhere_finite(layers: list[Layer]) -> Flag | None:
@@ -137,7 +185,21 @@ def _nowhere_finite(layers: list[Layer]) -> Flag | None:
                 measured, why, fix)  # fmt: skip
 
 
-def _init_why(flagged: list[Layer], layers: list[Layer], kind: str) -> tuple[str, Fix | None]:
+def _depth_words(chi: float, depth: int, scales: float) -> str:
+    """``ξ`` from theory's ``χ₁`` against the depth (the trainable depth ``scales × ξ``)."""
+    if abs(math.log(max(chi, 1e-300))) < 1e-9:
+        return f"ξ = 1/|ln χ₁| is infinite: {depth} layers are within any trainable depth"
+    xi = 1.0 / abs(math.log(max(chi, 1e-300)))
+    side = ">" if depth > scales * xi else "≤"
+    return (
+        f"depth scale ξ = 1/|ln χ₁| = {xi:.3g} layers, so the depth {depth} {side} the "
+        f"trainable depth ≈ {scales:g}ξ = {scales * xi:.3g} layers (Schoenholz et al. 2017)"
+    )
+
+
+def _init_why(
+    flagged: list[Layer], layers: list[Layer], kind: str, depth: tuple[int, float] | None = None
+) -> tuple[str, Fix | None]:
     acts = [lay.activation for lay in flagged if _theory_ok(lay.activation)]
     if not acts:
         return "", None
@@ -154,6 +216,8 @@ def _init_why(flagged: list[Layer], layers: list[Layer], kind: str) -> tuple[str
         f"{crit:.3g} ({act}{bias}; gradlab.theory.critical_weight_variance): χ₁ = {chi:.3g}, "
         f"the {phase} phase, each layer multiplies ‖∂L/∂h‖ by about {math.sqrt(chi):.3g}"
     )
+    if depth is not None:
+        why += "; " + _depth_words(chi, *depth)
     sats = [lay.saturation for lay in same if lay.saturation is not None]
     if sats and act in ("tanh", "sigmoid") and np.mean(sats) > 0.2:
         why += f"; {np.mean(sats):.0%} of the {act} units are saturated"
@@ -313,12 +377,18 @@ def _sig(x: float) -> float:
 
 
 def judge(
-    m: Measured, layers: list[Layer], recurrences: list[Recurrence], decades: float, outlier: float
+    m: Measured,
+    layers: list[Layer],
+    recurrences: list[Recurrence],
+    decades: float,
+    outlier: float,
+    depth_scales: float = 6.0,
+    trend: Trend | None = None,
 ) -> list[Flag]:
-    """All flags of a model (see the module docstring)."""
+    """All flags of a model (see the module docstring); ``trend`` from ``_trend.measure_trend``."""
     flags: list[Flag] = []
     if len(layers) >= 2:
-        chain = _chain_flag(layers, decades)
+        chain = _chain_flag(layers, decades, trend, depth_scales)
         taken: set[int] = set()
         if chain is not None:
             flags.append(chain)

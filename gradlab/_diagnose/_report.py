@@ -13,6 +13,7 @@ import numpy as np
 from gradlab._diagnose._fixes import Fix
 from gradlab._diagnose._judge import Flag
 from gradlab._diagnose._layers import Layer, Recurrence
+from gradlab._diagnose._trend import Trend
 from gradlab._errors import InputError
 
 
@@ -36,6 +37,8 @@ class Diagnosis:
         samples: ``(initialisations, batches)`` measured.
         seconds: wall time (tracing, compilation, run).
         rerun: re-runs the diagnosis with given fixes applied (used by :meth:`verify`).
+        trend: the per-layer trend of ``‖∂L/∂h‖`` over the plain layers, measured and (where
+            the activation is known) predicted by mean-field theory; None for fewer than 8.
 
     Example:
         >>> import jax.numpy as jnp
@@ -62,6 +65,7 @@ class Diagnosis:
     rerun: Callable[[tuple[Fix, ...]], Diagnosis] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    trend: Trend | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,7 +131,7 @@ class Diagnosis:
             >>> d = Diagnosis(layers=(), recurrences=(), flags=(), weight_grads={},
             ...               samples=(1, 1), seconds=0.5)
             >>> sorted(d.to_dict())
-            ['flags', 'layers', 'ok', 'recurrences', 'samples', 'seconds', 'weight_grads']
+            ['flags', 'layers', 'ok', 'recurrences', 'samples', 'seconds', 'trend', 'weight_grads']
         """
         layers = [
             {
@@ -164,6 +168,7 @@ class Diagnosis:
             "recurrences": recs,
             "flags": [f.to_dict() for f in self.flags],
             "weight_grads": self.weight_grads,
+            "trend": None if self.trend is None else self.trend.to_dict(),
         }
 
     def table(self) -> Any:

@@ -11,8 +11,9 @@ evaluation seeds that did not set it, and carries a control that must come out f
 
 Example:
     >>> from gradlab import experiments
-    >>> experiments.names()
-    ('init-depth', 'residual-depth', 'lstm-adding', 'clipping', 'lr-scale-grid')
+    >>> experiments.names()  # doctest: +NORMALIZE_WHITESPACE
+    ('init-depth', 'residual-depth', 'lstm-adding', 'clipping', 'lr-scale-grid',
+     'trainability-depth', 'isometry', 'transformer-ln')
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ _MODULES = {
     "lstm-adding": "_lstm_adding",
     "clipping": "_clipping",
     "lr-scale-grid": "_lr_scale_grid",
+    "trainability-depth": "_trainability_depth",
+    "isometry": "_isometry",
+    "transformer-ln": "_transformer_ln",
 }
 
 

@@ -224,10 +224,14 @@ def gradient_depth_scale(
 
     >>> round(float(gradient_depth_scale(0.9, 0.0, "linear")), 3)
     9.491
+    >>> float(gradient_depth_scale(critical_weight_variance("tanh", 0.05), 0.05))  # the line
+    inf
     """
     c = chi1(weight_variance, bias_variance, activation)
     with np.errstate(divide="ignore"):
-        return np.where(c == 1.0, np.inf, -1.0 / np.log(c))
+        log_c = np.log(c)
+        # on the critical line χ₁ = 1 up to the bisection's round-off (|ln χ₁| ~ 1e-16)
+        return np.where(np.abs(log_c) < 1e-12, np.inf, -1.0 / np.where(log_c == 0, 1.0, log_c))
 
 
 _Z2_NODES = np.linspace(-9.0, 9.0, 241)
