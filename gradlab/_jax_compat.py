@@ -29,6 +29,7 @@ __all__ = [
     "cache_settings",
     "canonical_dtype_of",
     "deserialize_executable",
+    "is_flat_tree",
     "only_local_ref_effects",
     "register_cache",
     "reset_compilation_cache",
@@ -59,6 +60,18 @@ def canonical_dtype_of(array: Any) -> Any:
         'float32'
     """
     return _dtypes.canonicalize_value(array).dtype
+
+
+def is_flat_tree(value: Any) -> bool:
+    """Whether ``value`` is one of JAX's flat trees (``scan``'s ``ft_in`` from JAX 0.11 on).
+
+    Its ``repr`` writes its whole structure, and its leaves are in ``value.vals``.
+
+    Example:
+        >>> is_flat_tree((1, 2))
+        False
+    """
+    return (getattr(type(value), "__module__", "") or "").startswith("jax._src.flattree")
 
 
 def only_local_ref_effects(effects: Any) -> bool:

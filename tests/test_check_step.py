@@ -147,7 +147,7 @@ def test_a_tpu_falls_back_to_float32_and_says_how_to_use_the_host(monkeypatch):
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"dtype": "float16"}, "dtype must be None, 'float64' or 'float32'"),
+        ({"dtype": "float16"}, r"dtype=float16: a check runs in float64 or float32"),
         ({"host": True}, r"host= is not an option.*Execution\(devices=jax.devices\('cpu'\)\)"),
     ],
 )

@@ -64,6 +64,7 @@ def user_module(tmp_path, monkeypatch):
     return tmp_path / "my_layers.py"
 
 
+@pytest.mark.slow
 def test_demo_quick_writes_summary_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

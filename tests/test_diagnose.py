@@ -128,7 +128,7 @@ def test_nnx_split_state_is_the_same_as_the_module():
     d = flow.diagnose(lambda s, x: jnp.sum(nnx.merge(graphdef, s)(x)), state, X)
     ref = diag("nnx", 0.25)
     assert [lay.name for lay in d.layers] == [lay.name for lay in ref.layers]
-    assert d.layers[3].name == "layers[3]"
+    assert d.layers[3].name == "layers/3"
     np.testing.assert_allclose(
         [lay.grad_out for lay in d.layers], [lay.grad_out for lay in ref.layers]
     )

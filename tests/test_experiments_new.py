@@ -32,6 +32,7 @@ def test_registered():
         assert experiments.describe(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_tiny_run_writes_schema_claims_controls_and_figures(name, out):
     result = experiments.run(name, size="tiny", out=out)

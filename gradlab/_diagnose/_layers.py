@@ -17,6 +17,7 @@ import numpy as np
 
 from gradlab._diagnose._measure import Measured
 from gradlab._diagnose._program import Kernel, Site
+from gradlab._treepath import path_parts
 
 
 @dataclasses.dataclass
@@ -111,19 +112,9 @@ class Recurrence:
     activation: str
 
 
-def _key_name(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def leaf_name(path: Any) -> str:
     """``params/Dense_0/kernel`` style name of a params path (NNX ``value`` dropped)."""
-    parts = [_key_name(k) for k in path]
-    if parts and parts[-1] in ("value", "raw_value"):
-        parts = parts[:-1]
-    return "/".join(parts)
+    return "/".join(path_parts(path))
 
 
 def module_name(path: Any, kernel: Kernel, stacks: dict[str, set[int]] | None = None) -> str:
@@ -131,7 +122,7 @@ def module_name(path: Any, kernel: Kernel, stacks: dict[str, set[int]] | None = 
 
     Flax Linen (and equinox under ``jit``) leave module names in the program's name stack;
     a name stack shared by several kernels (equinox's ``eqx.nn.Linear`` for every layer) does
-    not tell them apart, so the params path (``layers[3]``) is used instead.
+    not tell them apart, so the params path (``layers/3``) is used instead.
     """
     if kernel.name_stack and (stacks is None or len(stacks.get(kernel.name_stack, ())) == 1):
         return kernel.name_stack
@@ -139,7 +130,7 @@ def module_name(path: Any, kernel: Kernel, stacks: dict[str, set[int]] | None = 
     if parts and parts[0] == "params" and len(parts) > 1:
         parts = parts[1:]
     parts = parts[:-1] if len(parts) > 1 else parts
-    return "".join(f"[{p}]" if p.isdigit() else f"/{p}" for p in parts).lstrip("/")
+    return "/".join(parts)
 
 
 def name_stacks(sites: list[Site]) -> dict[str, set[int]]:

@@ -183,6 +183,10 @@ class _Digest:
             self._array_value(h, value)
         elif isinstance(value, jax.tree_util.PyTreeDef):
             self._text(h, "treedef", str(value))
+        elif _jax_compat.is_flat_tree(value):  # scan's ft_in (JAX >= 0.11): structure, leaves
+            self._text(h, "flattree", repr(value))
+            for item in value.vals:
+                self._value(h, item)
         elif _is_aval(value):
             self._aval(h, value)
         elif isinstance(value, tuple | list):  # named tuples (dimension numbers) by type too

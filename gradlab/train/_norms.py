@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._errors import InputError
+from gradlab._treepath import path_parts
 
 __all__ = ["GroupBy", "layer_grad_norms", "layer_names", "path_names"]
 
@@ -24,13 +25,6 @@ Example:
 """
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
     """A pytree path as strings, dropping the ``value`` attribute of Flax NNX variables.
 
@@ -38,14 +32,11 @@ def path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
     >>> [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path({"a": [1.0]})[0]]
     [('a', '0')]
     """
-    names = tuple(_key_name(k) for k in path)
-    if len(names) > 1 and names[-1] == "value":
-        names = names[:-1]
-    return names
+    return path_parts(path)
 
 
 def _top_level(names: tuple[str, ...]) -> str:
-    return names[0] if names else "<root>"
+    return names[0] if names else "."
 
 
 def _groups(
