@@ -172,7 +172,7 @@ def diagnose(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> 
         ...     return jnp.sum(x)
         >>> d = diagnose(f, ws, jnp.ones((4, 16)))
         >>> [(fl.kind, fl.names[0]) for fl in d.flags]
-        [('vanishing', '[0]')]
+        [('vanishing', '0')]
         >>> d.verify().ok  # every kernel rescaled to LeCun's std 1/sqrt(n), as suggested
         True
     """

@@ -50,8 +50,8 @@ class Diagnosis:
         >>> d = diagnose(f, [jnp.eye(4) / 3] * 8, jnp.ones((2, 4)))
         >>> d.ok, [(fl.kind, fl.where) for fl in d.flags], len(d.layers)
         (False, [('vanishing', 'depth')], 8)
-        >>> print(d.summary().splitlines()[0][:46])
-        VANISHING (depth): ‖∂L/∂h‖ at the input of [0]
+        >>> print(d.summary().splitlines()[0][:44])
+        VANISHING (depth): ‖∂L/∂h‖ at the input of 0
         >>> d.verify().ok  # the suggested fix applied to the params, measured again
         True
     """

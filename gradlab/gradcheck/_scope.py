@@ -206,5 +206,7 @@ def _own_param(p: Any) -> Any:
         return _own_jaxpr(p)
     if isinstance(p, tuple) and any(isinstance(i, jex.ClosedJaxpr | jex.Jaxpr) for i in p):
         items = tuple(_own_param(i) for i in p)
-        return p if all(a is b for a, b in zip(items, p, strict=True)) else items
+        if all(a is b for a, b in zip(items, p, strict=True)):
+            return p
+        return type(p)(*items) if hasattr(p, "_fields") else items  # named tuples keep their type
     return p
