@@ -155,7 +155,8 @@ def reset_compilation_cache() -> None:
 
 def serialize_executable(compiled: jax.stages.Compiled) -> tuple[bytes, Any, Any]:
     """A compiled program as ``(payload, in_tree, out_tree)``; raises if it cannot be kept."""
-    return _serialize_executable.serialize(compiled)  # type: ignore[no-any-return]
+    payload, in_tree, out_tree = _serialize_executable.serialize(compiled)
+    return payload, in_tree, out_tree
 
 
 def deserialize_executable(
