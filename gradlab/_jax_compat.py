@@ -10,10 +10,12 @@ the newest supported JAX) says which.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jaxlib
 from jax._src import compilation_cache as _compilation_cache
 from jax._src import config as _config
 from jax._src import core as _core
@@ -30,6 +32,7 @@ __all__ = [
     "canonical_dtype_of",
     "deserialize_executable",
     "is_flat_tree",
+    "keeps_programs_quietly",
     "only_local_ref_effects",
     "register_cache",
     "reset_compilation_cache",
@@ -157,6 +160,24 @@ def serialize_executable(compiled: jax.stages.Compiled) -> tuple[bytes, Any, Any
     """A compiled program as ``(payload, in_tree, out_tree)``; raises if it cannot be kept."""
     payload, in_tree, out_tree = _serialize_executable.serialize(compiled)
     return payload, in_tree, out_tree
+
+
+# jaxlib 0.10.0 and 0.10.1 list XLA:CPU's tuning flags (+prefer-no-gather, +prefer-no-scatter)
+# among a kept program's target features, then report at every load, on stderr, that the very
+# machine which compiled it lacks them ("execution errors such as SIGILL"). 0.10.2 is quiet.
+_QUIET_CPU_LOADS = (0, 10, 2)
+
+
+def keeps_programs_quietly(device: Any) -> bool:
+    """Whether a program kept by :func:`serialize_executable` loads on ``device`` without noise.
+
+    False on XLA:CPU before jaxlib 0.10.2, which logs a false machine mismatch at each load:
+    gradlab then keeps no programs on disk there rather than fill the caller's stderr.
+    """
+    if device.platform != "cpu":
+        return True
+    numbers = re.findall(r"\d+", jaxlib.__version__)[:3]
+    return tuple(int(n) for n in numbers) >= _QUIET_CPU_LOADS
 
 
 def deserialize_executable(

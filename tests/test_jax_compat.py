@@ -82,3 +82,45 @@ def test_no_private_jax_import_outside_the_compat_module():
         if pattern.match(line)
     ]
     assert not offenders, f"private JAX imports outside gradlab/_jax_compat.py: {offenders}"
+
+
+def test_programs_are_kept_on_cpu_only_where_loading_them_is_quiet(monkeypatch):
+    cpu = jax.devices("cpu")[0]
+    for version, quiet in [("0.10.0", False), ("0.10.1", False), ("0.10.2", True),
+                           ("0.12.0.1", True), ("1.0.0", True)]:  # fmt: skip
+        monkeypatch.setattr(compat.jaxlib, "__version__", version)
+        assert compat.keeps_programs_quietly(cpu) is quiet, version
+
+
+def test_a_kept_program_loads_without_a_word_on_stderr_where_it_is_kept(tmp_path):
+    """Two processes check the same f with gradlab's cache at its default place (under
+    ``tmp_path``): the second loads what the first kept, or, on a jaxlib that would log at
+    each load, nothing is kept unless the cache is asked for by name."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import gradlab
+
+    code = (
+        "import jax.numpy as jnp, gradlab\n"
+        "r = gradlab.check(lambda p: jnp.sum(jnp.sin(p['w']) ** 2), {'w': jnp.ones((2, 3))})\n"
+        "assert r.ok\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(gradlab.__file__).parents[1]),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # platformdirs' user cache folder
+    }
+    env.pop("GRADLAB_COMPILATION_CACHE", None)
+    for run in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        assert "cpu_aot_loader" not in done.stderr and "SIGILL" not in done.stderr, run
+    kept = list((tmp_path / "cache").rglob("*"))
+    assert bool([p for p in kept if p.is_file()]) == compat.keeps_programs_quietly(
+        jax.devices("cpu")[0]
+    )

@@ -13,6 +13,9 @@ of another version never match), and puts everything back on exit, also on error
 * a cache the user configured for JAX (``jax_compilation_cache_dir`` set, e.g. by
   ``JAX_COMPILATION_CACHE_DIR``) is used as it is: nothing is changed;
 * ``jax_enable_compilation_cache=False`` is honoured: nothing is changed;
+* on XLA:CPU before jaxlib 0.10.2, which logs a false machine mismatch on stderr each time it
+  loads a kept program, the cache is on only when asked for by name (``enabled=True``, or
+  ``GRADLAB_COMPILATION_CACHE`` set): by default nothing is kept there;
 * otherwise the directory, the minimum compile time (``0``: every program is kept) and the
   minimum entry size (no minimum) are set, globally (the checker compiles in worker threads)
   and in the calling thread. These are process-wide settings: they are changed under a lock
@@ -193,12 +196,18 @@ def in_flight() -> int:
 
 
 @contextlib.contextmanager
-def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
+def compilation_cache(
+    enabled: bool | None = None, device: jax.Device | None = None
+) -> Iterator[str | None]:
     """Keeps the programs compiled inside the block in a persistent cache on disk.
 
     Args:
         enabled: ``False`` leaves JAX as it is; ``True`` turns gradlab's cache on; ``None``
             (the default) reads ``GRADLAB_COMPILATION_CACHE`` (on unless it is ``0``).
+        device: where the programs run (None: JAX's default device). Where loading a kept
+            program there logs a false machine mismatch on stderr (XLA:CPU before jaxlib
+            0.10.2, see :func:`gradlab._jax_compat.keeps_programs_quietly`), gradlab's cache
+            is on only when asked for by name: ``enabled=True``, or the variable set.
 
     Yields:
         The cache directory in use inside the block — gradlab's, or one the user configured
@@ -213,7 +222,9 @@ def compilation_cache(enabled: bool | None = None) -> Iterator[str | None]:
         True
     """
     user_enabled = _JAX_CACHE_OFF.saved_value(_jax_compat.cache_settings().enabled)
-    on = resolve_enabled(enabled) and bool(user_enabled)
+    asked = enabled is True or (enabled is None and bool(_env_value()))
+    quiet = _jax_compat.keeps_programs_quietly(device or jax.devices()[0])
+    on = resolve_enabled(enabled) and bool(user_enabled) and (asked or quiet)
     configured = _GRADLAB_CACHE.saved_value(_jax_compat.cache_settings().directory)
     if configured or not on:
         # a cache the user configured for JAX is used as it is; gradlab keeps no programs

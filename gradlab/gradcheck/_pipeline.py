@@ -178,7 +178,7 @@ def run_check(
     start = time.perf_counter()
     on_device = jax.default_device(device) if device is not None else contextlib.nullcontext()
     with (
-        compilation_cache(opts.compilation_cache),
+        compilation_cache(opts.compilation_cache, device),
         precise(x64=compute == "float64"),
         on_device,
         nondiff_tracer_errors(),
