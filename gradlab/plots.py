@@ -16,9 +16,9 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from matplotlib import colors as mcolors
@@ -27,7 +27,6 @@ from matplotlib.figure import Figure
 
 from gradlab import theory as _theory
 from gradlab._errors import InputError
-from gradlab.flow import FlowProfile
 
 __all__ = [
     "PALETTE",
@@ -57,6 +56,41 @@ Example:
     ('#1f77b4', '#d62728')
 """
 _COLORS = PALETTE
+
+
+# What the plotting functions read of a :class:`gradlab.flow.FlowProfile` (and of its
+# :class:`~gradlab.flow.Series` and :class:`~gradlab.flow.TheoryLine`): plots draws measured
+# profiles without depending on the package that measures them.
+class _TheoryLike(Protocol):
+    @property
+    def index(self) -> np.ndarray: ...
+    @property
+    def mean(self) -> np.ndarray: ...
+    @property
+    def std(self) -> np.ndarray: ...
+
+
+class _SeriesLike(Protocol):
+    @property
+    def index(self) -> np.ndarray: ...
+    @property
+    def log10(self) -> np.ndarray: ...
+    @property
+    def mean(self) -> np.ndarray: ...
+    @property
+    def theory(self) -> _TheoryLike | None: ...
+    def quantile(self, q: float | tuple[float, ...]) -> np.ndarray: ...
+
+
+class _ProfileLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def series(self) -> Mapping[str, Any]: ...
+    def __getitem__(self, name: str) -> _SeriesLike: ...
+
 
 _YLABELS = {
     ("depth", "grad_h_rel"): r"$\|\partial L/\partial h_l\| \;/\; \|\partial L/\partial h_L\|$",
@@ -117,7 +151,7 @@ def _pow10(a: np.ndarray) -> np.ndarray:
 
 
 def plot_profiles(
-    profiles: Sequence[FlowProfile],
+    profiles: Sequence[_ProfileLike],
     labels: Sequence[str] | None = None,
     *,
     quantity: str = "grad_h_rel",
@@ -221,7 +255,7 @@ def plot_profiles(
 
 
 def plot_cell_path(
-    profiles: Sequence[FlowProfile],
+    profiles: Sequence[_ProfileLike],
     labels: Sequence[str] | None = None,
     *,
     ax: Axes | None = None,

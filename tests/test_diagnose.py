@@ -23,8 +23,7 @@ from flax import nnx
 from gradlab import InputError, cli, flow, theory
 from gradlab import init as ginit
 from gradlab import nn as gnn
-from gradlab._diagnose import demo_broken_model
-from gradlab._diagnose._examples import broken_flax_model
+from gradlab.demo._examples import broken_flax_model, demo_broken_model
 
 # LeCun tanh and sigma_w^2 = 4 need depth to be told apart: the mean-field gain per layer is
 # 0.5*log10(chi1) = +0.067 decades at sigma_w^2 = 4 (gradlab.theory.chi1), +2.7 over 40 layers

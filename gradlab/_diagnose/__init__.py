@@ -33,7 +33,6 @@ __all__ = [
     "Layer",
     "Recurrence",
     "Trend",
-    "demo_broken_model",
     "diagnose",
 ]
 
@@ -101,33 +100,6 @@ class DiagnoseOptions:
                 "diagnose: batches must be a sequence of argument tuples; pass e.g. "
                 "batches=[(x2, y2), (x3, y3)] for f(params, x, y)."
             )
-
-
-def demo_broken_model(
-    console: Any = None, *, depth: int = 50, width: int = 64
-) -> tuple[Diagnosis, Diagnosis]:
-    """Diagnoses a Flax model at the lecture's std 2/√n_prev, applies the fix, prints both.
-
-    The example model is defined in :mod:`gradlab._diagnose._examples`, imported on call.
-
-    Args:
-        console: a :class:`rich.console.Console` (default: a new one).
-        depth: hidden layers.
-        width: units per layer.
-
-    Returns:
-        ``(before, after)``: the :class:`Diagnosis` of the broken model and of the model with
-        the suggested fix applied.
-
-    Example:
-        >>> from rich.console import Console
-        >>> before, after = demo_broken_model(Console(quiet=True))  # doctest: +SKIP
-        >>> [f.kind for f in before.flags], after.ok  # doctest: +SKIP
-        (['exploding'], True)
-    """
-    from gradlab._diagnose._examples import demo_broken_model as run
-
-    return run(console, depth=depth, width=width)
 
 
 def diagnose(f: Callable[..., Any], params: Any, *args: Any, **options: Any) -> Diagnosis:

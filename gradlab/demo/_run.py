@@ -103,7 +103,7 @@ def run(
 
 def _diagnose_section(console: Console, s: DemoSettings) -> dict[str, Any]:
     """6. A deliberately broken Flax model diagnosed, fixed, and diagnosed again."""
-    from gradlab._diagnose import demo_broken_model
+    from gradlab.demo._examples import demo_broken_model
 
     console.rule("6. gradlab.flow.diagnose on a broken Flax model (std 2/√n_prev, tanh)")
     del s  # the same model in --quick: 50 layers is what shows the explosion

@@ -1,15 +1,23 @@
-"""A deliberately broken Flax model, for the demo, the docs and the CLI example."""
+"""A deliberately broken Flax model, for the demo, the docs and the CLI example.
+
+It is an example *for* the diagnosis, not a part of it: the demo and the documentation diagnose
+it through the public :func:`gradlab.flow.diagnose` (``gradlab diagnose
+gradlab.demo._examples:broken_flax_model`` on the command line), and nothing in the library
+below the demo imports it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as lnn
 import jax
 import jax.numpy as jnp
 
 from gradlab import losses
-from gradlab._diagnose._report import Diagnosis
+
+if TYPE_CHECKING:
+    from gradlab.flow import Diagnosis
 
 
 class TanhMLP(lnn.Module):
@@ -38,7 +46,7 @@ def broken_flax_model(
 ) -> tuple[Any, Any, tuple[jax.Array, jax.Array]]:
     """``(f, variables, (x, labels))``: a Linen tanh MLP at ``std = k/√n``, BCE loss.
 
-    ``gradlab diagnose gradlab._diagnose._examples:broken_flax_model`` diagnoses it.
+    ``gradlab diagnose gradlab.demo._examples:broken_flax_model`` diagnoses it.
 
     >>> f, v, (x, t) = broken_flax_model(depth=3, width=8, batch=2)
     >>> f(v, x, t).shape
@@ -67,12 +75,18 @@ def demo_broken_model(
         width: units per layer.
 
     Returns:
-        ``(before, after)``: the :class:`~gradlab._diagnose.Diagnosis` of the broken model and
+        ``(before, after)``: the :class:`~gradlab.flow.Diagnosis` of the broken model and
         of the model with the suggested fix applied.
+
+    Example:
+        >>> from rich.console import Console
+        >>> before, after = demo_broken_model(Console(quiet=True))  # doctest: +SKIP
+        >>> [f.kind for f in before.flags], after.ok  # doctest: +SKIP
+        (['exploding'], True)
     """
     from rich.console import Console
 
-    from gradlab._diagnose import diagnose
+    from gradlab.flow import diagnose
 
     console = console or Console()
     f, variables, args = broken_flax_model(depth=depth, width=width)
@@ -88,12 +102,12 @@ def demo_broken_model(
 def write_figures(out: str = "docs/figures") -> list[Any]:
     """Writes ``diagnose_broken.png/svg`` and ``diagnose_fixed.png/svg`` of the broken model.
 
-    Run as ``python -m gradlab._diagnose._examples [OUT]`` (default ``docs/figures``).
+    Run as ``python -m gradlab.demo._examples [OUT]`` (default ``docs/figures``).
     """
     from pathlib import Path
 
     from gradlab import plots
-    from gradlab._diagnose import diagnose
+    from gradlab.flow import diagnose
 
     f, variables, args = broken_flax_model()
     before = diagnose(f, variables, *args)
