@@ -4,8 +4,8 @@ gradlab reaches past JAX's public API in a few places: it walks jaxprs (the chec
 promotion, the diagnosis), registers its own in-process cache with ``jax.clear_caches``, scopes
 the persistent compilation cache's settings, names the user's source line of an equation, and
 keeps compiled programs on disk. Those APIs can move in any JAX release; importing them only
-here means a move breaks one module, and ``tests/test_jax_compat.py`` (run on the oldest and
-the newest supported JAX) says which.
+here means a move breaks one module, and ``tests/jax_compat/test_jax_compat.py`` (run on the
+oldest and the newest supported JAX) says which.
 """
 
 from __future__ import annotations

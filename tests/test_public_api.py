@@ -9,6 +9,7 @@ mkdocstrings shows).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import types
@@ -38,12 +39,19 @@ def _public() -> list[tuple[str, object, str]]:
     return out
 
 
-def _documented_constant(name: str) -> bool:
-    """A ``#:`` comment before, or a string after, ``name = ...`` in a module of gradlab."""
+@functools.cache
+def _sources() -> tuple[tuple[list[str], list[ast.stmt]], ...]:
+    """(lines, top-level statements) of every module of gradlab, parsed once."""
+    out = []
     for path in sorted(Path(gradlab.__file__).parent.rglob("*.py")):
         text = path.read_text()
-        lines = text.splitlines()
-        body = ast.parse(text).body
+        out.append((text.splitlines(), ast.parse(text).body))
+    return tuple(out)
+
+
+def _documented_constant(name: str) -> bool:
+    """A ``#:`` comment before, or a string after, ``name = ...`` in a module of gradlab."""
+    for lines, body in _sources():
         for i, node in enumerate(body):
             targets = (
                 [t.id for t in node.targets if isinstance(t, ast.Name)]

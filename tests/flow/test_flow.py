@@ -55,6 +55,7 @@ def orthogonal64():
     )
 
 
+@pytest.mark.slow
 def test_orthogonal_linear_is_exactly_gain_to_the_depth(orthogonal64):
     rel = orthogonal64["grad_h_rel"]
     expected = np.arange(150, -1, -1) * math.log10(1.1)
@@ -73,6 +74,7 @@ def test_per_example_weight_gradients_equal_across_layers(orthogonal64):
     np.testing.assert_allclose(w, np.broadcast_to(w[..., :1], w.shape), atol=1e-10)
 
 
+@pytest.mark.slow
 def test_gaussian_linear_z_test():
     depth, width, sigma = 20, 8, 1.1
     p = flow.depth_profile(
@@ -93,6 +95,7 @@ def test_gaussian_linear_z_test():
     assert p["grad_h_rel"].theory.exact
 
 
+@pytest.mark.slow
 def test_relu_he_exact_law_and_level_weight_gradients():
     depth, width, n = 20, 8, 400
     p = flow.depth_profile(
@@ -124,6 +127,7 @@ def test_relu_he_exact_law_and_level_weight_gradients():
     assert abs(float(np.mean(finite))) > 10 * d.std(ddof=1) / math.sqrt(d.size)
 
 
+@pytest.mark.slow
 def test_tanh_chaotic_mean_field_z_test():
     """Approximate theory (mean field + 1/n): its error must be below 4 standard errors."""
     depth, width = 50, 64
@@ -152,6 +156,7 @@ def test_tanh_chaotic_mean_field_z_test():
     np.testing.assert_allclose(s.theory.mean, expected.log10_norm_mean, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_residual_rezero_is_the_identity():
     p = flow.depth_profile(
         "residual",
@@ -168,6 +173,7 @@ def test_residual_rezero_is_the_identity():
     assert p["grad_w"].log10.shape == (2, 2, 10)
 
 
+@pytest.mark.slow
 def test_time_profiles_shapes_and_cell_path():
     T, H = 20, 8
     lstm = flow.time_profile("lstm", steps=T, hidden=H, seeds=2, batch=3, forget_bias=2.0)
@@ -188,6 +194,7 @@ def test_time_profiles_shapes_and_cell_path():
     assert lstm.config["forget_preactivation_std"] > 0
 
 
+@pytest.mark.slow
 def test_one_compilation_per_configuration():
     calls = []
 

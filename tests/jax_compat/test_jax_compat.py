@@ -7,6 +7,7 @@ the failure names it here rather than somewhere deep inside a check.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gradlab import _jax_compat as compat
 
@@ -21,6 +22,7 @@ def test_scan_counts_reads_constants_and_carries():
     assert compat.scan_counts(eqn.params) == (2, 2)
 
 
+@pytest.mark.slow
 def test_register_cache_is_cleared_by_jax_clear_caches():
     cleared = []
 
@@ -92,6 +94,7 @@ def test_programs_are_kept_on_cpu_only_where_loading_them_is_quiet(monkeypatch):
         assert compat.keeps_programs_quietly(cpu) is quiet, version
 
 
+@pytest.mark.slow
 def test_a_kept_program_loads_without_a_word_on_stderr_where_it_is_kept(tmp_path):
     """Two processes check the same f with gradlab's cache at its default place (under
     ``tmp_path``): the second loads what the first kept, or, on a jaxlib that would log at

@@ -117,6 +117,7 @@ def test_check_options(user_module):
     assert main(["check", "my_layers:correct", "--eps", "1e-6", "--tolerance", "1e-5"]) == 0
 
 
+@pytest.mark.slow
 def test_check_exposes_the_checkers_options(user_module, tmp_path):
     path = tmp_path / "r.json"
     argv = ["check", "my_layers:correct", "--entries", "sample:2", "--autodiff", "both"]
@@ -245,6 +246,7 @@ def make():
 """
 
 
+@pytest.mark.slow
 def test_piped_diagnose_table_is_not_cut(tmp_path, capsys):
     # capsys's stdout is not a terminal, as a pipe is not: rich would lay the table out in 80
     # columns and cut the layer names ('encoder_bl…'); every command prints them whole
@@ -291,6 +293,7 @@ def problem():
 """
 
 
+@pytest.mark.slow
 def test_file_target_imports_its_neighbours_and_pipes_whole_rows(tmp_path):
     folder = tmp_path / "project"
     folder.mkdir()
@@ -327,6 +330,7 @@ def test_file_target_leaves_the_import_path_as_found(tmp_path, capsys):
         importlib.import_module("helpers")
 
 
+@pytest.mark.slow
 def test_flow_command_writes_json_and_figure(tmp_path, capsys):
     out = tmp_path / "flow"
     argv = [

@@ -32,6 +32,7 @@ def _labelled(fig: Figure) -> None:
         assert ax.get_xlabel() and ax.get_ylabel()
 
 
+@pytest.mark.slow
 def test_plot_profiles_writes_png_and_svg(tmp_path, depth_profiles):
     fig = plots.plot_profiles(
         depth_profiles, ["orthogonal", "Gaussian"], title="t", path=tmp_path / "depth.png"
@@ -51,6 +52,7 @@ def test_plot_profiles_writes_png_and_svg(tmp_path, depth_profiles):
     np.testing.assert_allclose(ax.lines[0].get_ydata()[0], 0.9**12, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_plot_profiles_other_quantities_and_axes(depth_profiles, time_profiles):
     fig = Figure()
     axes = fig.subplots(1, 2)
@@ -66,6 +68,7 @@ def test_plot_profiles_other_quantities_and_axes(depth_profiles, time_profiles):
         plots.plot_profiles(depth_profiles, quantity="cell_path")
 
 
+@pytest.mark.slow
 def test_plot_cell_path(tmp_path, time_profiles):
     fig = plots.plot_cell_path(time_profiles, path=tmp_path / "cell")
     assert (tmp_path / "cell.png").is_file() and (tmp_path / "cell.svg").is_file()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WIDE, PHONE = 1400, 390
 
 #: What the probe measures, once the page (and KaTeX) has rendered. Results go into the DOM as
@@ -279,6 +279,7 @@ def test_report_phone_width(site):
     assert not unrendered
 
 
+@pytest.mark.slow
 def test_probe_finds_an_overflow(tmp_path):
     """The probe itself: a page with a too-wide table and code block is caught."""
     chromium = _chromium()

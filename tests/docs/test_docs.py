@@ -14,8 +14,19 @@ from pathlib import Path
 import jax
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([p.relative_to(ROOT) for p in (ROOT / "docs").glob("*.md")] + [Path("README.md")])
+#: Pages whose code takes longer (it measures, trains or checks at a reader's sizes): run by the
+#: full suite, left out of the fast loop (-m "not slow").
+_SLOW_PAGES = {
+    "README.md",
+    "docs/check.md",
+    "docs/check_modes.md",
+    "docs/flow.md",
+    "docs/initialisers.md",
+    "docs/models.md",
+    "docs/train.md",
+}
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -42,7 +53,11 @@ def jax_settings_restored():
 
 
 @pytest.mark.usefixtures("jax_settings_restored")
-@pytest.mark.parametrize("page", PAGES, ids=str)
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=[pytest.mark.slow] if str(p) in _SLOW_PAGES else []) for p in PAGES],
+    ids=str,
+)
 def test_every_python_block_runs(page, tmp_path, monkeypatch):
     blocks = python_blocks((ROOT / page).read_text())
     # run where the reader's files may go, with the repository's folders at hand (pages refer

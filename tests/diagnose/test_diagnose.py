@@ -23,7 +23,6 @@ from flax import nnx
 from gradlab import InputError, cli, flow, theory
 from gradlab import init as ginit
 from gradlab import nn as gnn
-from gradlab.demo._examples import broken_flax_model, demo_broken_model
 
 # LeCun tanh and sigma_w^2 = 4 need depth to be told apart: the mean-field gain per layer is
 # 0.5*log10(chi1) = +0.067 decades at sigma_w^2 = 4 (gradlab.theory.chi1), +2.7 over 40 layers
@@ -112,6 +111,7 @@ def _prefix(indices: set[int]) -> bool:
 # --------------------------------------------------------------------------- the deep tanh MLP
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_lecun_tanh_is_healthy_and_layers_are_found(framework):
     d = diag(framework, 1.0)
@@ -121,6 +121,7 @@ def test_lecun_tanh_is_healthy_and_layers_are_found(framework):
     assert all(lay.fan_in == WIDTH for lay in d.layers)
 
 
+@pytest.mark.slow
 def test_nnx_split_state_is_the_same_as_the_module():
     _, model = nnx_problem(_weights(0.25, SHORT))
     graphdef, state = nnx.split(model)
@@ -134,6 +135,7 @@ def test_nnx_split_state_is_the_same_as_the_module():
     assert [(f.kind, f.layers) for f in d.flags] == [(f.kind, f.layers) for f in ref.flags]
 
 
+@pytest.mark.slow
 def test_mean_field_line_follows_the_measurement():
     # The figure's theory: sqrt(chi) per layer at the measured q. Over 40 layers the mean-field
     # line and the measurement agree to 0.4 decades (the gap is the 1/width correction).
@@ -150,6 +152,7 @@ def test_no_layers_is_said():
     assert d.ok and d.layers == () and "No layers found" in d.summary()
 
 
+@pytest.mark.slow
 def test_frameworks_measure_the_same_numbers():
     ref = diag("linen", 1.0)
     for fw in ("nnx", "equinox"):
@@ -162,6 +165,7 @@ def test_frameworks_measure_the_same_numbers():
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize(("s2", "kind"), [(4.0, "exploding"), (0.25, "vanishing")])
 def test_off_critical_tanh_is_flagged_from_the_input_side(framework, s2, kind):
@@ -175,6 +179,7 @@ def test_off_critical_tanh_is_flagged_from_the_input_side(framework, s2, kind):
     assert "LeCun" in flag.fix.description
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("s2", [4.0, 0.25])
 def test_the_suggested_init_fix_removes_the_flag(s2):
     d = diag("linen", s2)
@@ -184,6 +189,7 @@ def test_the_suggested_init_fix_removes_the_flag(s2):
     np.testing.assert_allclose(sw, 1.0, rtol=1e-5)  # rescaled exactly onto the critical value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_one_scaled_layer_is_flagged_and_only_it(framework):
     d = diag(framework, 1.0, scale_layer=8)
@@ -208,6 +214,7 @@ def _relu_mlp(key, kernel_init, depth=20):
     return gnn.pure(model)
 
 
+@pytest.mark.slow
 def test_relu_glorot_vanishes_he_does_not():
     # Glorot on square layers is sigma_w^2 = 1, half ReLU's critical 2: ‖∂L/∂h‖ shrinks by
     # sqrt(1/2) per layer, -3.2 decades over 20 layers (theory, width 64). Spread: the exact
@@ -248,6 +255,7 @@ def _residual(branch_scale, depth=16):
     return (lambda p, x: jnp.sum(apply_fn(p, x))), params
 
 
+@pytest.mark.slow
 def test_residual_branches_add_up_and_one_over_sqrt_depth_fixes_it():
     # He-initialised ReLU branches at scale 1: E‖g‖² grows by (1 + 2) per block, 10^3.8 over
     # 16 blocks; at 1/sqrt(16): (1 + 2/16)^16 ~ e^1.9, 10^0.4.
@@ -268,6 +276,7 @@ def _lstm(forget_bias, steps=40, hidden=16):
     return (lambda p, xs: jnp.sum(apply_fn(p, xs)[0][:, -1])), params, xs
 
 
+@pytest.mark.slow
 def test_lstm_forget_bias():
     f, params0, xs = _lstm(0.0)
     d0 = flow.diagnose(f, params0, xs)
@@ -302,6 +311,7 @@ def _conv_diagnosis(scale: float) -> flow.Diagnosis:
     return flow.diagnose(lambda v, x: jnp.sum(model.apply(v, x)), variables, x)
 
 
+@pytest.mark.slow
 def test_convnet():
     # sigma_w^2 = 0.05 per conv: chi1 = 0.05, -0.65 decades per layer, -3.9 over 6 layers.
     bad = _conv_diagnosis(0.05)
@@ -350,6 +360,7 @@ def test_tanh_with_biases_uses_the_critical_line():
     assert len(edits) == 20 and all(e.factor == pytest.approx(math.sqrt(crit)) for e in edits)
 
 
+@pytest.mark.slow
 def test_overflow_and_exact_zero_are_flagged():
     # A linear chain at std 100/sqrt(n) grows ‖∂L/∂h‖ by ~100 per layer: 10^46 over 24 layers
     # overflows float32 (the forward pass too, but ∂L/∂h does not depend on it). A ReLU chain
@@ -383,6 +394,7 @@ def test_overflow_and_exact_zero_are_flagged():
 # --------------------------------------------------------------------------- exact numbers
 
 
+@pytest.mark.slow
 def test_agrees_with_depth_profile():
     p = flow.depth_profile(
         "mlp",
@@ -460,6 +472,7 @@ def test_report_table_dict_figure(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_several_batches():
     f, params = linen_problem(_weights(1.0, depth=3))
     d = flow.diagnose(f, params, X, batches=[(X * 2,), (X * 3,)])
@@ -503,6 +516,7 @@ def make():
 """
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     target = tmp_path / "mymodel.py"
     target.write_text(_TARGET)
@@ -512,19 +526,6 @@ def test_cli(tmp_path):
     blob = json.loads(out.read_text())
     assert blob["flags"][0]["kind"] == "vanishing" and blob["after_fixes"]["ok"]
     assert (tmp_path / "diagnose.png").exists()
-
-
-def test_demo_broken_model():
-    from rich.console import Console
-
-    before, after = demo_broken_model(Console(quiet=True), depth=DEPTH, width=WIDTH)
-    assert [f.kind for f in before.flags] == ["exploding"] and after.ok
-
-
-def test_broken_flax_model_loss_is_scalar():
-    f, v, args = broken_flax_model(depth=2, width=4, batch=2)
-    assert f(v, *args).shape == ()
-    assert theory.chi1(4.0, 0.0, "tanh") > 1  # the lecture's 2/sqrt(n) is chaotic for tanh
 
 
 # --------------------------------------------------------------------------- judged against theory
@@ -545,6 +546,7 @@ def _biased_linen_problem(s2: float, sb2: float, depth: int = TREND_DEPTH):
     return f, variables
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_chaotic_tanh_at_depth_30_is_flagged_under_two_decades(framework):
     # sigma_w^2 = 4 at zero bias: chi1 = 1.363 (theory), +0.067 decades per layer, xi =
@@ -568,6 +570,7 @@ def test_chaotic_tanh_at_depth_30_is_flagged_under_two_decades(framework):
     assert "LeCun" in flag.fix.description and d.verify().ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["linen", "equinox"])
 def test_ordered_tanh_at_depth_30_is_flagged_vanishing_with_theory(framework):
     # sigma_w^2 = 0.5: chi1 = 0.5, xi = 1.44 layers, 6 xi = 8.7 << 30.
@@ -582,6 +585,7 @@ def test_ordered_tanh_at_depth_30_is_flagged_vanishing_with_theory(framework):
     assert d.trend.per_layer < 0 and d.trend.prediction.per_layer < 0
 
 
+@pytest.mark.slow
 def test_critical_tanh_with_biases_and_lecun_stay_unflagged_at_depth_30():
     crit = float(theory.critical_weight_variance("tanh", 0.05))  # 1.761
     f, params = _biased_linen_problem(crit, 0.05)
@@ -592,6 +596,7 @@ def test_critical_tanh_with_biases_and_lecun_stay_unflagged_at_depth_30():
     assert flow.diagnose(*_biased_linen_problem(1.0, 0.0), X).ok  # LeCun, zero bias
 
 
+@pytest.mark.slow
 def test_he_relu_stays_unflagged_at_depth_30():
     apply_fn, params = _relu_mlp(0, ginit.he_normal, depth=TREND_DEPTH)
     d = flow.diagnose(
@@ -620,6 +625,7 @@ def _orthogonal_chain(gains: list[float], act=None):
     return f, ws
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("total", "flagged"), [(1.25, False), (1.35, True), (-1.35, True)])
 def test_the_threshold_is_six_depth_scales(total, flagged):
     # 20 orthogonal layers: the per-layer gain is exactly total/20 decades, so

@@ -136,6 +136,7 @@ def rnn_reference(rnn: RNN, xs: jax.Array, deltas: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- MLP
 
 
+@pytest.mark.slow
 def test_mlp_shapes_hiddens_and_reference():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     chex.assert_shape(model.w_in[...], (IN, WIDTH))
@@ -164,6 +165,7 @@ def test_mlp_depth_zero_and_no_bias():
     chex.assert_trees_all_close(y, jnp.tanh(x @ model.w_in[...]) @ model.w_out[...], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlp_kernel_init_sees_per_layer_shapes():
     seen: list[tuple[int, ...]] = []
 
@@ -180,6 +182,7 @@ def test_mlp_kernel_init_sees_per_layer_shapes():
     assert not np.allclose(model.w_hidden[0], model.w_hidden[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu", "linear", "sigmoid", "gelu", jax.nn.silu])
 def test_mlp_activations(activation):
     model = MLP(
@@ -191,6 +194,7 @@ def test_mlp_activations(activation):
     chex.assert_trees_all_close(hiddens[0], fn(x @ model.w_in[...] + model.b_in[...]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mlp_probe_gradients_are_dL_dh():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     x, r = normal(1, (BATCH, IN), F64), normal(2, (BATCH, OUT), F64)
@@ -206,6 +210,7 @@ def test_mlp_probe_gradients_are_dL_dh():
     chex.assert_trees_all_close(hiddens[0], plain[0] + probes[0], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_mlp_extra_batch_axes_and_single_example():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     x = normal(1, (2, BATCH, IN))
@@ -229,6 +234,7 @@ def test_mlp_bad_inputs_raise():
         gradlab.nn.get_activation(3)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_dtypes():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
     chex.assert_type(jax.tree.leaves(nnx.state(model, nnx.Param)), jnp.float32)
@@ -252,6 +258,7 @@ def test_dtypes():
 # --------------------------------------------------------------------------- ResidualStack
 
 
+@pytest.mark.slow
 def test_residual_dense_shapes_and_probe_gradients():
     model = ResidualStack(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     chex.assert_shape(model.kernel1[...], (DEPTH, WIDTH, WIDTH))
@@ -269,6 +276,7 @@ def test_residual_dense_shapes_and_probe_gradients():
     chex.assert_trees_all_close(grads[-1], r @ model.out_kernel[...].T, rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("block", "options"),
     [("dense", {"layer_norm": True, "branch_scale": 0.5}), ("dense", {"branch_scale": "rezero"})],
@@ -293,6 +301,7 @@ def test_residual_scan_equals_unroll(block, options):
     chex.assert_trees_all_close(g1, g2, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_residual_conv_shapes_and_pooling():
     model = ResidualStack(
         IN, OUT, width=WIDTH, depth=DEPTH, block="conv", param_dtype=F64, rngs=nnx.Rngs(0)
@@ -307,6 +316,7 @@ def test_residual_conv_shapes_and_pooling():
     chex.assert_trees_all_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", ["dense", "conv"])
 def test_rezero_is_identity_at_init(block):
     model = ResidualStack(
@@ -329,6 +339,7 @@ def test_rezero_is_identity_at_init(block):
     assert not np.allclose(hiddens[-1], hiddens[0])
 
 
+@pytest.mark.slow
 def test_fixup_and_fixed_branch_scale():
     plain = ResidualStack(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     fixup = ResidualStack(
@@ -359,6 +370,7 @@ def test_layer_norm_parameters_and_scale_invariance():
     chex.assert_trees_all_close(h10[1] - h10[0], h[1] - h[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_residual_scan_program_size_does_not_grow_with_depth():
     def n_eqns(depth: int, unroll: bool) -> int:
         model = ResidualStack(
@@ -406,6 +418,7 @@ def flax_cell_from(lstm: LSTM) -> nnx.LSTMCell:
     return cell
 
 
+@pytest.mark.slow
 def test_standard_lstm_matches_flax_lstm_cell():
     lstm = LSTM(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
     lstm.bias[...] = normal(9, (4 * HIDDEN,))  # nonzero biases for every gate
@@ -426,6 +439,7 @@ def test_standard_lstm_matches_flax_lstm_cell():
     chex.assert_trees_all_close(nnx.RNN(ours_cell)(xs), lstm(xs)[0], rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["standard", "slide"])
 def test_lstm_cell_steps_equal_the_scanned_lstm(variant):
     lstm = LSTM(IN, HIDDEN, variant=variant, param_dtype=F64, rngs=nnx.Rngs(0))
@@ -453,6 +467,7 @@ def test_lstm_cell_steps_equal_the_scanned_lstm(variant):
     chex.assert_trees_all_close(c1, lstm(xs[:, :1])[1][0], rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["standard", "slide"])
 def test_lstm_matches_slide_7_equations_and_probes(variant):
     lstm = LSTM(IN, HIDDEN, variant=variant, param_dtype=F64, rngs=nnx.Rngs(0))
@@ -471,6 +486,7 @@ def test_lstm_matches_slide_7_equations_and_probes(variant):
     chex.assert_trees_all_close(grads[:, -1], r[:, -1], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_lstm_variants_differ():
     xs = normal(1, (SEQS, STEPS, IN))
     standard = LSTM(IN, HIDDEN, variant="standard", param_dtype=F64, rngs=nnx.Rngs(0))
@@ -499,6 +515,7 @@ def test_lstm_gates_shapes_ranges_and_forget_bias(variant):
     chex.assert_trees_all_close(g0["forget"][:, 0], jnp.full((SEQS, HIDDEN), jax.nn.sigmoid(1.0)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["standard", "slide"])
 def test_lstm_hoisted_and_per_step_input_agree(variant):
     xs, probes = normal(1, (SEQS, STEPS, IN)), normal(2, (SEQS, STEPS, HIDDEN))
@@ -546,6 +563,7 @@ def test_lstm_bad_inputs_raise():
 # --------------------------------------------------------------------------- RNN
 
 
+@pytest.mark.slow
 def test_rnn_matches_flax_simple_cell_and_reference():
     rnn = RNN(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
     rnn.bias[...] = normal(5, (HIDDEN,), F64)
@@ -566,6 +584,7 @@ def test_rnn_matches_flax_simple_cell_and_reference():
     chex.assert_trees_all_close(grads, expected, rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_rnn_cell_steps_equal_the_scanned_rnn_and_flax_simple_cell():
     rnn = RNN(IN, HIDDEN, activation="gelu", param_dtype=F64, rngs=nnx.Rngs(0))
     cell = RNNCell(IN, HIDDEN, activation="gelu", param_dtype=F64, rngs=nnx.Rngs(0))
@@ -623,6 +642,7 @@ def test_rnn_bad_inputs_raise():
 # --------------------------------------------------------------------------- pure
 
 
+@pytest.mark.slow
 def test_pure_works_under_plain_jit_vmap_scan_and_grad():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     apply_fn, params = pure(model)
@@ -660,6 +680,7 @@ def test_pure_calls_the_named_method():
         pure(mlp, method="hiddens")
 
 
+@pytest.mark.slow
 def test_pure_keeps_non_param_state_fixed():
     class WithBatchNorm(nnx.Module):
         def __init__(self, rngs: nnx.Rngs) -> None:
@@ -704,6 +725,7 @@ def assert_grad_check(model: nnx.Module, x: jax.Array, *, flat: bool = False) ->
         gradlab.assert_check(loss, params, x)
 
 
+@pytest.mark.slow
 def test_grad_check_mlp_with_probes():
     model = MLP(IN, OUT, width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     apply_fn, params = pure(model)
@@ -714,6 +736,7 @@ def test_grad_check_mlp_with_probes():
     gradlab.assert_check(loss, params, x, probes, argnums=(0, 2))
 
 
+@pytest.mark.slow
 def test_grad_check_deep_residual_150_blocks():
     # 150 blocks with every dense option on: pre-LayerNorm, learnable ReZero scales (set away
     # from 0, where the kernels' gradients would be exactly 0) and gelu.
@@ -734,6 +757,7 @@ def test_grad_check_deep_residual_150_blocks():
     assert_grad_check(model, normal(1, (BATCH, IN)), flat=True)
 
 
+@pytest.mark.slow
 def test_grad_check_residual_conv_fixup():
     model = ResidualStack(
         IN,
@@ -749,17 +773,20 @@ def test_grad_check_residual_conv_fixup():
     assert_grad_check(model, normal(1, (1, 3, 3, IN)), flat=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("variant", "hoist"), [("standard", False), ("slide", True)])
 def test_grad_check_lstm_100_steps(variant, hoist):
     lstm = LSTM(IN, HIDDEN, variant=variant, hoist_input=hoist, param_dtype=F64, rngs=nnx.Rngs(0))
     assert_grad_check(lstm, normal(1, (SEQS, 100, IN), F64))
 
 
+@pytest.mark.slow
 def test_grad_check_rnn():
     rnn = RNN(IN, HIDDEN, param_dtype=F64, rngs=nnx.Rngs(0))
     assert_grad_check(rnn, normal(1, (SEQS, 20, IN), F64))
 
 
+@pytest.mark.slow
 def test_grad_check_catches_a_wrong_gradient():
     # The check must be able to fail: a custom_vjp halves the gradient flowing out of the LSTM
     # (checked with respect to the probes, one leaf: dL/da(t) for every step).

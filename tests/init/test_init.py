@@ -66,6 +66,7 @@ SHAPES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "init_fn", "dist", "var_fn"), NAMED, ids=[n[0] for n in NAMED])
 @pytest.mark.parametrize(("shape", "kwargs", "fans"), SHAPES, ids=["dense", "conv2d", "conv1d"])
 def test_variance_matches_formula(name, init_fn, dist, var_fn, shape, kwargs, fans):
@@ -76,6 +77,7 @@ def test_variance_matches_formula(name, init_fn, dist, var_fn, shape, kwargs, fa
     assert abs(float(jnp.mean(w))) <= N_SIGMA * math.sqrt(var_fn(*fans) / w.size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "init_fn", "dist", "var_fn"), NAMED[:6], ids=[n[0] for n in NAMED[:6]]
 )
@@ -112,6 +114,7 @@ def test_uniform_bounds(dist, scale):
 # gradlab's initialisers are jitted (one compiled program per shape). The uniform and orthogonal
 # samplers come out bit for bit equal to JAX's eager ones; in the normal ones XLA fuses the
 # scaling into the inverse-erf sampler, which moves some entries by a float32 ulp or two.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ours", "theirs", "exact"),
     [
@@ -143,6 +146,7 @@ def test_same_key_same_array_as_jax(ours, theirs, exact, shape):
         chex.assert_trees_all_close(w_ours, w_jax, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_batch_axis_matches_jax_variance_scaling():
     theirs = jax.nn.initializers.variance_scaling(2.0, "fan_in", "uniform", batch_axis=0)
     chex.assert_trees_all_equal(
@@ -150,6 +154,7 @@ def test_batch_axis_matches_jax_variance_scaling():
     )
 
 
+@pytest.mark.slow
 def test_jax_normal_initialisers_are_truncated_ours_are_not():
     # jax.nn.initializers.lecun_normal/he_normal/glorot_normal draw a normal truncated at two
     # standard deviations (rescaled to the target variance), so the arrays differ from ours for
@@ -166,6 +171,7 @@ def test_jax_normal_initialisers_are_truncated_ours_are_not():
     assert int(jnp.sum(jnp.abs(ours) > cut)) > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gain", [1.0, 0.9, 1.1])
 @pytest.mark.parametrize("shape", [(16, 16), (24, 10), (10, 24), (3, 3, 4, 36), (3, 3, 4, 8)])
 def test_orthogonal_is_orthogonal(gain, shape):
@@ -177,6 +183,7 @@ def test_orthogonal_is_orthogonal(gain, shape):
         np.testing.assert_allclose(gram, gain**2 * np.eye(gram.shape[0]), atol=1e-6 * gain**2)
 
 
+@pytest.mark.slow
 def test_orthogonal_batch_axis_each_layer_orthogonal():
     with jax.enable_x64(True):
         w = np.asarray(init.orthogonal(batch_axis=0)(KEY, (5, 8, 8), jnp.float64))
@@ -191,6 +198,7 @@ def test_orthogonal_batch_axis_each_layer_orthogonal():
     assert not np.allclose(m[:8].T @ m[:8], np.eye(8), atol=1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("gain", "expected"), [(1.1, 1.6e6), (0.9, 1.4e-7), (1.0, 1.0)])
 def test_orthogonal_norm_product_is_gain_to_the_depth(gain, expected):
     # The lecture's chain: 150 square layers, |x W_1 ... W_150| = gain^150 |x| exactly.
@@ -218,6 +226,7 @@ def test_near_identity_without_noise_is_eye_of_shape(shape):
     chex.assert_trees_all_equal(w, jnp.eye(*shape))
 
 
+@pytest.mark.slow
 def test_near_identity_noise_and_stacking():
     w = init.near_identity(0.05, batch_axis=0)(KEY, (50, 40, 40))
     noise = w - jnp.eye(40)
@@ -225,6 +234,7 @@ def test_near_identity_noise_and_stacking():
     assert float(jnp.max(jnp.abs(noise))) < 0.05 * 6  # close to 1, not 1
 
 
+@pytest.mark.slow
 def test_near_identity_conv_kernel_is_identity_convolution():
     k = init.near_identity(0.0)(KEY, (3, 3, 4, 4))
     x = jax.random.normal(jax.random.key(2), (2, 6, 5, 4))
@@ -234,6 +244,7 @@ def test_near_identity_conv_kernel_is_identity_convolution():
     chex.assert_trees_all_close(y, x, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gaussian_fixed_std_any_rank():
     for shape in [(20000,), (100, 200), (10, 10, 10, 10)]:
         w = init.gaussian(0.3)(KEY, shape)
@@ -250,6 +261,7 @@ def test_fan_in_normal_contains_lecun_and_he():
     )
 
 
+@pytest.mark.slow
 def test_stacked_applies_init_per_layer_with_split_keys():
     w = init.stacked(init.he_normal)(KEY, (3, 6, 5))
     keys = jax.random.split(KEY, 3)
@@ -259,6 +271,7 @@ def test_stacked_applies_init_per_layer_with_split_keys():
     chex.assert_shape(w2, (2, 3, 6, 5))
 
 
+@pytest.mark.slow
 def test_stacked_accepts_unhashable_initialisers():
     @dataclasses.dataclass
     class Scaled:  # eq=True makes instances unhashable
@@ -346,6 +359,7 @@ _FAN_INITS = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple),
@@ -360,6 +374,7 @@ def test_property_shape_dtype_finite(shape, dtype, which, seed):
     assert bool(jnp.all(jnp.isfinite(w)))
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple),
@@ -373,6 +388,7 @@ def test_property_uniform_within_bound_and_deterministic(shape, seed):
     chex.assert_trees_all_equal(w, init.glorot_uniform(key, shape))
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     layers=st.integers(1, 4),
@@ -490,6 +506,7 @@ SHARED = ("lecun_normal", "lecun_uniform", "he_normal", "he_uniform")
 SHARED += ("glorot_normal", "glorot_uniform")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHARED)
 def test_named_initialisers_are_also_factories_like_jax(name):
     ours, theirs = getattr(init, name), getattr(jax.nn.initializers, name)
@@ -509,6 +526,7 @@ def test_named_initialisers_are_also_factories_like_jax(name):
         chex.assert_trees_all_equal(w_ours, w_jax)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHARED)
 def test_factory_options_are_jaxs(name):
     ours, theirs = getattr(init, name), getattr(jax.nn.initializers, name)
@@ -547,6 +565,7 @@ def test_gaussian_is_jaxs_normal():
     assert_variance(init.fan_in_normal(0.5)(KEY, (300, 200)), 0.25 / 300, "normal")
 
 
+@pytest.mark.slow
 def test_structured_and_constant_factories_are_called_like_jaxs():
     assert init.orthogonal(1.1)() == init.orthogonal(1.1)
     chex.assert_trees_all_equal(

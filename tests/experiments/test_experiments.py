@@ -97,6 +97,7 @@ def test_loss_curves_mark_diverged_runs():
     assert "2/3 diverged" in ax.get_legend_handles_labels()[1][0]
 
 
+@pytest.mark.slow
 def test_shells_task_is_not_linearly_solvable():
     """The best linear model stays at ln 2; the squared norm separates the classes exactly."""
     from gradlab.experiments._baselines import linear_baseline
@@ -308,6 +309,7 @@ def test_seed_split_and_log_midpoint():
         _stats.log_midpoint([0.5, 2.0], [1.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["he_normal", "glorot_normal", "lecture_glorot", "fan_in_normal:1.5"]
 )

@@ -37,6 +37,7 @@ def test_equals_literal_formula_where_it_is_stable():
     np.testing.assert_allclose(binary_cross_entropy(z, hard), literal_bce(z, hard), rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_finite_and_exact_for_large_logits_where_the_literal_overflows():
     z = jnp.array([100.0, -100.0, 100.0, -100.0, 800.0])
     y = jnp.array([0.0, 1.0, 1.0, 0.0, 0.0])
@@ -80,6 +81,7 @@ def test_from_probs_equals_literal_and_logit_form():
     chex.assert_trees_all_close(g, (p - y) / (p * (1 - p) * 20), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_from_probs_clipping():
     y = jnp.array([1.0, 0.0, 1.0])
     p = jnp.array([0.0, 1.0, 1.0])
@@ -122,6 +124,7 @@ def test_integer_labels_and_inputs_are_promoted():
     np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-6)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     z=st.lists(st.floats(-15, 15), min_size=1, max_size=8),
@@ -141,6 +144,7 @@ def test_property_logit_and_probability_forms_agree_and_are_symmetric(z, y):
     )
 
 
+@pytest.mark.slow
 def test_grad_check_logistic_regression():
     # The lecture's J(W, b) with y^ = sigmoid(a W + b): every loss passes the grad check.
     key_a, key_w, key_y = jax.random.split(jax.random.key(0), 3)

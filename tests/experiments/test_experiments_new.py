@@ -65,6 +65,7 @@ def test_boundary_interpolates_in_log_depth():
     assert math.isnan(b(np.array([0.0, 0.0, 0.0]), depths))  # never trains
 
 
+@pytest.mark.slow
 def test_one_program_skips_layers_past_the_depth():
     # the padded network at depth d equals a plain d-layer network on the same weights
     cfg = _trainability_depth.CONFIGS["tiny"]
@@ -102,6 +103,7 @@ def test_slope_fit_recovers_a_linear_law():
     np.testing.assert_allclose(_isometry._slopes(depths, var), [[1.0] * 3, [0.0] * 3], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_layer_norm_placements_differ_and_pre_ln_is_residual():
     cfg = _transformer_ln.CONFIGS["tiny"]
     p = _transformer_ln._init(jax.random.key(0), cfg, 2)

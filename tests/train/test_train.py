@@ -65,6 +65,7 @@ def one_by_one():
     return runs
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_one_by_one(one_by_one):
     params = stack_trees([p for p, _, _ in one_by_one])
     batch_p, batch_h = train_many(_bce, params, DATA, MOMENTUM, STEPS, KEYS, options=OPTS)
@@ -79,6 +80,7 @@ def test_vmapped_seeds_equal_one_by_one(one_by_one):
     assert not np.allclose(batch_h.loss[0], batch_h.loss[1])
 
 
+@pytest.mark.slow
 def test_train_equals_the_textbook_loop(one_by_one):
     params, final, hist = one_by_one[0]
     opt_state = MOMENTUM.init(params)
@@ -97,6 +99,7 @@ def test_train_equals_the_textbook_loop(one_by_one):
     chex.assert_trees_all_close(final, p, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_vmapped_hyperparameters():
     _, p = _mlp(0)
     lrs = jnp.array([0.0, 0.1])
@@ -112,6 +115,7 @@ def test_vmapped_hyperparameters():
     np.testing.assert_allclose(hist.update_norm[1], 0.1 * hist.grad_norm[1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_clipping_bounds_the_update_norm():
     _, p = _mlp(0)
     lr, clip = 1.0, 0.05
@@ -127,6 +131,7 @@ def test_clipping_bounds_the_update_norm():
     np.testing.assert_allclose(clipped.update_norm[big], lr * clip, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_step_compiles_once():
     traces = []
 
@@ -142,6 +147,7 @@ def test_a_step_compiles_once():
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_layer_norms_logged_at_chosen_steps(one_by_one):
     params, _, hist = one_by_one[0]
     assert hist.layer_norms.shape == (2, len(hist.layer_names))
@@ -222,6 +228,7 @@ def test_progress_bar_off_when_not_a_terminal():
 N = 20_000
 
 
+@pytest.mark.slow
 def test_adding_baseline_is_one_sixth():
     x, y = tasks.adding_problem(jax.random.key(0), batch=N, length=20)
     chex.assert_shape([x, y], [(N, 20, 2), (N, 1)])
@@ -234,6 +241,7 @@ def test_adding_baseline_is_one_sixth():
     assert abs(mse - tasks.ADDING_BASELINE) < tol
 
 
+@pytest.mark.slow
 def test_copy_baseline_is_the_memoryless_loss():
     T, c = 12, 10
     x, y = tasks.copy_task(jax.random.key(0), batch=64, length=T)
@@ -248,6 +256,7 @@ def test_copy_baseline_is_the_memoryless_loss():
     assert tasks.copy_baseline(100) == pytest.approx(10 * math.log(8) / 120)
 
 
+@pytest.mark.slow
 def test_gaussian_mixture_bayes_accuracy_and_baseline():
     sep = 2.0
     x, y = tasks.gaussian_mixture(jax.random.key(1), batch=N, dim=5, separation=sep)
@@ -259,6 +268,7 @@ def test_gaussian_mixture_bayes_accuracy_and_baseline():
     assert float(half) == pytest.approx(tasks.BCE_BASELINE, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_spirals_classes_are_interleaved():
     x, y = tasks.two_spirals(jax.random.key(0), batch=2000, noise=0.0)
     r = np.linalg.norm(np.asarray(x), axis=1)
@@ -277,6 +287,7 @@ def test_task_argument_errors():
         tasks.copy_task(jax.random.key(0), batch=0, length=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["gradlab.train._loop", "gradlab.train._tasks"])
 def test_constant_docstring_examples_run(module):
     """The examples of documented constants and type aliases (doctest does not collect them)."""

@@ -58,6 +58,7 @@ def test_orthogonal_linear_is_gain_to_the_depth():
         theory.orthogonal_linear(3, gain=0.0)
 
 
+@pytest.mark.slow
 def test_orthogonal_monte_carlo_is_exact_in_float64():
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(0), 150)
@@ -98,6 +99,7 @@ def _linear_chain_log_ratios(key, n_samples, depth, width, sigma, transpose):
     return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(key, n_samples)), np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transpose", [False, True], ids=["forward", "backward"])
 def test_gaussian_linear_monte_carlo(transpose):
     depth, width, sigma, n = 10, 8, 1.1, 4000
@@ -107,6 +109,7 @@ def test_gaussian_linear_monte_carlo(transpose):
     assert_variance(x, float(r.variance))
 
 
+@pytest.mark.slow
 def test_gaussian_mean_square_is_the_lecture_chain():
     """E[||out||^2/||in||^2] = sigma^(2L) exactly, although the typical value is smaller."""
     depth, width, sigma, n = 10, 8, 1.1, 4000
@@ -159,6 +162,7 @@ def _relu_log_ratios(key, n_samples, depth, width, backward):
     return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(key, n_samples)), np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 def test_relu_gaussian_monte_carlo_exact_law(backward):
     """The exact finite-width law, forward and (for a random readout) backward."""
@@ -279,6 +283,7 @@ def test_mean_field_relu_correction_is_the_exact_law_to_leading_order():
     assert r.variance[0] == pytest.approx(float(exact.variance), rel=0.02)
 
 
+@pytest.mark.slow
 def test_chi1_monte_carlo_one_layer():
     """chi1 is E over a random layer of ||D W^T g||^2/||g||^2 at the fixed point (z-test)."""
     sw, sb, width, n = 1.8, 0.05, 32, 3000
@@ -348,6 +353,7 @@ def test_lstm_cell_path_closed_forms():
     assert_mean(x, q.per_step_log, float(np.std(x)))
 
 
+@pytest.mark.slow
 def test_lstm_cell_path_on_gradlab_lstm():
     """dc_T/dc_0 is diag(prod_t f_t) when the gates do not read the state (zero recurrent
     kernel); with zero inputs the product is exactly sigmoid(b_f)^T, with Gaussian inputs
