@@ -45,6 +45,7 @@ def _bf16_mlp(bad=None):
 MODES = [gradlab.Full(), gradlab.Sample(16), gradlab.Directional(4)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 def test_bfloat16_pieces_on_purpose_are_not_a_wrong_rule(entries):
     f, p, x = _bf16_mlp()
@@ -54,6 +55,7 @@ def test_bfloat16_pieces_on_purpose_are_not_a_wrong_rule(entries):
     assert "allows bfloat16 rounding" in notes and "dot_general" in notes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 def test_a_rule_wrong_on_the_float32_path_fails_beside_bfloat16_pieces(entries):
     f, p, x = _bf16_mlp(bad=True)

@@ -29,6 +29,7 @@ BUGGY_TANH = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bug", sorted(BUGGY_TANH))
 def test_wrong_activation_rules_fail(data, bug):
     act = _act_with_rule(jnp.tanh, BUGGY_TANH[bug])
@@ -46,11 +47,13 @@ def test_wrong_activation_rules_fail(data, bug):
     assert err.value.report.ok is False
 
 
+@pytest.mark.slow
 def test_correct_rule_of_the_same_shape_passes(data):
     act = _act_with_rule(jnp.tanh, lambda z, g: g * (1 - jnp.tanh(z) ** 2))
     assert gradlab.check(_mlp_loss(act), *data).ok
 
 
+@pytest.mark.slow
 def test_transposed_weight_gradient_is_caught():
     @jax.custom_vjp
     def dense(x, w):
@@ -66,6 +69,7 @@ def test_transposed_weight_gradient_is_caught():
     assert not report.ok and report.leaves[0].status == "wrong"
 
 
+@pytest.mark.slow
 def test_off_by_one_in_a_scan_backward_pass_is_caught():
     """A hand-written reverse scan for h_t = a*h_{t-1} + x_t that reads x one step late."""
 
@@ -121,6 +125,7 @@ def test_stray_stop_gradient_is_caught(data):
     assert report["0/b"].verdict == "wrong"
 
 
+@pytest.mark.slow
 def test_custom_jvp_with_wrong_rule_fails():
     @jax.custom_jvp
     def softplus(x):
@@ -140,6 +145,7 @@ def _biased(scale):
     return add_bias
 
 
+@pytest.mark.slow
 def test_one_percent_bug_in_a_small_bias_of_a_20k_parameter_model_is_caught():
     sizes = [50, 100, 100, 50, 1]
     with jax.enable_x64(True):
@@ -164,6 +170,7 @@ def test_one_percent_bug_in_a_small_bias_of_a_20k_parameter_model_is_caught():
     assert report.relative_error < 1e-2
 
 
+@pytest.mark.slow
 def test_gradient_scaled_by_1_0001_is_caught(mlp_problem):
     f, params, x, y = mlp_problem
 

@@ -85,6 +85,7 @@ def _programs(path: Path) -> set[str]:
     return {p.name for p in (path / PROGRAMS).glob("*") if not p.name.startswith(".")}
 
 
+@pytest.mark.slow
 def test_a_second_process_compiles_and_lowers_nothing(tmp_path):
     first = _run_worker(str(tmp_path))
     path = Path(first["path"])
@@ -111,6 +112,7 @@ def test_a_second_process_compiles_and_lowers_nothing(tmp_path):
     assert len(_programs(path)) == kept and not _files(path)
 
 
+@pytest.mark.slow
 def test_off_by_environment_variable_in_a_fresh_process(tmp_path):
     run = _run_worker("0")
     assert run["ok"] and run["path"] is None
@@ -129,6 +131,7 @@ def cache_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_settings_are_set_inside_and_restored_after(cache_root):
     before = _settings()
     with compilation_cache() as path:

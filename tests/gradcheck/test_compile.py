@@ -44,6 +44,7 @@ def _fd_kernels() -> list[tuple[object, ...]]:
     return [key[1] for key in _runner._EXECUTABLES if key[0] is _kernels.fd_chunk]
 
 
+@pytest.mark.slow
 def test_small_leaves_share_a_kernel_and_a_second_check_compiles_nothing(monkeypatch):
     monkeypatch.setattr(_runner, "_EXECUTABLES", type(_runner._EXECUTABLES)())
     params, x = _model(width=2)
@@ -61,6 +62,7 @@ def test_small_leaves_share_a_kernel_and_a_second_check_compiles_nothing(monkeyp
     assert _fd_kernels() == kernels
 
 
+@pytest.mark.slow
 def test_each_small_leaf_is_judged_on_its_own():
     """A bug confined to one grouped leaf shows in that leaf's row only."""
     params, x = _model(width=3)
@@ -76,6 +78,7 @@ def test_each_small_leaf_is_judged_on_its_own():
     assert set(status.values()) == {"verified"}, report
 
 
+@pytest.mark.slow
 def test_a_kernel_over_the_memory_budget_gets_a_smaller_chunk(monkeypatch, capsys):
     """Chunks are planned from f's forward memory; XLA's analysis of each compiled kernel has
     the last word. Here every kernel counts as over budget, so each chunk shrinks, is
@@ -94,6 +97,7 @@ def test_a_kernel_over_the_memory_budget_gets_a_smaller_chunk(monkeypatch, capsy
         assert abs(a.relative_error - b.relative_error) < noise
 
 
+@pytest.mark.slow
 def test_a_cold_check_compiles_each_program_once_the_first_kernels_beside_the_gradient(
     monkeypatch,
 ):
@@ -144,6 +148,7 @@ def _tiers_compiled(monkeypatch) -> list[_tier.Tier]:
 NO_CACHE = gradlab.Execution(compilation_cache=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.devices()[0].platform != "cpu", reason="the tiers are XLA:CPU's")
 def test_a_function_with_a_convolution_never_compiles_at_the_cheap_tier(monkeypatch):
     # a few thousand FLOPs (far under the cheap tier's limit), but unoptimised XLA:CPU runs
@@ -163,6 +168,7 @@ def test_a_function_with_a_convolution_never_compiles_at_the_cheap_tier(monkeypa
     assert tiers and set(tiers) == {_tier.Tier.CHEAP}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.devices()[0].platform != "cpu", reason="the tiers are XLA:CPU's")
 def test_a_function_with_a_loop_compiles_at_xla_defaults_and_others_quickly(monkeypatch):
     # past the cheap tier's FLOPs, XLA:CPU's loop emitters compile faster and run as fast,

@@ -10,6 +10,7 @@ from conftest import mlp_bce, mlp_params
 import gradlab
 
 
+@pytest.mark.slow
 def test_lecture_mlp_with_bce_passes_and_is_happy(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.assert_check(f, params, x, y)
@@ -21,6 +22,7 @@ def test_lecture_mlp_with_bce_passes_and_is_happy(mlp_problem):
     assert report.n_evaluations >= 2 * report.n_entries
 
 
+@pytest.mark.slow
 def test_float32_params_are_checked_in_float64_and_keep_their_dtype_label():
     params = mlp_params(jax.random.PRNGKey(3), [4, 6, 1], dtype=jnp.float32)
     x = jax.random.normal(jax.random.PRNGKey(4), (8, 4))
@@ -31,6 +33,7 @@ def test_float32_params_are_checked_in_float64_and_keep_their_dtype_label():
     assert report.dtype == "float64"
 
 
+@pytest.mark.slow
 def test_custom_vjp_with_correct_rule_passes():
     @jax.custom_vjp
     def softsign(x):
@@ -49,6 +52,7 @@ def test_custom_vjp_with_correct_rule_passes():
     assert report.verdict == "happy"
 
 
+@pytest.mark.slow
 def test_custom_jvp_with_correct_rule_passes():
     @jax.custom_jvp
     def logsumexp(x):
@@ -64,6 +68,7 @@ def test_custom_jvp_with_correct_rule_passes():
     assert report.verdict == "happy"
 
 
+@pytest.mark.slow
 def test_relu_at_exactly_zero_is_a_kink_not_a_failure():
     theta = jnp.array([-1.0, 0.0, 0.5, 0.0, 2.0])
     report = gradlab.check(lambda t: jnp.sum(jax.nn.relu(t) * jnp.arange(1.0, 6.0)), theta)
@@ -73,6 +78,7 @@ def test_relu_at_exactly_zero_is_a_kink_not_a_failure():
     assert kinks == {(1,), (3,)}
 
 
+@pytest.mark.slow
 def test_ties_in_max_are_kinks():
     theta = jnp.array([1.0, 3.0, 3.0, -2.0])
     report = gradlab.check(lambda t: jnp.max(t) * 2.0 + jnp.sum(t**2), theta)
@@ -82,6 +88,7 @@ def test_ties_in_max_are_kinks():
     assert report.leaves[0].relative_error < 1e-8
 
 
+@pytest.mark.slow
 def test_unused_leaf_has_zero_error_not_nan():
     params = {"used": jnp.array([1.0, 2.0]), "unused": jnp.ones((3, 2))}
     report = gradlab.check(lambda p: jnp.sum(p["used"] ** 3), params)
@@ -90,6 +97,7 @@ def test_unused_leaf_has_zero_error_not_nan():
     assert unused.status == "verified" and unused.verdict == "happy"
 
 
+@pytest.mark.slow
 def test_integer_leaves_are_skipped_and_listed():
     params = {"w": jnp.array([0.5, -0.2]), "step": jnp.array(3), "mask": jnp.array([True, False])}
     report = gradlab.check(lambda p: jnp.sum(jnp.where(p["mask"], p["w"], 0.0) ** 2), params)
@@ -97,6 +105,7 @@ def test_integer_leaves_are_skipped_and_listed():
     assert set(report.skipped) == {"mask (bool)", "step (int32)"}
 
 
+@pytest.mark.slow
 def test_argnums_and_paths_of_several_arguments():
     def f(a, b, c):
         return jnp.sum(jnp.sin(a) * b) + jnp.sum(c["z"] ** 2)
@@ -120,6 +129,7 @@ def test_has_aux_and_static_arguments():
     assert report.ok and report.verdict == "happy"
 
 
+@pytest.mark.slow
 def test_flax_nnx_state_is_a_valid_params_pytree():
     from flax import nnx
 
@@ -134,6 +144,7 @@ def test_flax_nnx_state_is_a_valid_params_pytree():
     assert {leaf.path for leaf in report.leaves} == {"bias", "kernel"}
 
 
+@pytest.mark.slow
 def test_flax_linen_params_dict():
     import flax.linen as nn
 
@@ -144,6 +155,7 @@ def test_flax_linen_params_dict():
     assert {leaf.path for leaf in report.leaves} == {"params/bias", "params/kernel"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 1000])
 def test_chunking_does_not_change_the_numbers(mlp_problem, chunk_size):
     f, params, x, y = mlp_problem
@@ -156,6 +168,7 @@ def test_chunking_does_not_change_the_numbers(mlp_problem, chunk_size):
         assert a.status == b.status == "verified"
 
 
+@pytest.mark.slow
 def test_complex_parameters_checked_as_real_and_imaginary_parts():
     z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j])
     report = gradlab.check(lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z)), z)

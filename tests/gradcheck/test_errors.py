@@ -10,6 +10,7 @@ import pytest
 import gradlab
 
 
+@pytest.mark.slow
 def test_non_scalar_output_is_checked_through_cotangents():
     """A vector output is no longer an error: it is checked through random cotangents."""
     report = gradlab.check(lambda p: p * 2, jnp.ones(3))
@@ -44,6 +45,7 @@ def test_no_float_leaves():
         gradlab.check(lambda p: jnp.sum(p["n"]).astype(float), {"n": jnp.arange(3)})
 
 
+@pytest.mark.slow
 def test_nan_value():
     with pytest.raises(gradlab.CheckInputError, match=r"f\(θ\) = nan.*log\(0\)"):
         gradlab.check(lambda p: jnp.sum(jnp.log(p)) * 0.0 + jnp.nan, jnp.ones(2))
@@ -54,6 +56,7 @@ def test_inf_value():
         gradlab.check(lambda p: jnp.sum(jnp.log(p)), jnp.array([0.0, 1.0]))
 
 
+@pytest.mark.slow
 def test_nan_gradient_names_the_leaf_and_index():
     params = {"ok": jnp.ones(2), "bad": jnp.array([[1.0, 0.0]])}
     with pytest.raises(gradlab.CheckInputError, match=r"'bad'.*index \(0, 1\)"):
@@ -178,6 +181,7 @@ def test_a_keyword_neither_option_nor_of_f_is_named():
         gradlab.check(lambda p, *, x=1: _sin2(p) * x, jnp.ones(3), batch_size=4)
 
 
+@pytest.mark.slow
 def test_f_keywords_that_look_like_options_go_to_f():
     """A keyword f names itself is f's, however much it looks like an option."""
 
@@ -190,6 +194,7 @@ def test_f_keywords_that_look_like_options_go_to_f():
     assert report.value == pytest.approx(float(_sin2(jnp.ones(3))) + 3.0)
 
 
+@pytest.mark.slow
 def test_f_own_checker_named_keywords_need_f_kwargs():
     """seed=/eps= of f are never taken silently: ambiguous without f_kwargs, clear with it."""
     seen = []
@@ -210,6 +215,7 @@ def test_f_own_checker_named_keywords_need_f_kwargs():
         gradlab.check(lambda q, **kw: _sin2(q), p, train=1, f_kwargs={"train": 2})
 
 
+@pytest.mark.slow
 def test_a_look_alike_reaching_f_only_through_var_keywords_is_ambiguous():
     def f(p, **kwargs):
         return _sin2(p) * kwargs.get("scale", 1.0)
@@ -220,6 +226,7 @@ def test_a_look_alike_reaching_f_only_through_var_keywords_is_ambiguous():
     assert gradlab.check(f, jnp.ones(3), f_kwargs={"atol": 1e-3}).ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("dtype", "name"),
     [(jnp.float32, "float32"), ("float32", "float32"), (np.float64, "float64"),
@@ -244,6 +251,7 @@ def test_non_finite_params_name_the_leaf(bad, kind):
         gradlab.check(lambda p: sum(jnp.sum(q["w"] ** 2) for q in p["layer"]), params)
 
 
+@pytest.mark.slow
 def test_positional_argument_leaves_are_named_by_f_parameters():
     def f(weights, inputs, *, scale=1.0):
         return jnp.sum(jnp.tanh(inputs["x"] @ weights)) * scale
@@ -255,6 +263,7 @@ def test_positional_argument_leaves_are_named_by_f_parameters():
         gradlab.check(f, w, {"x": data["x"].at[0, 0].set(jnp.nan)}, argnums=(0, 1))
 
 
+@pytest.mark.slow
 def test_a_check_expected_to_take_too_long_says_so_before_its_sweep():
     """The estimate from the first batch against Execution.max_seconds (no wall clock:
     a limit no batch can meet)."""

@@ -94,6 +94,7 @@ def scan_rule_layer(scale: float):
 W = np.random.default_rng(1).normal(size=(N, N)) * 0.3
 
 
+@pytest.mark.slow
 def test_a_transposed_block_index_map_changes_the_fingerprint():
     trace = lambda t: jax.make_jaxpr(lambda a, b: _matmul(a, b, t))(jnp.ones((N, N)), jnp.eye(N))
     assert str(trace(True)) == str(trace(False))  # the printed jaxprs do not show it
@@ -131,6 +132,7 @@ def cache(request, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path) if request.param else "0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("buggy_first", [True, False], ids=["buggy first", "correct first"])
 def test_the_pallas_twins_are_judged_each_on_its_own_in_process(cache, buggy_first):
     order = [True, False] if buggy_first else [False, True]
@@ -138,6 +140,7 @@ def test_the_pallas_twins_are_judged_each_on_its_own_in_process(cache, buggy_fir
     assert outcomes == {True: "failed", False: "passed"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", [1.0, 3.0])
 def test_rules_in_loop_bodies_are_judged_each_on_its_own(cache, first):
     order = [first, 4.0 - first]
@@ -157,6 +160,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [("buggy", "correct"), ("correct", "buggy")])
 def test_the_pallas_twins_across_processes(tmp_path, order):
     env = {**os.environ, ENV_VAR: str(tmp_path), "JAX_PLATFORMS": "cpu"}

@@ -149,6 +149,7 @@ KINDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("before", [True, False], ids=["ran before", "first after"])
 def test_float32_code_that_passes_alone_passes_after_a_check(kind, before, cache):
@@ -162,6 +163,7 @@ def test_float32_code_that_passes_alone_passes_after_a_check(kind, before, cache
     assert np.array_equal(_users_float32_code(proj), alone)
 
 
+@pytest.mark.slow
 def test_an_interrupted_check_leaves_the_process_as_it_was(cache, monkeypatch):
     proj = _fresh_projection()
     alone = _users_float32_code(_fresh_projection())

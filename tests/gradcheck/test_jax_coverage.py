@@ -322,6 +322,7 @@ def _assert_passes(cases: dict[str, Case], dtype: Any) -> None:
     assert report.outcome == "passed", report  # ... and a verdict of agreement
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("group", ["lax", "custom"])
 def test_control_flow_and_custom_rules_never_crash(group: str, dtype: Any) -> None:
@@ -341,6 +342,7 @@ def test_jax_functions_never_crash(group: str, dtype: Any) -> None:
         _assert_passes(cases, dtype)
 
 
+@pytest.mark.slow
 def test_while_loop_with_a_batched_predicate_alone() -> None:
     """``expi`` runs a ``while_loop`` under ``vmap`` whose predicate is batched; with a
     float32 cast in front, the promoted loop is what the finite differences evaluate, while
@@ -355,6 +357,7 @@ def test_while_loop_with_a_batched_predicate_alone() -> None:
     assert any("kept as written: custom rule expi" in line for line in promoted.promoted)
 
 
+@pytest.mark.slow
 def test_numpy_float64_constant_with_float32_params() -> None:
     """A module-level NumPy float64 array inside f with float32 parameters: no crash, and
     the caller's float32 code computes afterwards as before."""
@@ -368,6 +371,7 @@ def test_numpy_float64_constant_with_float32_params() -> None:
     assert after.dtype == jnp.float32 and np.array_equal(after, before)
 
 
+@pytest.mark.slow
 def test_f_as_a_whole_where_autodiff_of_the_promoted_rule_is_refused():
     """A float32 piece to widen and a custom_jvp rule returning tuples where f returns a
     NamedTuple: JAX refuses to differentiate the rule re-bound from a jaxpr, so autodiff

@@ -50,6 +50,7 @@ def _embedding(drop_last):
     return (lambda table: jnp.sum(jnp.sin(take(table, ids)))), table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drop_last", [True, False])
 def test_an_embedding_whose_last_row_is_dropped_fails_under_sample_32(drop_last):
     f, table = _embedding(drop_last)
@@ -60,6 +61,7 @@ def test_an_embedding_whose_last_row_is_dropped_fails_under_sample_32(drop_last)
     assert f"{verb} on 32 of 5,000 entries of ." in report.summary()
 
 
+@pytest.mark.slow
 def test_full_mode_headline_is_unchanged_and_directional_says_it_screens():
     f = lambda w: jnp.sum(jnp.tanh(w))
     assert "8 entries in 1 leaf" in gradlab.check(f, jnp.ones(8)).summary()
@@ -104,6 +106,7 @@ KINKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 @pytest.mark.parametrize("name", sorted(KINKS))
 def test_kinks_and_ties_raise_no_false_alarm_in_any_mode(name, entries):
@@ -112,6 +115,7 @@ def test_kinks_and_ties_raise_no_false_alarm_in_any_mode(name, entries):
     assert report.outcome == "passed", report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 def test_a_wrong_subgradient_at_a_kink_fails_in_every_mode(entries):
     @jax.custom_jvp
@@ -124,6 +128,7 @@ def test_a_wrong_subgradient_at_a_kink_fails_in_every_mode(entries):
     assert report.outcome == "failed", report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 def test_float32_far_from_the_origin_passes_in_every_mode(entries):
     p = (1e3 + jax.random.normal(jax.random.key(0), (40,))).astype(jnp.float32)
@@ -135,6 +140,7 @@ def test_float32_far_from_the_origin_passes_in_every_mode(entries):
 # ----------------------------------------------------------------- a gradient that f stops
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries", MODES, ids=["full", "sample", "directional"])
 def test_a_stopped_gradient_says_so(entries):
     f = lambda p: jnp.sum(jax.lax.stop_gradient(p["a"]) ** 2) + jnp.sum(p["b"] ** 2)
@@ -156,6 +162,7 @@ COUNTS_ENTRIES = {
 }
 
 
+@pytest.mark.slow
 def test_the_counting_tests_keep_their_outcome_in_directional_mode():
     relu = lambda t: jnp.sum(jax.nn.relu(t) * jnp.arange(1.0, 6.0))
     report = gradlab.check(relu, jnp.array([-1.0, 0.0, 0.5, 0.0, 2.0]), entries=MODES[2])
@@ -193,6 +200,7 @@ def _runs():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("test", "entries"), _runs())
 def test_the_corpora_in_every_mode(test, entries, monkeypatch):
     for name in ("check", "assert_check"):

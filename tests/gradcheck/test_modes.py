@@ -49,6 +49,7 @@ def _(primals, tangents):
 # ---------------------------------------------------------------- directional mode
 
 
+@pytest.mark.slow
 def test_directional_passes_a_correct_model_at_a_fraction_of_the_cost(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check(f, params, x, y, entries=gradlab.Directional())
@@ -60,6 +61,7 @@ def test_directional_passes_a_correct_model_at_a_fraction_of_the_cost(mlp_proble
     assert "(0,) direction" not in str(report)  # verified leaves list no worst entries
 
 
+@pytest.mark.slow
 def test_directional_finds_a_wrong_rule_in_the_right_leaves(small):
     act = _act(jnp.tanh, lambda z, g: 0.5 * g * (1 - jnp.tanh(z) ** 2))
     report = gradlab.check(_loss(act), *small, entries=gradlab.Directional(3))
@@ -70,6 +72,7 @@ def test_directional_finds_a_wrong_rule_in_the_right_leaves(small):
     assert worst.part == "direction" and worst.index[0] in range(3)
 
 
+@pytest.mark.slow
 def test_directional_small_leaf_is_not_drowned_by_a_big_one():
     """A 1% bug in a 30-entry bias next to a 1,200-entry weight: per-leaf directions."""
 
@@ -97,6 +100,7 @@ def test_directional_is_seeded(small):
     assert a["1/w"].worst[0].numerical != c["1/w"].worst[0].numerical
 
 
+@pytest.mark.slow
 def test_directional_complex_leaf_and_second_order():
     z = jnp.array([1.0 + 2.0j, -0.5 + 0.25j, 0.3 - 1.0j])
     f = lambda z: jnp.sum(jnp.abs(z) ** 2 + 3 * jnp.real(z) * jnp.imag(z) ** 2)
@@ -109,6 +113,7 @@ def test_directional_complex_leaf_and_second_order():
 # ---------------------------------------------------------------- forward mode (jax.jvp)
 
 
+@pytest.mark.slow
 def test_forward_mode_passes_a_correct_custom_jvp():
     x = jnp.array([0.3, -1.0, 2.0, 0.5])
     report = gradlab.check(_logsumexp, x, autodiff="forward")
@@ -116,6 +121,7 @@ def test_forward_mode_passes_a_correct_custom_jvp():
     assert [leaf.autodiff for leaf in report.leaves] == ["forward"]
 
 
+@pytest.mark.slow
 def test_forward_mode_catches_a_wrong_custom_jvp_in_every_mode():
     f = lambda w: jnp.sum(_softplus_bad(w * 2.0))
     w = jnp.array([0.3, -1.2, 2.0])
@@ -183,6 +189,7 @@ def _sin_bad2(x):
 _sin_bad2.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * _cos_bad(x),))
 
 
+@pytest.mark.slow
 def test_second_order_passes_a_correct_model(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check_second_order(f, params, x, y)
@@ -194,6 +201,7 @@ def test_second_order_passes_a_correct_model(mlp_problem):
     assert all(leaf.status == "verified" for leaf in report.leaves)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ad", ["forward", "reverse"])
 @pytest.mark.parametrize("fn", [_sin_stopped, _sin_bad2], ids=["stop_gradient", "bad_jvp"])
 def test_bwd_that_is_not_differentiable_fails_order_2_but_passes_order_1(fn, ad):
@@ -205,6 +213,7 @@ def test_bwd_that_is_not_differentiable_fails_order_2_but_passes_order_1(fn, ad)
     assert report.leaves[0].worst[0].part.startswith("row θ[")
 
 
+@pytest.mark.slow
 def test_second_order_names_the_block_of_the_hessian():
     """Rows of the report are the leaf of e_i; worst entries name the gradient component."""
 
@@ -237,6 +246,7 @@ def test_second_order_relu_kinks_are_flagged_not_wrong_and_not_passed():
     assert report.outcome == "inconclusive" and report.n_kinks == 2 and not report.wrong, report
 
 
+@pytest.mark.slow
 def test_second_order_of_a_vector_valued_function():
     w = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
@@ -341,6 +351,7 @@ def test_progress_with_a_console_prints_the_plan_with_its_estimate():
     assert "done" not in text  # the summary is for verbose only
 
 
+@pytest.mark.slow
 def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check(f, params, x, y, entries=gradlab.Sample(3), autodiff="both")
@@ -355,6 +366,7 @@ def test_sample_mode_still_seeded_and_every_leaf_checked(mlp_problem):
     assert np.isfinite(report.relative_error)
 
 
+@pytest.mark.slow
 def test_repeat_flags_a_non_deterministic_f_in_every_order_1_mode():
     rng = np.random.default_rng(0)
 

@@ -155,6 +155,7 @@ def cache(request, tmp_path, monkeypatch):
     SCALE = 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("first", [True, False], ids=["right then wrong", "wrong then right"])
 def test_the_same_f_is_judged_as_it_is_at_each_call(name, first, cache):
@@ -196,6 +197,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [(1.0, 3.0, 1.0), (3.0, 1.0, 3.0)])
 def test_programs_kept_on_disk_follow_the_rule_across_processes(tmp_path, order):
     env = {**os.environ, ENV_VAR: str(tmp_path), "JAX_PLATFORMS": "cpu"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +57,7 @@ settings.register_profile(
 settings.load_profile("gradlab")
 
 
+@pytest.mark.slow
 @given(pytrees())
 def test_correct_gradients_pass_for_any_pytree(tree):
     report = gradlab.check(smooth, tree)

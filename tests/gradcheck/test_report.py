@@ -15,6 +15,7 @@ import gradlab
 from gradlab.gradcheck.report._bands import relative_error, verdict
 
 
+@pytest.mark.slow
 def test_numbers_match_the_slow_reference_loop(mlp_problem):
     f, params, x, y = mlp_problem
     report = gradlab.check(f, params, x, y, criteria=gradlab.Criteria(worst_entries=1000))
@@ -31,6 +32,7 @@ def test_numbers_match_the_slow_reference_loop(mlp_problem):
             assert w.numerical == pytest.approx(num[flat], abs=10 * leaf.noise_floor)
 
 
+@pytest.mark.slow
 def test_bug_report_matches_reference_relative_error():
     @jax.custom_vjp
     def cube(x):
@@ -50,6 +52,7 @@ def test_bug_report_matches_reference_relative_error():
     assert worst.analytical == pytest.approx(8.0, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_tiny_gradient_next_to_a_large_value_is_unresolved_not_wrong():
     """The vanishing case: |grad| far below u·|f|/eps cannot be verified at this eps."""
     f = lambda p: 10.0 + 1e-9 * jnp.sum(jnp.sin(p["deep"])) + jnp.sum(p["top"] ** 2)
@@ -70,6 +73,7 @@ def test_tiny_gradient_next_to_a_large_value_is_unresolved_not_wrong():
         gradlab.assert_check(f, params)
 
 
+@pytest.mark.slow
 def test_unresolved_leaf_does_not_hide_a_gross_error():
     """A wrong gradient far beyond the noise floor is still called wrong."""
 
@@ -82,6 +86,7 @@ def test_unresolved_leaf_does_not_hide_a_gross_error():
     assert report.leaves[0].status == "wrong"
 
 
+@pytest.mark.slow
 def test_noise_floor_bounds_the_observed_error_on_correct_functions(mlp_problem):
     """The rounding model is conservative: correct leaves sit under their noise floor."""
     f, params, x, y = mlp_problem
@@ -115,6 +120,7 @@ def test_to_dict_is_json_serialisable_and_complete(mlp_problem):
     }
 
 
+@pytest.mark.slow
 def test_str_is_a_readable_table_with_worst_entries_for_failures():
     @jax.custom_vjp
     def double(x):
@@ -193,6 +199,7 @@ def test_second_call_compiles_nothing(mlp_problem):
     assert len(traces) == 2 * first
 
 
+@pytest.mark.slow
 def test_truth_value_is_ok_for_every_outcome():
     """``assert gradlab.check(...)``, the idiom torch users bring, fails unless it passed."""
 

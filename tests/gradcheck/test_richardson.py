@@ -58,6 +58,7 @@ def _loss(x, y, scale=1.0):
     return loss
 
 
+@pytest.mark.slow
 def test_logistic_regression_near_convergence_passes_by_extrapolation():
     x, y, w, f, grad = _logistic()
     assert 2e4 < f / np.linalg.norm(grad) < 5e5  # the gradient is tiny next to f
@@ -71,6 +72,7 @@ def test_logistic_regression_near_convergence_passes_by_extrapolation():
         assert abs(entry.numerical - grad[entry.index]) <= 1e-6 * np.linalg.norm(grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.001, 1.01, 0.0])
 def test_a_wrong_gradient_at_the_same_scale_still_fails(scale):
     x, y, w, _, _ = _logistic()
@@ -79,6 +81,7 @@ def test_a_wrong_gradient_at_the_same_scale_still_fails(scale):
     assert report["."].status == "wrong"
 
 
+@pytest.mark.slow
 def test_an_extrapolated_check_of_a_smooth_leaf_costs_nothing_extra():
     report = gradlab.check(lambda p: jnp.sum(jnp.sin(p) ** 2), jnp.linspace(0.1, 1.0, 7))
     assert report.ok and "Richardson extrapolation" not in dict(report.stages)
@@ -88,6 +91,7 @@ def _suggested(text):
     return [float(v) for v in re.findall(r"eps=([0-9.e+-]+) would resolve it", text)]
 
 
+@pytest.mark.slow
 def test_no_message_suggests_a_step_just_tried(monkeypatch):
     # without extrapolation the logistic regression stays unresolved after its retries: the
     # message used to say "eps=7e-05 would resolve it" right after a retry at 7e-05

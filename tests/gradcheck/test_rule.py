@@ -25,6 +25,7 @@ def _cube(rule):
 X = jnp.array([0.5, -1.0, 2.0])
 
 
+@pytest.mark.slow
 def test_correct_rule_all_three_agree():
     report = gradlab.check_rule(_cube(lambda x: 3 * x**2), X)
     assert report.ok and report.culprit == "none" and report.kind == "custom_vjp"
@@ -33,6 +34,7 @@ def test_correct_rule_all_three_agree():
     assert report.message == "rule, autodiff and finite differences agree"
 
 
+@pytest.mark.slow
 def test_wrong_rule_is_named():
     report = gradlab.check_rule(_cube(lambda x: 2 * x**2), X)
     assert not report.ok and report.culprit == "rule"
@@ -45,6 +47,7 @@ def test_wrong_rule_is_named():
     assert w.autodiff == pytest.approx(1.5 * w.rule) and w.numerical == pytest.approx(w.autodiff)
 
 
+@pytest.mark.slow
 def test_primal_that_autodiff_cannot_see_through_blames_autodiff_not_the_rule():
     """A straight-through primal: the value is sin(x) but autodiff sees a stop_gradient."""
 
@@ -59,6 +62,7 @@ def test_primal_that_autodiff_cannot_see_through_blames_autodiff_not_the_rule():
     assert report["x"].rule_vs_fd < 1e-6 and report["x"].rule_vs_autodiff == 1.0
 
 
+@pytest.mark.slow
 def test_primal_with_a_callback_records_why_autodiff_failed():
     @jax.custom_vjp
     def host_sin(x):
@@ -72,6 +76,7 @@ def test_primal_with_a_callback_records_why_autodiff_failed():
     assert "autodiff through the primal failed" in str(report)
 
 
+@pytest.mark.slow
 def test_finite_differences_off_when_eps_is_too_large():
     @jax.custom_jvp
     def fast(x):
@@ -86,6 +91,7 @@ def test_finite_differences_off_when_eps_is_too_large():
     assert gradlab.check_rule(fast, x).ok  # the default step resolves it
 
 
+@pytest.mark.slow
 def test_several_arguments_and_a_vector_output():
     @jax.custom_vjp
     def dense(x, w):
@@ -112,6 +118,7 @@ def test_several_arguments_and_a_vector_output():
     assert text.startswith("gradlab.check_rule FAILED") and "rule~autodiff" in text
 
 
+@pytest.mark.slow
 def test_nondiff_argnums_are_left_alone():
     @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
     def power(x, n):
@@ -122,6 +129,7 @@ def test_nondiff_argnums_are_left_alone():
     assert report.ok and [r.path for r in report.rows] == ["x"]
 
 
+@pytest.mark.slow
 def test_a_plain_function_needs_a_primal():
     with pytest.raises(gradlab.CheckInputError, match="primal="):
         gradlab.check_rule(lambda x: x**2, X)
@@ -156,6 +164,7 @@ def _relu_rule(at_zero: float, slope: float = 1.0):
     return relu
 
 
+@pytest.mark.slow
 def test_kink_confirmed_at_two_steps_and_checked_against_its_one_sided_slopes():
     x = jnp.array([-1.0, 0.0, 0.5, 0.0])
     report = gradlab.check_rule(_relu_rule(0.0), x)
@@ -165,6 +174,7 @@ def test_kink_confirmed_at_two_steps_and_checked_against_its_one_sided_slopes():
     assert row.rule_vs_fd < 1e-6 and row.autodiff_vs_fd < 1e-6
 
 
+@pytest.mark.slow
 def test_a_rule_outside_the_one_sided_slopes_at_a_kink_is_wrong():
     # the derivative at a kink of relu lies in [0, 1]; a rule giving 3 there is no subgradient
     report = gradlab.check_rule(_relu_rule(3.0), jnp.array([-1.0, 0.0, 0.5]))
@@ -172,6 +182,7 @@ def test_a_rule_outside_the_one_sided_slopes_at_a_kink_is_wrong():
     assert any(w.kink and w.index == (1,) for w in report["x"].worst)
 
 
+@pytest.mark.slow
 def test_a_wrong_rule_near_but_not_at_a_kink_is_wrong():
     # 1e-8 from the kink, inside the first step 1e-7 but outside the second: judged at 1e-8
     report = gradlab.check_rule(_relu_rule(0.0, slope=1.5), jnp.array([-1.0, 5e-8, 0.5]))
@@ -179,6 +190,7 @@ def test_a_wrong_rule_near_but_not_at_a_kink_is_wrong():
     assert report["x"].n_kinks == 0
 
 
+@pytest.mark.slow
 def test_curvature_at_a_large_step_is_not_a_kink():
     # steep curvature: at eps = 1e-3 the one-sided slopes of exp(8x) disagree by ~1.6 %;
     # the second step shows them moving with the step, so nothing is called a kink

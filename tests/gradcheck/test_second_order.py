@@ -704,6 +704,7 @@ def _param(c: Case) -> Any:
     return pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_second_order_corpus(case: Case) -> None:
     report = gradlab.check_second_order(case.f, *case.args, **case.options)
@@ -748,6 +749,7 @@ def _cubic_blind_jvp(primals, tangents):
     return _cubic_blind(b), 3 * jax.lax.stop_gradient(b) ** 2 * t  # second derivative lost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight", [1e-3, 1e-9])
 def test_a_small_true_block_with_a_zero_analytical_one_fails(weight):
     """The flat rule must not verify a leaf whose Hessian autodiff lost, however small."""
@@ -768,6 +770,7 @@ def _sq_relu_blind_jvp(primals, tangents):
     return _sq_relu_blind(x), jnp.where(x > 0, 2 * jax.lax.stop_gradient(x), 0.0) * t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", [1e-3, 3e-6])
 def test_a_wrong_hessian_near_but_not_at_a_kink_fails(distance):
     report = gradlab.check_second_order(
@@ -805,6 +808,7 @@ def test_auto_step_reports_its_estimate():
     assert dict(report.stages)["step search"] > 0
 
 
+@pytest.mark.slow
 def test_a_traced_value_held_constant_by_nondiff_argnums_fails_not_raises():
     f = lambda p: jnp.sum(_scaled_sin(p["x"], p["s"]) ** 2)
     params = {"x": np.array([0.3, 0.7]), "s": np.array(1.5)}
@@ -814,6 +818,7 @@ def test_a_traced_value_held_constant_by_nondiff_argnums_fails_not_raises():
     assert report["x"].status == "verified"
 
 
+@pytest.mark.slow
 def test_a_custom_vjp_inside_f_is_checked_reverse_over_reverse():
     report = gradlab.check_second_order(_maml(softplus_ok), *_maml_args(1))
     assert report.ok and report.autodiff == "reverse", report
@@ -824,6 +829,7 @@ def test_a_custom_vjp_inside_f_is_checked_reverse_over_reverse():
         gradlab.check_second_order(_maml(softplus_ok), *_maml_args(1), autodiff="both")
 
 
+@pytest.mark.slow
 def test_a_leaf_f_is_piecewise_linear_in_is_flat_up_to_its_nearest_kink():
     a, b = np.array([0.1, 2.0, -1.0]), np.array([0.5, 1.0, 3.0])
     report = gradlab.check_second_order(lambda a, b: jnp.maximum(a, b), a, b, argnums=(0, 1))
@@ -852,6 +858,7 @@ def test_a_traced_value_in_a_custom_vjps_nondiff_argnums_is_a_clear_input_error(
         gradlab.check_second_order(f, params)
 
 
+@pytest.mark.slow
 def test_a_second_derivative_jax_cannot_take_either_way_is_a_clear_input_error():
     """fwd calls the custom_vjp itself (no jvp) and the adjoint is a while_loop (no vjp)."""
     f = _implicit_while(False, fwd_calls_itself=True)
@@ -861,6 +868,7 @@ def test_a_second_derivative_jax_cannot_take_either_way_is_a_clear_input_error()
         gradlab.check_second_order(f, *_implicit_args(1))
 
 
+@pytest.mark.slow
 def test_an_entry_far_smaller_than_its_leaf_is_retried_at_a_smaller_step():
     """The leaf's step (from its rms) would move 1e-6 across log's 0: retried smaller."""
     report = gradlab.check_second_order(

@@ -157,18 +157,21 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_sliced_evaluation_equals_dense(name):
     fn, leaf = CASES[name]
     _assert_same(fn, leaf)
 
 
+@pytest.mark.slow
 def test_complex_leaf():
     w = _rng(14).normal(size=(4, 3)) + 1j * _rng(15).normal(size=(4, 3))
     fn = lambda w: jnp.sum(jnp.abs(jnp.tanh(X @ w)) ** 2)
     _assert_same(fn, w, step=0.2j)
 
 
+@pytest.mark.slow
 def test_slices_cover_the_moved_entry_only():
     with precise():
         w = jnp.arange(12.0).reshape(4, 3)
@@ -180,6 +183,7 @@ def test_slices_cover_the_moved_entry_only():
         assert float(s.delta()) == 100.0 - 7.0
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     data=st.data(),
@@ -229,6 +233,7 @@ def test_dot_general_any_dimension_numbers(
         _assert_same(fn, rhs)
 
 
+@pytest.mark.slow
 def test_check_agrees_with_the_dense_evaluation():
     params, x, y = small_mlp_data()
     sparse = gradlab.check(mlp_bce, params, x, y)
@@ -293,6 +298,7 @@ def _per_channel(x, spec, letter, scale):
     return x * lax.broadcast_in_dim(scale, x.shape, (spec.index(letter),))
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, derandomize=True, phases=[Phase.generate])
 @given(data=st.data(), moved_lhs=st.booleans(), channel=st.booleans())
 def test_conv_general_dilated_any_configuration(data, moved_lhs, channel):
@@ -366,12 +372,14 @@ CONV_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONV_CASES))
 def test_conv_cases_equal_dense(name):
     fn, leaf = CONV_CASES[name]
     _assert_same(fn, leaf)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
@@ -412,6 +420,7 @@ def _eqns(jaxpr):
                 yield from _eqns(inner)
 
 
+@pytest.mark.slow
 def test_group_entry_equals_dense_for_every_owner():
     """The shared kernel of small leaves: each row moves an entry of the leaf ``owner``."""
     b1, b2 = _rng(40).normal(size=6), _rng(41).normal(size=3)

@@ -91,6 +91,7 @@ def _convnet():
     return loss, params, x
 
 
+@pytest.mark.slow
 def test_the_plan_splits_a_big_conv_kernel_and_groups_the_small_leaves(fresh_executables):
     loss, params, x = _convnet()
     report = gradlab.check(loss, params, x)
@@ -102,6 +103,7 @@ def test_the_plan_splits_a_big_conv_kernel_and_groups_the_small_leaves(fresh_exe
     assert kinds == [("entry", 2), ("group", (0, 1, 3))], kinds
 
 
+@pytest.mark.slow
 def test_the_planned_check_equals_dense_evaluation(fresh_executables, monkeypatch):
     """The plan changes the cost, not the numbers: with compiles made free every leaf gets a
     kernel of its own, carried as slices; each leaf's relative error equals dense
@@ -140,6 +142,7 @@ def test_a_small_check_compiles_cheaply_and_a_second_compiles_nothing(fresh_exec
     assert dict(_runner._EXECUTABLES) == first
 
 
+@pytest.mark.slow
 def test_a_cheap_kernel_is_compiled_again_when_its_remaining_calls_pay_for_it():
     low = jax.jit(lambda v: jnp.tanh(v) @ v.T).lower(jnp.ones((4, 4)))
     cheap = [_tier.Tier.CHEAP]

@@ -40,6 +40,7 @@ def test_auto_is_more_accurate_than_the_lecture_step_on_the_mlp(mlp_problem):
     assert "eps=auto" in text and "est. error" in text
 
 
+@pytest.mark.slow
 def test_auto_picks_smaller_steps_where_curvature_is_larger():
     f = lambda p: jnp.sum(jnp.sin(50 * p["fast"])) + jnp.sum(jnp.exp(p["slow"]))
     params = {"fast": jnp.linspace(0.1, 1.0, 20), "slow": jnp.linspace(-1.0, 1.0, 5)}
@@ -48,6 +49,7 @@ def test_auto_picks_smaller_steps_where_curvature_is_larger():
     assert report["fast"].eps < report["slow"].eps / 10
 
 
+@pytest.mark.slow
 def test_auto_resolves_a_gradient_the_lecture_step_cannot():
     """|grad| ~ 1e-5 next to |f| = 10: rounding at 1e-7 is ~2e-7·|f|, most of the gradient."""
     f = lambda p: 10.0 + 1e-5 * jnp.sum(jnp.sin(p))
@@ -61,6 +63,7 @@ def test_auto_resolves_a_gradient_the_lecture_step_cannot():
     assert leaf.estimated_error < 1e-6
 
 
+@pytest.mark.slow
 def test_auto_still_catches_a_small_bug(mlp_problem):
     f, params, x, y = mlp_problem
     tag = _scaled(1.0001)
@@ -85,6 +88,7 @@ def test_cube_root_steps():
 # ---------------------------------------------------------------- float32 fallback, host
 
 
+@pytest.mark.slow
 def test_float32_fallback_passes_a_correct_model_with_honest_floors(mlp_problem):
     f, params, x, y = mlp_problem
     seen = []
@@ -106,6 +110,7 @@ def test_float32_fallback_passes_a_correct_model_with_honest_floors(mlp_problem)
         assert leaf.relative_error < leaf.noise_floor
 
 
+@pytest.mark.slow
 def test_float32_fallback_still_catches_a_five_percent_bug(mlp_problem):
     f, params, x, y = mlp_problem
     tag = _scaled(1.05)
@@ -113,6 +118,7 @@ def test_float32_fallback_still_catches_a_five_percent_bug(mlp_problem):
     assert not report.ok and len(report.wrong) == 6
 
 
+@pytest.mark.slow
 def test_float32_fallback_says_what_it_cannot_resolve():
     f = lambda p: 10.0 + 1e-4 * jnp.sum(jnp.sin(p))  # |grad| ~ 1e-4 next to |f| = 10
     theta = jnp.linspace(0.1, 1.0, 10)

@@ -114,6 +114,7 @@ def test_host_callbacks_are_never_fingerprinted():
 # ------------------------------------------------------------------ programs on disk
 
 
+@pytest.mark.slow
 def test_a_second_check_loads_instead_of_lowering_and_compiling(store):
     f = lambda p, x: jnp.mean(jnp.tanh(x @ p["w"] + p["b"]))
     rng = np.random.default_rng(0)
@@ -129,6 +130,7 @@ def test_a_second_check_loads_instead_of_lowering_and_compiling(store):
     assert second.get("jaxpr_to_mlir_module_duration", 0) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [(1.0, 2.0), (2.0, 1.0)])
 def test_a_kept_program_never_stands_in_for_a_changed_custom_rule(store, order):
     # the same forward pass (the difference kernel is shared and loaded), another backward
@@ -140,6 +142,7 @@ def test_a_kept_program_never_stands_in_for_a_changed_custom_rule(store, order):
     assert outcomes == [want[s] for s in order]
 
 
+@pytest.mark.slow
 def test_a_changed_constant_gets_programs_of_its_own(store):
     def layer(c):
         @jax.custom_vjp
@@ -210,6 +213,7 @@ def test_the_key_holds_the_device_settings_compile_tier_and_processor(monkeypatc
     assert _program_key.environment(device, Tier.CHEAP) != here
 
 
+@pytest.mark.slow
 def test_a_program_calling_a_library_is_not_kept_and_a_fresh_process_runs_it(tmp_path):
     # eigh lowers to a LAPACK custom call whose handler JAX registers while lowering; a kept
     # program would skip that and crash the next process (it did, before this rule)
@@ -250,6 +254,7 @@ def _run_check(root: Path, script: str = _CHECK_SCRIPT) -> subprocess.CompletedP
                           text=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_damaged_entries_are_deleted_and_rebuilt_never_loaded(tmp_path):
     # the loading runs in a subprocess: a damaged executable could kill the process
     run = _run_check(tmp_path)
@@ -295,6 +300,7 @@ _EVIL = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_nothing_is_loaded_or_stored_in_a_folder_others_can_write(tmp_path):
     run = _run_check(tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -96,6 +96,7 @@ def _problem(pool):
     return loss, state, jnp.asarray(x), jnp.array([0, 1, 2, 0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", [_builtin, _custom_pool(_first_max)], ids=["nnx", "custom"])
 def test_many_terms_tied_at_once_are_verified_nearby(pool):
     loss, state, x, labels = _problem(pool)
@@ -123,6 +124,7 @@ def test_without_tie_breaking_the_same_model_reads_as_not_a_subgradient(monkeypa
     assert report.outcome == "failed" and "not a subgradient" in report["pos"].note
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", [_every_tied, _minimum], ids=["every-tied", "minimum"])
 def test_a_max_pool_routing_bug_still_fails(route):
     loss, state, x, labels = _problem(_custom_pool(route))
@@ -131,6 +133,7 @@ def test_a_max_pool_routing_bug_still_fails(route):
     assert report.wrong
 
 
+@pytest.mark.slow
 def test_routing_to_the_minimum_fails_nearby_too():
     # the pos entries outside their slopes at θ are re-checked at θ + δ: wrong there as well
     loss, state, x, labels = _problem(_custom_pool(_minimum))
@@ -140,6 +143,7 @@ def test_routing_to_the_minimum_fails_nearby_too():
     assert "wrong too" in pos.note, pos.note
 
 
+@pytest.mark.slow
 def test_identical_ensemble_members_pass():
     w = jax.random.normal(jax.random.key(1), (3, 4)) * 0.5
     heads = {f"h{i}": {"w": w} for i in range(3)}

@@ -47,6 +47,7 @@ def _least_squares(scale):
     return (lambda p: sq(a @ p - y)), p
 
 
+@pytest.mark.slow
 def test_converged_least_squares_with_a_doubled_rule_fails():
     # loss ~1e-10, gradients ~1e-5: one-sided slopes differ by h·f'' >> kink tolerance
     f, p = _least_squares(2.0)
@@ -91,6 +92,7 @@ def _float32_inside(bug):
     return f, params, jax.random.normal(jax.random.key(4), (6, 4))
 
 
+@pytest.mark.slow
 def test_float32_cast_inside_f_is_promoted_and_verified():
     f, params, x = _float32_inside(lambda z: z)
     report = gradlab.check(f, params, x)
@@ -99,6 +101,7 @@ def test_float32_cast_inside_f_is_promoted_and_verified():
     assert all(leaf.relative_error < 1e-8 for leaf in report.leaves)
 
 
+@pytest.mark.slow
 def test_float32_cast_inside_f_with_a_bug_upstream_fails():
     f, params, x = _float32_inside(_scaled_rule(lambda z: z**2, 1.5))
     report = gradlab.check(f, params, x)
@@ -122,6 +125,7 @@ class _Block(nnx.Module):
         return jnp.mean(self.act(self.attn(h)) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.0, 1.5])
 def test_nnx_attention_block(scale):
     model = _Block(nnx.Rngs(0), _scaled_rule(jnp.tanh, scale))
@@ -141,6 +145,7 @@ def test_nnx_attention_block(scale):
 # ----------------------------------------------------------------- a primal from another program
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("symmetrize", [True, False])
 def test_eigh_on_a_non_symmetric_input(symmetrize):
     def f(p):
@@ -160,6 +165,7 @@ def test_eigh_on_a_non_symmetric_input(symmetrize):
 # ----------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_host_randomness_at_trace_time_fails_as_not_deterministic():
     rng = np.random.default_rng(0)
 
@@ -197,6 +203,7 @@ def _dtype_branching(bad_in_float32):
     return lambda p, x: jnp.sum(act(x @ p) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [False, True])
 def test_rule_wrong_only_in_float32_is_caught_by_the_audit(bad):
     f = _dtype_branching(bad)
@@ -225,6 +232,7 @@ class _WithDropout(nnx.Module):
         return jnp.sum(jnp.tanh(self.drop(self.lin(x))) ** 2)
 
 
+@pytest.mark.slow
 def test_nnx_model_with_dropout_state_and_module():
     model = _WithDropout(nnx.Rngs(0, dropout=1))
     x = jnp.linspace(-1, 1, 6).reshape(2, 3)
@@ -256,6 +264,7 @@ KINK_TRAPS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(KINK_TRAPS))
 def test_kink_traps_pass(name):
     f, theta = KINK_TRAPS[name]
@@ -331,6 +340,7 @@ def test_flatness_does_not_excuse_a_dropped_gradient():
     assert report.outcome == "inconclusive"
 
 
+@pytest.mark.slow
 def test_relu_units_at_exactly_zero_for_every_example_pass():
     # zero biases and weights: a unit's pre-activation is 0 for every example, so moving one
     # weight puts some examples on each side of the kink. Autodiff's relu'(0) = 0 gives 0,
@@ -345,6 +355,7 @@ def test_relu_units_at_exactly_zero_for_every_example_pass():
     assert report["w1"].n_kinks > 0
 
 
+@pytest.mark.slow
 def test_a_wrong_rule_at_coincident_kinks_still_fails():
     # the same units at exactly 0 for every example, through a relu whose derivative at 0 is
     # 3: the value 3·(sum of the slopes) lies outside both the slopes and [0, their sum]
@@ -376,6 +387,7 @@ def _float32_bitcast(scale):
     return lambda p: jnp.sum(jnp.sin(roundtrip(p)) * tanh(p))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1.0, 1.5])
 def test_a_piece_kept_in_float32_sets_the_floor_and_a_bug_still_fails(scale):
     report = gradlab.check(_float32_bitcast(scale), jnp.linspace(0.1, 1.0, 6))

@@ -36,6 +36,7 @@ def wx():
     return w, x
 
 
+@pytest.mark.slow
 def test_correct_vector_function_passes_and_states_its_cotangents(wx):
     report = gradlab.check(_dense(False), *wx, argnums=(0, 1), projections=4, seed=3)
     assert report.ok and report.verdict == "happy", report
@@ -56,6 +57,7 @@ def test_a_bug_in_one_output_column_is_caught(wx):
     assert report["w"].worst[0].index[1] == 1  # column 1 of w feeds output column 1
 
 
+@pytest.mark.slow
 def test_evaluations_are_shared_across_cotangents(wx):
     one = gradlab.check(_dense(False), *wx, projections=1)
     many = gradlab.check(_dense(False), *wx, projections=7)
@@ -63,6 +65,7 @@ def test_evaluations_are_shared_across_cotangents(wx):
     assert len(many.projections) == 7
 
 
+@pytest.mark.slow
 def test_cotangents_are_seeded(wx):
     a = gradlab.check(_dense(True), *wx, seed=5)
     b = gradlab.check(_dense(True), *wx, seed=5)
@@ -72,6 +75,7 @@ def test_cotangents_are_seeded(wx):
     assert a.relative_error == b.relative_error != c.relative_error
 
 
+@pytest.mark.slow
 def test_pytree_output_and_every_mode():
     def f(p):
         h = jnp.tanh(p["w"] * 2.0)
@@ -85,6 +89,7 @@ def test_pytree_output_and_every_mode():
     assert set(report.projections[0]) == {"h", "n", "pair"}
 
 
+@pytest.mark.slow
 def test_vector_output_with_has_aux_and_a_float32_output():
     f = lambda p: (jnp.sin(p).astype(jnp.float32), {"note": 1})
     report = gradlab.check(f, jnp.array([0.1, 0.2, 0.3]), has_aux=True)
@@ -94,6 +99,7 @@ def test_vector_output_with_has_aux_and_a_float32_output():
     assert any("convert_element_type to float32" in line for line in report.promoted)
 
 
+@pytest.mark.slow
 def test_non_finite_output_names_where():
     with pytest.raises(
         gradlab.CheckInputError, match=r"f\(θ\) = nan in output array at index \(1,\)"
