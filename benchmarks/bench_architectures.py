@@ -25,7 +25,7 @@ worker process (``--worker``); ratios (torch 1 thread ÷ gradlab, and the others
 within one run of this script. Past ``--max-entries`` the loop and torch are timed on a random
 subsample of entries and extrapolated (marked ``est.``).
 
-gradlab.check is called inside ``gradlab.gradcheck._cache.compilation_cache()``: the same
+gradlab.check is called inside ``gradlab.gradcheck.programs._cache.compilation_cache()``: the same
 cache ``gradlab.check`` opens itself once the cache is wired in (nested blocks change
 nothing), so the script measures the same thing before and after that wiring.
 
@@ -327,7 +327,7 @@ def _subsample(n: int, max_entries: int, seed: int) -> np.ndarray | None:
 
 def _run_gradlab(checks: list[Check]) -> dict[str, Any]:
     import gradlab
-    from gradlab.gradcheck._cache import compilation_cache
+    from gradlab.gradcheck.programs._cache import compilation_cache
 
     ok = True
     with compilation_cache():

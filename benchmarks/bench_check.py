@@ -52,8 +52,8 @@ from _common import (
 from jax.flatten_util import ravel_pytree
 
 import gradlab
-from gradlab.gradcheck._memory import program_cost
-from gradlab.gradcheck._sweep import shares_kernel
+from gradlab.gradcheck.planning._memory import program_cost
+from gradlab.gradcheck.planning._plan import shares_kernel
 from gradlab.losses import binary_cross_entropy
 
 jax.config.update("jax_enable_x64", True)
@@ -147,8 +147,8 @@ def layer_flops(model: Model, layer: int) -> int:
 def _grouped_leaves(model: Model) -> list[str]:
     """The leaves gradlab groups into one kernel, as its planner decides.
 
-    The planner (``gradlab.gradcheck._sweep.shares_kernel``) is asked with the inputs it gets
-    in a check: each leaf's rows, FLOPs of ``f`` at ``+h`` and ``−h`` and the size of ``f``'s
+    The planner (``gradlab.gradcheck.planning._plan.shares_kernel``) is asked with the inputs it
+    gets in a check: each leaf's rows, FLOPs of ``f`` at ``+h`` and ``−h`` and the size of ``f``'s
     program, both estimated from ``f``'s jaxpr (``program_cost``), on this platform. A group
     needs two leaves at least.
     """

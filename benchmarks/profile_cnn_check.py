@@ -56,7 +56,8 @@ def profile(dense: bool) -> dict[str, Any]:
     from bench_architectures import _cnn, _jax_fn
 
     import gradlab
-    from gradlab.gradcheck import _pipeline, _sweep
+    from gradlab.gradcheck.evaluation import _sweep
+    from gradlab.gradcheck.pipeline import _first_order as _pipeline
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_default_matmul_precision", "highest")

@@ -5,7 +5,7 @@ in a fresh process with the persistent compilation cache OFF, and records
 
 * the wall time of each stage of the check (problem, promotion pass, output shape, f and its
   gradient at θ, plan, sweep and judging, consistency, audit, report), by wrapping the
-  functions ``gradlab.gradcheck._api`` calls;
+  functions ``gradlab.gradcheck.api._check`` calls;
 * every program JAX traces, lowers and compiles, with its time (JAX's own
   ``jax_log_compiles`` records), and how many XLA compiles ran.
 
@@ -83,7 +83,7 @@ def profile(layers: list[str]) -> dict[str, Any]:
     from bench_architectures import _jax_fn, _suite
 
     import gradlab
-    from gradlab.gradcheck import _pipeline as api  # the checker's stages
+    from gradlab.gradcheck.pipeline import _first_order as api  # the checker's stages
 
     stages: dict[str, float] = collections.defaultdict(float)
     for name in STAGES:

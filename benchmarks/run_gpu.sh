@@ -33,8 +33,8 @@ for what in "${@:-pytest arch check scale}"; do
     case $s in
       pytest)  # the checker's verdicts on the GPU: trust cases, bug corpora, correctness
         TAIL=8 stage pytest_gpu "${PYTEST_LIMIT:-110}" python3 -m pytest -p no:cacheprovider \
-          -q --maxfail=5 -W ignore::DeprecationWarning tests/test_check_trust.py \
-          tests/test_check_bugs.py tests/test_check_correct.py ;;
+          -q --maxfail=5 -W ignore::DeprecationWarning tests/gradcheck/test_trust.py \
+          tests/gradcheck/test_bugs.py tests/gradcheck/test_correct.py ;;
       arch)
         stage arch "${ARCH_LIMIT:-170}" python3 benchmarks/bench_architectures.py --device gpu \
           --methods "$METHODS" --max-entries 300 --out "$OUT/architectures_gpu.json" ;;

@@ -3,7 +3,7 @@
 gradlab's cache folder (``platformdirs.user_cache_dir("gradlab")/jax-<version>``, or the path
 in ``GRADLAB_COMPILATION_CACHE``) holds JAX's persistent compilation cache for the checker's
 programs and, in ``gradlab-programs``, the executables gradlab finds before tracing
-(:mod:`gradlab.gradcheck._stored`). ``info`` shows where they are, how much they hold, the
+(:mod:`gradlab.gradcheck.programs._stored`). ``info`` shows where they are, how much they hold, the
 size limit and whether the folder is private enough to be used; ``clear`` deletes them. A
 cache folder the user configured for JAX (``jax_compilation_cache_dir``) is shown, never
 cleared: it is the user's.
@@ -76,8 +76,8 @@ def facts() -> dict[str, Any]:
         ['enabled', 'folder', 'jax_bytes']
     """
     from gradlab import _jax_compat
-    from gradlab.gradcheck import _stored
-    from gradlab.gradcheck._cache import cache_dir, resolve_enabled
+    from gradlab.gradcheck.programs import _stored
+    from gradlab.gradcheck.programs._cache import cache_dir, resolve_enabled
 
     folder = cache_dir()
     programs = folder / _stored.PROGRAMS
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
 
 
 def _clear(programs_only: bool) -> int:
-    from gradlab.gradcheck import _stored
-    from gradlab.gradcheck._cache import cache_dir
+    from gradlab.gradcheck.programs import _stored
+    from gradlab.gradcheck.programs._cache import cache_dir
 
     folder = cache_dir()
     target = folder / _stored.PROGRAMS if programs_only else folder

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradlab.gradcheck._report import CheckReport
+    from gradlab.gradcheck.report._report import CheckReport
 
 __all__ = ["CheckInputError", "GradCheckError", "GradlabError", "InputError"]
 

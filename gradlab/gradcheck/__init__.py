@@ -1,11 +1,20 @@
 """The parallel centered-difference gradient checker (``gradlab.check`` and its kin)."""
 
 from gradlab._errors import CheckInputError, GradCheckError
-from gradlab.gradcheck._api import assert_check, check, check_second_order
-from gradlab.gradcheck._bands import BANDS, relative_error, verdict
-from gradlab.gradcheck._report import CheckReport, EntryMismatch, LeafReport
-from gradlab.gradcheck._rules import RuleEntry, RuleReport, RuleRow, check_rule
-from gradlab.gradcheck._settings import Criteria, Directional, Entries, Execution, Full, Sample
+from gradlab.gradcheck.api._check import assert_check, check, check_second_order
+from gradlab.gradcheck.api._check_rule import check_rule
+from gradlab.gradcheck.planning._settings import (
+    Criteria,
+    Directional,
+    Entries,
+    Execution,
+    Full,
+    Sample,
+)
+from gradlab.gradcheck.report._bands import BANDS, relative_error, verdict
+from gradlab.gradcheck.report._leaf_report import EntryMismatch, LeafReport
+from gradlab.gradcheck.report._report import CheckReport
+from gradlab.gradcheck.report._rule_report import RuleEntry, RuleReport, RuleRow
 
 __all__ = [
     "BANDS",

@@ -11,8 +11,8 @@ from jax._src import config as jax_config
 
 import gradlab
 from gradlab.cli import main
-from gradlab.gradcheck._cache import ENV_VAR
-from gradlab.gradcheck._stored import PROGRAMS
+from gradlab.gradcheck.programs._cache import ENV_VAR
+from gradlab.gradcheck.programs._stored import PROGRAMS
 
 
 def _info(capsys) -> dict:

@@ -1,0 +1,264 @@
+"""The precision audit: ``jax.grad`` at the parameters' own dtype against the float64 one.
+
+The check verifies the mathematics in float64. A model trained in float32 (or bfloat16)
+runs another path: a custom rule can branch on dtype, or lose precision only there. So for
+every checked leaf given in a dtype narrower than float64, the gradient is computed again
+as the user computes it — the given dtypes, the caller's own JAX configuration (x64 as the
+caller has it), matmul precision ``"highest"`` so that TF32 passes are not blamed — and
+compared with the float64 gradient that the check verified, by the lecture's relative
+error. It must stay within what that dtype's rounding explains: ``sqrt(u)`` of the dtype
+(:func:`audit_tolerance`: 2.4e-4 for float32, 2.2e-2 for float16, 6.2e-2 for bfloat16), far
+above rounding in well-conditioned gradients and far below the error of a wrong rule — or,
+when the low-precision gradient is ill-conditioned (near a minimum, cancellation), what its
+own rounding measurably does: the gradient is computed a second time with every parameter
+moved by one unit in the last place, and :data:`SPREAD_MARGIN` times the change between the
+two is allowed too.
+
+A model may compute in a precision narrower than its parameters on purpose (a float32 MLP
+whose matmuls run in bfloat16): its gradient then carries that precision's rounding whatever
+its rules. So the tolerance follows the lowest precision ``f`` computes in on the user's
+path: where the user's ``f`` has pieces narrower than a leaf's dtype, that leaf is held to
+``sqrt(u)`` of the narrowest piece (6.2e-2 for bfloat16), and the report names the pieces. A
+rule wrong on the float32 path by more than that still fails; a subtler one is hidden by the
+model's own bfloat16 rounding, which the audit says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab.gradcheck.planning._spec import _Static
+from gradlab.gradcheck.programs._promote import _where, narrow_dtype
+from gradlab.gradcheck.report._bands import relative_error
+
+__all__ = ["SPREAD_MARGIN", "AuditRow", "audit", "audit_tolerance"]
+
+#: Allowed multiple of the low-precision gradient's change under a one-ulp move of θ.
+SPREAD_MARGIN = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRow:
+    """One leaf's audit: its dtype, the relative error against float64, the tolerance."""
+
+    path: str
+    dtype: str
+    relative_error: float
+    tolerance: float
+    lowest: str | None = None  # the narrowest dtype f computes in, when narrower than dtype
+    pieces: tuple[str, ...] = ()  # where f computes in ``lowest`` (``"dot_general (f.py:3)"``)
+
+    @property
+    def ok(self) -> bool:
+        """Within what the dtype's rounding explains."""
+        return self.relative_error <= self.tolerance
+
+    def reason(self) -> str:
+        """Why the audit failed this leaf, in words (for the report's reasons)."""
+        text = (
+            f"jax.grad at {self.path}'s own dtype ({self.dtype}) differs from the float64 "
+            f"gradient by {self.relative_error:.1e} (relative), more than "
+        )
+        if self.lowest is None:
+            return text + (
+                f"{self.dtype} rounding explains ({self.tolerance:.1e}): a rule that is wrong "
+                f"on the {self.dtype} path."
+            )
+        return text + (
+            f"the {self.lowest} rounding of f's own {self.lowest} pieces explains "
+            f"({self.tolerance:.1e}; {_listed(self.pieces)}): a rule that is wrong on the "
+            f"{self.dtype} path."
+        )
+
+    def note(self) -> str:
+        """The report's note for a leaf audited at the tolerance of f's narrower pieces."""
+        return (
+            f"the precision audit of {self.path} ({self.dtype}) allows {self.lowest} rounding "
+            f"({self.tolerance:.1e}): f computes in {self.lowest} on purpose in "
+            f"{_listed(self.pieces)}, so a rule wrong on the {self.dtype} path by less than "
+            "that is not told apart from it"
+        )
+
+
+def _listed(pieces: Sequence[str], most: int = 4) -> str:
+    more = f" and {len(pieces) - most} more" if len(pieces) > most else ""
+    return ", ".join(pieces[:most]) + more
+
+
+def audit_tolerance(dtype: Any) -> float:
+    """``sqrt(u)`` of ``dtype``: the relative gradient error its rounding may explain.
+
+    Example:
+        >>> f"{audit_tolerance(np.float32):.1e}", f"{audit_tolerance(jnp.bfloat16):.1e}"
+        ('2.4e-04', '6.2e-02')
+    """
+    return float(np.sqrt(float(jnp.finfo(dtype).eps) / 2))
+
+
+def audit(
+    value: Any,
+    primals: Sequence[Any],
+    argnums: Sequence[int],
+    cotangent: Any,
+    paths: Sequence[str],
+    checked: Sequence[bool],
+    reference: Sequence[np.ndarray],
+) -> list[AuditRow]:
+    """Audits the leaves given in reduced precision (none: an empty list, nothing run).
+
+    Args:
+        value: ``f`` without aux: ``value(*primals)``.
+        primals: The arguments as the user gave them.
+        argnums: The differentiated positions.
+        cotangent: The first cotangent for a non-scalar ``f`` (float64 NumPy), or None.
+        paths: The path of every leaf of the differentiated arguments, in order.
+        checked: Per leaf: is it a checked (floating-point) leaf.
+        reference: The float64 gradient of each checked leaf, shaped like the leaf.
+
+    Returns:
+        One row per checked leaf whose dtype is narrower than float64.
+    """
+    diff = [primals[a] for a in argnums]
+    leaves = [x for d in diff for x in jax.tree_util.tree_leaves(d)]
+    dtypes = [np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype for x in leaves]
+    todo = [
+        i for i, (c, d) in enumerate(zip(checked, dtypes, strict=True)) if c and narrow_dtype(d)
+    ]
+    if not todo:
+        return []
+
+    flat, tree = jax.tree_util.tree_flatten(list(primals))
+    is_array = tuple(isinstance(x, jax.Array | np.ndarray | np.generic) for x in flat)
+    arrays = tuple(x for x, a in zip(flat, is_array, strict=True) if a)
+    static = _Static(tuple(None if a else x for x, a in zip(flat, is_array, strict=True)))
+    spec = _AuditSpec(value, tuple(argnums), tree, is_array, static)
+    with jax.default_matmul_precision("highest"):
+        cot = None if cotangent is None else jax.tree_util.tree_map(jnp.asarray, cotangent)
+        # traced afresh at every check: f's float32 path may have changed since the last one
+        # (a rule re-defined), and nothing the audit could key on shows that path in full
+        fresh = jax.jit(lambda arrays, cot: _gradients(spec, arrays, cot))
+        grads, moved = fresh(arrays, cot)
+    lowest, pieces = _narrowest(spec, arrays, cot)
+    k_of = np.cumsum(checked) - 1
+    rows = []
+    for i in todo:
+        low = _wide(grads[i])
+        rel = _rel(low, np.asarray(reference[k_of[i]]))
+        spread = SPREAD_MARGIN * _rel(low, _wide(moved[i]))
+        tol = max(audit_tolerance(dtypes[i]), spread)
+        row = AuditRow(paths[i], str(dtypes[i]), rel, tol)
+        if lowest is not None and audit_tolerance(lowest) > audit_tolerance(dtypes[i]):
+            mine = tuple(p for p, d in pieces if audit_tolerance(d) > audit_tolerance(dtypes[i]))
+            row = AuditRow(paths[i], str(dtypes[i]), rel, max(tol, audit_tolerance(lowest)),
+                           lowest, mine)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _narrowest(
+    spec: _AuditSpec, arrays: tuple[Any, ...], cot: Any
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """The narrowest float dtype the user's ``f`` (and its gradient) computes in, and where.
+
+    Returns:
+        ``(dtype, [(piece, dtype), …])``: each equation with a floating-point output narrower
+        than float64, as ``"dot_general (file.py:12)"``, narrowest first.
+    """
+    with jax.default_matmul_precision("highest"):
+        closed = jax.make_jaxpr(_gradients, static_argnums=0)(spec, arrays, cot)
+    found: dict[str, str] = {}
+    widths: list[str] = []
+
+    def scan(jaxpr: Any) -> None:
+        for eqn in jaxpr.eqns:
+            for v in eqn.outvars:
+                dt = getattr(getattr(v, "aval", None), "dtype", None)
+                if dt is not None and jnp.issubdtype(dt, jnp.floating) and narrow_dtype(dt):
+                    name = np.dtype(dt).name
+                    widths.append(name)
+                    where = _where(eqn)
+                    piece = f"{eqn.primitive.name}" + (f" ({where})" if where else "")
+                    found.setdefault(piece, name)
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, list | tuple) else [param]:
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        scan(inner)
+
+    scan(closed.jaxpr)
+    if not widths:
+        return None, []
+    lowest = max(widths, key=lambda d: float(jnp.finfo(d).eps))
+    return lowest, sorted(found.items(), key=lambda kv: -float(jnp.finfo(kv[1]).eps))
+
+
+@dataclasses.dataclass(frozen=True)
+class _AuditSpec:
+    """What is static about the audit's gradient: ``f`` and where its arrays go."""
+
+    value: Any
+    argnums: tuple[int, ...]
+    tree: Any
+    is_array: tuple[bool, ...]
+    static: _Static
+
+    def primals(self, arrays: Sequence[Any]) -> list[Any]:
+        it = iter(arrays)
+        flat = [next(it) if a else s for a, s in zip(self.is_array, self.static.value, strict=True)]
+        return jax.tree_util.tree_unflatten(self.tree, flat)
+
+
+def _gradients(
+    spec: _AuditSpec, arrays: tuple[Any, ...], cotangent: Any
+) -> tuple[list[Any], list[Any]]:
+    """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp.
+
+    Jitted by the caller, afresh for each check.
+    """
+
+    def gradient(arrays: Sequence[Any]) -> list[Any]:
+        primals = spec.primals(arrays)
+
+        def fn(*args: Any) -> Any:
+            full = list(primals)
+            for a, arg in zip(spec.argnums, args, strict=True):
+                full[a] = arg
+            return spec.value(*full)
+
+        out, pull = jax.vjp(fn, *[primals[a] for a in spec.argnums])
+        if cotangent is None:
+            cot = jnp.ones_like(out)
+        else:
+            cot = jax.tree_util.tree_map(lambda v, o: v.astype(o.dtype), cotangent, out)
+        return list(jax.tree_util.tree_leaves(pull(cot)))
+
+    return gradient(arrays), gradient(tuple(_one_ulp(x) for x in arrays))
+
+
+def _wide(g: Any) -> np.ndarray:
+    return np.asarray(g, np.complex128 if np.iscomplexobj(g) else np.float64)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return relative_error(
+        float(np.sum(np.abs(a) ** 2)),
+        float(np.sum(np.abs(b) ** 2)),
+        float(np.sum(np.abs(a - b) ** 2)),
+    )
+
+
+def _one_ulp(x: Any) -> Any:
+    """A narrow floating-point array with every entry moved by one unit in the last place.
+
+    Up and down alternately (traced: part of the audit's program).
+    """
+    if not narrow_dtype(x.dtype) or jnp.iscomplexobj(x):
+        return x
+    up = (jnp.arange(x.size) % 2 == 0).reshape(x.shape)
+    return jnp.where(up, jnp.nextafter(x, jnp.inf), jnp.nextafter(x, -jnp.inf)).astype(x.dtype)
