@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "gradlab" / "gradcheck"
 PACKAGE = "gradlab.gradcheck"
-#: The stages, top to bottom (as in .ci/importlinter-gradcheck.toml); one row's stages may
+#: The stages, top to bottom (as in pyproject.toml, [tool.importlinter]); one row's stages may
 #: not import each other.
 ORDER = [("api",), ("pipeline",), ("judging",), ("evaluation",), ("planning",),
          ("programs", "report")]  # fmt: skip
