@@ -111,6 +111,19 @@ def test_orthogonal_tanh_near_zero_input_is_an_isometry():
     np.testing.assert_allclose(lam, 1.0, atol=1e-5)
 
 
+def test_trained_networks_start_gaussian_or_orthogonal():
+    # drawn outside the compiled training program: orthogonal rows or columns, scaled
+    cfg = _isometry.CONFIGS["tiny"]
+    rng = np.random.default_rng(0)
+    for n_in, n_out in ((4, 8), (8, 8), (8, 4)):
+        q = _isometry._np_init(rng, "orthogonal", n_in, n_out, 2.0)
+        small = q.T @ q if n_in >= n_out else q @ q.T
+        np.testing.assert_allclose(small, 2.0 * np.eye(min(n_in, n_out)), atol=1e-12)
+    ps = _isometry._init_params([5, 6], "gaussian", cfg, depth=3)
+    assert [p.shape for p in ps] == [(2, cfg.dim, 8), (2, 8, 8), (2, 8, 8), (2, 8, 1)]
+    assert not np.allclose(ps[1][0], ps[1][1])  # seeds differ
+
+
 def test_relu_jacobian_rank_is_the_number_of_active_units():
     # one ReLU layer: J = W D, so exactly the inactive units' columns are zero
     rng = np.random.default_rng(3)
