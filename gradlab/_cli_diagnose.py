@@ -1,6 +1,7 @@
 """The command line's ``gradlab diagnose`` (gradient flow in your own model).
 
-``gradlab diagnose MODULE:FUNCTION [--json PATH|-] [--out DIR] [--decades D] [--no-verify]``
+``gradlab diagnose MODULE:FUNCTION [--json PATH|-] [--out DIR] [--decades D]
+[--depth-scales K] [--no-verify]``
 calls ``FUNCTION()`` for ``(f, params, args)`` and prints the diagnosis. The exit status is 0
 when no layer is flagged, 1 when some are, 2 for bad usage or bad input.
 """
@@ -25,6 +26,8 @@ def register(sub: Any) -> None:
         >>> register(parser.add_subparsers())
         >>> parser.parse_args(["diagnose", "pkg.model:make", "--decades", "3"]).decades
         3.0
+        >>> parser.parse_args(["diagnose", "pkg.model:make", "--depth-scales", "8"]).depth_scales
+        8.0
     """
     p = sub.add_parser(
         "diagnose",
@@ -59,6 +62,15 @@ def register(sub: Any) -> None:
         "--decades", type=float, default=None, help="flag a growth or decay beyond 10**DECADES"
     )
     p.add_argument(
+        "--depth-scales",
+        type=float,
+        default=None,
+        metavar="K",
+        help="flag a consistent per-layer growth or decay of the gradient, even under "
+        "--decades in all, over more layers than K depth scales xi = 1/|ln chi_1| of the "
+        "measured per-layer factor (default 6: the trainable depth of Schoenholz et al. 2017)",
+    )
+    p.add_argument(
         "--no-verify",
         action="store_true",
         help="do not re-run the diagnosis with the suggested fixes applied",
@@ -75,6 +87,8 @@ def _cmd_diagnose(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     options: dict[str, Any] = {}
     if args.decades is not None:
         options["decades"] = args.decades
+    if args.depth_scales is not None:
+        options["depth_scales"] = args.depth_scales
     console = _console(stderr=args.json == "-")  # '--json -': stdout holds the JSON alone
     try:
         d = diagnose(f, params, *f_args, **options)

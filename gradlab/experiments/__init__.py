@@ -106,8 +106,9 @@ def run(
             ``"default"`` or ``"large"``.
         seeds: evaluation seeds (default: the size's own).
         out: output folder.
-        first_seed: the first evaluation seed (default 1000; another value gives an
-            independent evaluation set, to check that the claims are robust).
+        first_seed: the first evaluation seed (default: the size config's ``first_seed``
+            where it has one, else 1000; another value gives an independent evaluation set,
+            to check that the claims are robust).
 
     Returns:
         The result, as written to ``result.json`` (its ``check`` says whether every claim held
@@ -138,11 +139,13 @@ def run(
             f"seeds must be an integer >= 2 (claims hold over seeds), got {seeds!r}; pass e.g. "
             "seeds=8, or None for the size's own."
         )
-    first = _stats.EVAL_FIRST_SEED if first_seed is None else first_seed
-    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-        raise InputError(f"first_seed must be an integer >= 0, got {first!r}; pass e.g. 2000.")
     module = _module(name)
     cfg = module.CONFIGS[size]
+    # an experiment whose rules were fixed after an earlier run names fresh evaluation seeds
+    own_first = getattr(cfg, "first_seed", _stats.EVAL_FIRST_SEED)
+    first = own_first if first_seed is None else first_seed
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise InputError(f"first_seed must be an integer >= 0, got {first!r}; pass e.g. 2000.")
     seeds = cfg.seeds if seeds is None else seeds
     split = _stats.split_seeds(getattr(cfg, "dev_seeds", 0), seeds, first)
     out_dir = Path(out) / name

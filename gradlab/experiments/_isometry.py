@@ -88,12 +88,6 @@ CONFIGS = {
 }
 
 
-def _weights(key: jax.Array, kind: str, n_in: int, n_out: int, sw: float) -> jax.Array:
-    if kind == "orthogonal":
-        return jax.nn.initializers.orthogonal(math.sqrt(sw))(key, (n_in, n_out))
-    return jax.random.normal(key, (n_in, n_out)) * math.sqrt(sw / n_in)
-
-
 def _np_weights(rng: np.random.Generator, kind: str, n: int, sw: float) -> np.ndarray:
     g = rng.normal(size=(n, n))
     if kind == "orthogonal":
@@ -129,18 +123,39 @@ def _steps_to(curve: np.ndarray, threshold: float, window: int = 20) -> float:
     return float(below[0] + window) if below.size else math.inf
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "cfg", "depth"))
-def _train(keys: jax.Array, kind: str, cfg: Config, depth: int) -> jax.Array:
-    """Training-loss curves ``(seeds, steps)`` of tanh MLPs at ``σ_w² = 1``, vmapped over seeds."""
+def _np_init(rng: np.random.Generator, kind: str, n_in: int, n_out: int, sw: float) -> np.ndarray:
+    """An ``(n_in, n_out)`` weight: Gaussian ``N(0, sw/n_in)`` or Haar-orthogonal times ``√sw``."""
+    if kind == "orthogonal":
+        big, small = max(n_in, n_out), min(n_in, n_out)
+        q, r = np.linalg.qr(rng.normal(size=(big, small)))
+        q = q * np.sign(np.diag(r))
+        return (q if n_in >= n_out else q.T) * math.sqrt(sw)
+    return rng.normal(size=(n_in, n_out)) * math.sqrt(sw / n_in)
 
-    def one(key: jax.Array) -> jax.Array:
-        k_w, k_d = jax.random.split(key)
-        ks = jax.random.split(k_w, depth + 1)
-        w = cfg.train_width
-        params = [_weights(ks[0], kind, cfg.dim, w, 1.0)]
-        params += [_weights(k, kind, w, w, 1.0) for k in ks[1:-1]]
-        params.append(jax.random.normal(ks[-1], (w, 1)) / math.sqrt(w))
 
+def _init_params(seeds: list[int], kind: str, cfg: Config, depth: int) -> list[jax.Array]:
+    """The trained networks' weights at ``σ_w² = 1``, stacked over seeds (drawn with NumPy).
+
+    The orthogonal draws are made here, outside the training program: a QR decomposition
+    vmapped inside a compiled program runs as parallel tasks on XLA:CPU's thread pool, which
+    on a 2-core machine can wait on itself forever.
+    """
+    w = cfg.train_width
+    shapes = [(cfg.dim, w)] + [(w, w)] * (depth - 1)
+    per_seed = []
+    for seed in seeds:
+        rng = np.random.default_rng((seed, depth))
+        ws = [_np_init(rng, kind, a, b, 1.0) for a, b in shapes]
+        ws.append(rng.normal(size=(w, 1)) / math.sqrt(w))
+        per_seed.append(ws)
+    return [jnp.asarray(np.stack(layer), jnp.float32) for layer in zip(*per_seed, strict=True)]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _train(params: list[jax.Array], keys: jax.Array, cfg: Config) -> jax.Array:
+    """Training-loss curves ``(seeds, steps)`` of tanh MLPs from ``params``, vmapped over seeds."""
+
+    def one(params: list[jax.Array], key: jax.Array) -> jax.Array:
         def loss(ps: list[jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
             h = x
             for p in ps[:-1]:
@@ -152,10 +167,10 @@ def _train(keys: jax.Array, kind: str, cfg: Config, depth: int) -> jax.Array:
             value, g = jax.value_and_grad(loss)(ps, x, y)
             return [p - cfg.lr * gp for p, gp in zip(ps, g, strict=True)], value
 
-        _, curve = jax.lax.scan(step, params, jax.random.split(k_d, cfg.steps))
+        _, curve = jax.lax.scan(step, params, jax.random.split(key, cfg.steps))
         return curve
 
-    return jax.vmap(one)(keys)
+    return jax.vmap(one)(params, keys)
 
 
 def run(cfg: Config, seeds: SeedSplit, out: Path) -> dict[str, Any]:
@@ -177,7 +192,8 @@ def run(cfg: Config, seeds: SeedSplit, out: Path) -> dict[str, Any]:
     for k, kind in enumerate(("gaussian", "orthogonal")):
         for d, depth in enumerate(cfg.train_depths):
             keys = jnp.stack([jax.random.key(seed) for seed in ev])
-            curves[k, d] = np.asarray(_train(keys, kind, cfg, depth), dtype=np.float64)
+            params = _init_params(ev, kind, cfg, depth)
+            curves[k, d] = np.asarray(_train(params, keys, cfg), dtype=np.float64)
             steps[k, d] = [_steps_to(c, threshold) for c in curves[k, d]]
     slopes = _slopes(np.array(cfg.depths, dtype=float), var)
     claims = _claims(cfg, var, slopes, steps)

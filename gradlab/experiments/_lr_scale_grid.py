@@ -54,7 +54,7 @@ class Config:
     learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03)
     batch: int = 64
     steps: int = 300
-    seeds: int = 6
+    seeds: int = 8
     dev_seeds: int = 2
     fast_compile: bool = False
 

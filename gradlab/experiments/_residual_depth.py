@@ -13,7 +13,11 @@ et al. 2020: every branch times a learned scalar that starts at 0), ``branch-sca
 branch's last layer multiplied by ``depth^-1/2``: a variance-only scaling, which keeps the
 sum of the branch variances O(1) and nothing else of Fixup) and ``zero-branch`` (the branch's
 last layer starts at zero and its first layer is scaled by ``depth^-1/2``: Fixup's
-initialisation (Zhang et al. 2019) without its scalar biases and multiplier). The task is
+initialisation without its scalar biases and multiplier) and ``fixup`` (Fixup itself, Zhang et
+al. 2019, for two-layer branches: the branch's last layer and the readout start at zero, its
+first layer is He's scaled by ``depth^{-1/(2m-2)} = depth^-1/2``, a scalar bias (init 0) before
+each weight layer and the activation, a scalar multiplier (init 1) on every branch, and a
+scalar bias before the readout). The task is
 :func:`gradlab.train.tasks.shells`: ReZero and ``zero-branch`` start as a linear map of the
 input, and the best linear model's loss there is ``ln 2``, so "trains" means more than a
 linear model can do.
@@ -41,10 +45,14 @@ from gradlab.experiments._stats import SeedSplit
 from gradlab.train import TrainOptions, layer_grad_norms, stack_trees, tasks, train_many
 
 NAME = "residual-depth"
-SUMMARY = "plain vs residual vs ReZero vs zero-branch ReLU stacks at depth 50-100 (x3 per block)"
+SUMMARY = "plain vs residual vs ReZero vs Fixup ReLU stacks at depth 50-100 (x3 per block)"
 
-ARCHS = ("plain", "residual", "rezero", "branch-scaled", "zero-branch")
-_BLOCK_LEAVES = frozenset({"w_hidden", "b_hidden", "kernel1", "bias1", "kernel2", "bias2", "alpha"})
+ARCHS = ("plain", "residual", "rezero", "branch-scaled", "zero-branch", "fixup")
+_BLOCK_LEAVES = frozenset(
+    {"w_hidden", "b_hidden", "kernel1", "bias1", "kernel2", "bias2", "alpha", "shifts", "scale"}
+)
+FIXUP_M = 2
+"""Weight layers per residual branch (Fixup scales them by ``depth^{-1/(2m-2)}``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Config:
     steps: int = 200
     lr: float = 0.01
     momentum: float = 0.9
-    seeds: int = 4
+    seeds: int = 8
     dev_seeds: int = 0
     fast_compile: bool = False
 
@@ -102,7 +110,57 @@ def _model(cfg: Config, arch: str, depth: int, seed: int) -> nnx.Module:
                             kernel_init=init.he_normal, rngs=rngs)  # fmt: skip
 
 
+def fixup_params(cfg: Config, depth: int, seed: int) -> dict[str, jax.Array]:
+    """Fixup (Zhang et al. 2019) for ``depth`` blocks ``h + s (W_2 relu(W_1 (h + a) + b) + c) + d``.
+
+    The input projection is He-initialised; each branch's ``W_1`` is He's times
+    ``depth^{-1/(2m-2)}`` (``m = 2``), its ``W_2`` and the readout start at zero; ``shifts``
+    holds the four scalar biases ``a, b, c, d`` per block (init 0), ``scale`` the multiplier
+    ``s`` (init 1); ``out_shift`` is the scalar bias before the readout.
+
+    >>> p = fixup_params(Config(width=4, dim=3), depth=5, seed=0)
+    >>> p["kernel1"].shape, p["shifts"].shape, float(p["kernel2"].std()), float(p["scale"][0])
+    ((5, 4, 4), (5, 4), 0.0, 1.0)
+    """
+    k_in, k1 = jax.random.split(jax.random.key(seed))
+    w = cfg.width
+    branch = depth ** (-1.0 / (2 * FIXUP_M - 2))
+    return {
+        "in_kernel": init.he_normal(k_in, (cfg.dim, w)),
+        "in_bias": jnp.zeros(w),
+        "kernel1": init.stacked(init.he_normal)(k1, (depth, w, w)) * branch,
+        "kernel2": jnp.zeros((depth, w, w)),
+        "shifts": jnp.zeros((depth, 4)),
+        "scale": jnp.ones(depth),
+        "out_shift": jnp.zeros(()),
+        "out_kernel": jnp.zeros((w, 1)),
+        "out_bias": jnp.zeros(1),
+    }
+
+
+def fixup_apply(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """The Fixup stack's logits, ``(batch, 1)``."""
+
+    def block(h: jax.Array, p: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+        k1, k2, (a, b, c, d), s = p
+        f = jax.nn.relu((h + a) @ k1 + b)
+        return h + s * ((f + c) @ k2) + d, None
+
+    h = x @ params["in_kernel"] + params["in_bias"]
+    blocks = (params["kernel1"], params["kernel2"], params["shifts"], params["scale"])
+    h, _ = jax.lax.scan(block, h, blocks)
+    return (h + params["out_shift"]) @ params["out_kernel"] + params["out_bias"]
+
+
+def _apply_fn(cfg: Config, arch: str, depth: int) -> Any:
+    if arch == "fixup":
+        return fixup_apply
+    return nn.pure(_model(cfg, arch, depth, 0))[0]
+
+
 def _params(cfg: Config, arch: str, depth: int, seed: int) -> Any:
+    if arch == "fixup":
+        return fixup_params(cfg, depth, seed)
     params = nn.pure(_model(cfg, arch, depth, seed))[1]
     if arch != "zero-branch":
         return params
@@ -121,12 +179,12 @@ def _loss(apply_fn: Any, params: Any, batch: Any) -> Any:
 
 #: Architectures with the same parameters and forward pass (they differ only in their init):
 #: each group trains in one vmapped program.
-_GROUPS = (("plain",), ("rezero",), ("residual", "branch-scaled", "zero-branch"))
+_GROUPS = (("plain",), ("rezero",), ("residual", "branch-scaled", "zero-branch"), ("fixup",))
 
 
 def _train(cfg: Config, archs: tuple[str, ...], depth: int, seed_ids: tuple[int, ...]) -> dict:
     """Trains a group of architectures together; returns ``{arch: measurements}``."""
-    apply_fn, _ = nn.pure(_model(cfg, archs[0], depth, 0))
+    apply_fn = _apply_fn(cfg, archs[0], depth)
     params = stack_trees([_params(cfg, a, depth, 10_000 + s) for a in archs for s in seed_ids])
     keys = jnp.stack([jax.random.key(s) for _ in archs for s in seed_ids])
     data = functools.partial(tasks.shells, batch=cfg.batch, dim=cfg.dim)
@@ -242,6 +300,15 @@ def _claims(
             control_text="the unscaled residual stack (He branches) trains at every depth",
             control_passed=worst["residual"] < value,
             evidence={"worst_final_loss": worst["zero-branch"]},
+            control_evidence={"worst_final_loss": worst["residual"]},
+        ),
+        fraction_claim(
+            f"Fixup (scalar biases and multipliers, zero-initialised last branch layers and "
+            f"readout) trains at every depth ({depths})",
+            trains, worst["fixup"] < value,
+            control_text="the unscaled residual stack (He branches) trains at every depth",
+            control_passed=worst["residual"] < value,
+            evidence={"worst_final_loss": worst["fixup"]},
             control_evidence={"worst_final_loss": worst["residual"]},
         ),
         ratio_claim(

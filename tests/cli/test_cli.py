@@ -405,3 +405,36 @@ def test_validators_name_the_argument_and_the_fix():
 
     with pytest.raises(CustomError, match="Sample: per_leaf must be an integer >= 1"):
         v.integer("Sample: per_leaf", 0, exact=True, error=CustomError)
+
+
+_TREND_TARGET = """
+import jax.numpy as jnp, numpy as np
+
+def make():
+    # 20 orthogonal layers each multiplying the gradient by 10**(1.35/20): 1.35 decades in
+    # all (under the 2-decade rule), but the depth 20 exceeds 6 depth scales (19.3 layers)
+    rng = np.random.default_rng(11)
+    s = 10 ** (1.35 / 20)
+    ws = [jnp.asarray(np.linalg.qr(rng.normal(size=(16, 16)))[0] * s, jnp.float32)
+          for _ in range(20)]
+    ws.append(jnp.asarray(rng.normal(size=(16, 1)) / 4, jnp.float32))
+    def f(ws, x):
+        for w in ws[:-1]:
+            x = x @ w
+        return jnp.sum(x @ ws[-1])
+    return f, ws, (jnp.ones((2, 16)),)
+"""
+
+
+def test_diagnose_depth_scales_flag(tmp_path, capsys):
+    # --depth-scales K: a trend is flagged over more layers than K depth scales; at 7 the
+    # trainable depth (22.5 layers) exceeds the 20 layers, so nothing is flagged
+    (tmp_path / "trend.py").write_text(_TREND_TARGET)
+    target = f"{tmp_path / 'trend.py'}:make"
+    assert main(["diagnose", target, "--no-verify", "--json", "-"]) == 1
+    flags = json.loads(capsys.readouterr().out)["flags"]
+    assert [f["kind"] for f in flags] == ["exploding"]
+    assert main(["diagnose", target, "--no-verify", "--depth-scales", "7"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", target, "--no-verify", "--depth-scales", "0"]) == 2
+    assert "depth_scales" in capsys.readouterr().err

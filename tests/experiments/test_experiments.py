@@ -41,6 +41,7 @@ def test_experiment_tiny_writes_json_and_figures(name, out, capsys):
     assert data["judged"] is False and data["check"]["passed"] is None
     ev_seeds = data["seeds"]["evaluation"]
     assert len(ev_seeds) == data["config"]["seeds"]  # the tiny size's own seed count
+    assert ev_seeds[0] == data["config"].get("first_seed", 1000)  # fresh seeds where declared
     assert not set(ev_seeds) & set(data["seeds"]["development"])
     for claim in data["claims"]:
         t, ctrl = claim["threshold"], claim["control"]
@@ -330,3 +331,24 @@ def test_from_lecun_matches_the_initialiser(name):
     np.testing.assert_array_equal(scaled["b_in"][...], params["b_in"][...])  # biases untouched
     with pytest.raises(InputError, match="not a Gaussian"):
         gaussian_init("orthogonal:1.0")
+
+
+def test_fixup_starts_as_a_linear_map_and_its_branches_then_learn():
+    from gradlab.experiments import _residual_depth as rd
+
+    cfg = rd.CONFIGS["tiny"]
+    p = rd.fixup_params(cfg, depth=6, seed=0)
+    x = jax.random.normal(jax.random.key(1), (5, cfg.dim))
+    assert float(jnp.abs(rd.fixup_apply(p, x)).max()) == 0.0  # zero readout
+    # the last branch layers are zero: the stack is its input projection, read out linearly
+    p["out_kernel"] = jnp.ones((cfg.width, 1))
+    h0 = x @ p["in_kernel"] + p["in_bias"]
+    np.testing.assert_allclose(rd.fixup_apply(p, x), h0 @ p["out_kernel"], rtol=1e-5)
+    # the branch's first layer is He's scaled by depth^-1/2 (m = 2)
+    assert float(p["kernel1"].std()) == pytest.approx((2 / cfg.width / 6) ** 0.5, rel=0.2)
+    # with a non-zero readout, every parameter group gets a gradient (kernel2, the scalars)
+    y = (jnp.sum(x**2, -1) > cfg.dim).astype(jnp.float32)
+    grads = jax.grad(lambda q: rd._loss(rd.fixup_apply, q, (x, y))[0])(p)
+    for name in ("kernel2", "shifts", "out_shift", "out_kernel"):
+        assert float(jnp.abs(grads[name]).sum()) > 0, name
+    assert float(jnp.abs(grads["scale"]).sum()) == 0  # s multiplies a zero branch at init

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradlab import experiments
+from gradlab import experiments, theory
 from gradlab.experiments import _isometry, _trainability_depth, _transformer_ln
 
 NEW = ("trainability-depth", "isometry", "transformer-ln")
@@ -50,7 +50,9 @@ def test_tiny_run_writes_schema_claims_controls_and_figures(name, out):
         control = claim["control"]
         assert isinstance(control["holds"], bool) and "must be false" in control["text"]
     dev, ev = data["seeds"]["development"], data["seeds"]["evaluation"]
-    assert not set(dev) & set(ev) and len(ev) == experiments._module(name).CONFIGS["tiny"].seeds
+    cfg = experiments._module(name).CONFIGS["tiny"]
+    assert not set(dev) & set(ev) and len(ev) == cfg.seeds
+    assert ev[0] == getattr(cfg, "first_seed", 1000)  # an experiment's own fresh seeds
     for fig in data["figures"]:
         assert (folder / fig).stat().st_size > 1000
 
@@ -63,6 +65,30 @@ def test_boundary_interpolates_in_log_depth():
     assert b(np.array([1.0, 0.75, 0.25]), depths) == pytest.approx(math.sqrt(128))
     assert math.isinf(b(np.array([1.0, 1.0, 0.5]), depths))  # trains everywhere
     assert math.isnan(b(np.array([0.0, 0.0, 0.0]), depths))  # never trains
+
+
+def _synthetic_trained(boundary, seed=1):
+    """Per (depth, column, seed): trains below ``boundary`` (a column's L*), with seed noise."""
+    cfg = _trainability_depth.CONFIGS["default"]
+    sws = np.array(cfg.weight_variances)
+    depths = np.array(cfg.depths, float)
+    xi = np.array([theory.correlation_depth_scale(s, cfg.bias_variance) for s in sws])
+    noise = np.exp(np.random.default_rng(seed).normal(0, 0.15, (1, len(sws), 8)))
+    trained = depths[:, None, None] < boundary(xi)[None, :, None] * noise
+    fit = _trainability_depth._fit(trained, depths, sws, xi)
+    return _trainability_depth._claims(cfg, trained, fit, xi, 0.62), fit
+
+
+def test_trainable_depth_bound_holds_for_c_xi_and_fails_for_a_constant():
+    # a boundary at 7 xi (capped at depth 20 by the step budget): within 2 x 6 xi, and the
+    # xi-free bound (12 xi of the most ordered column, 11.5 layers) is exceeded
+    (bound, deep), fit = _synthetic_trained(lambda xi: np.minimum(7 * xi, 20))
+    assert bound.holds and not bound.control.holds
+    assert 6.0 < fit["c"] < 8.0 and fit["c_interval"][0] <= fit["c"] <= fit["c_interval"][1]
+    assert "depth 16" in deep.text and deep.holds and not deep.control.holds
+    # a boundary at depth 20 whatever xi: the most ordered column breaks 2 x 6 xi = 11.5
+    (bound, deep), _ = _synthetic_trained(lambda xi: np.full_like(xi, 20.0))
+    assert not bound.holds and deep.control.holds
 
 
 @pytest.mark.slow
@@ -84,6 +110,19 @@ def test_orthogonal_tanh_near_zero_input_is_an_isometry():
     # tanh' = 1 - O(q): at q0 = 1e-8 the Jacobian is a product of orthogonal matrices
     lam = _isometry._spectrum(0, "tanh", "orthogonal", 32, 16, 1e-8)
     np.testing.assert_allclose(lam, 1.0, atol=1e-5)
+
+
+def test_trained_networks_start_gaussian_or_orthogonal():
+    # drawn outside the compiled training program: orthogonal rows or columns, scaled
+    cfg = _isometry.CONFIGS["tiny"]
+    rng = np.random.default_rng(0)
+    for n_in, n_out in ((4, 8), (8, 8), (8, 4)):
+        q = _isometry._np_init(rng, "orthogonal", n_in, n_out, 2.0)
+        small = q.T @ q if n_in >= n_out else q @ q.T
+        np.testing.assert_allclose(small, 2.0 * np.eye(min(n_in, n_out)), atol=1e-12)
+    ps = _isometry._init_params([5, 6], "gaussian", cfg, depth=3)
+    assert [p.shape for p in ps] == [(2, cfg.dim, 8), (2, 8, 8), (2, 8, 8), (2, 8, 1)]
+    assert not np.allclose(ps[1][0], ps[1][1])  # seeds differ
 
 
 def test_relu_jacobian_rank_is_the_number_of_active_units():
