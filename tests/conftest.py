@@ -12,6 +12,17 @@ import pytest
 # Helper scripts run in subprocesses, not test modules (and not doctest targets).
 collect_ignore_glob = ["_*.py"]
 
+#: Packages whose doctests build, train or compare whole networks: they run in the full suite,
+#: not in the fast loop (``-m "not slow"``), which keeps every other package's doctests.
+_SLOW_DOCTESTS = ("gradlab.nn", "gradlab.init", "gradlab.train")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the doctests of :data:`_SLOW_DOCTESTS` slow."""
+    for item in items:
+        if type(item).__name__ == "DoctestItem" and item.name.startswith(_SLOW_DOCTESTS):
+            item.add_marker(pytest.mark.slow)
+
 
 def mlp_params(key, sizes, dtype=jnp.float64):
     params = []
