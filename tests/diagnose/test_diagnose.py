@@ -456,6 +456,7 @@ def test_hand_computed_three_layers():
 # --------------------------------------------------------------------------- report, errors, CLI
 
 
+@pytest.mark.slow
 def test_report_table_dict_figure(tmp_path):
     d = diag("linen", 0.25)
     text = str(d)

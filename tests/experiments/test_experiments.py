@@ -333,6 +333,7 @@ def test_from_lecun_matches_the_initialiser(name):
         gaussian_init("orthogonal:1.0")
 
 
+@pytest.mark.slow
 def test_fixup_starts_as_a_linear_map_and_its_branches_then_learn():
     from gradlab.experiments import _residual_depth as rd
 

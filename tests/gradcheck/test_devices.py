@@ -76,6 +76,7 @@ def _same_reports(got: dict) -> None:
         _same_report(one, every, case)
 
 
+@pytest.mark.slow
 def test_four_host_devices_match_one(tmp_path):
     out = tmp_path / "r.json"
     subprocess.run(

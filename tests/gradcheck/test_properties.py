@@ -69,6 +69,7 @@ def test_correct_gradients_pass_for_any_pytree(tree):
     assert report.verdict == "happy"
 
 
+@pytest.mark.slow
 @given(pytrees(), st.data())
 def test_a_bug_in_any_one_leaf_is_found_in_that_leaf_only(tree, data):
     leaves, treedef = jax.tree_util.tree_flatten(tree)

@@ -111,6 +111,7 @@ def test_many_terms_tied_at_once_are_verified_nearby(pool):
     assert all(leaf.n_ties == 0 for leaf in report.leaves if leaf.path != "pos")
 
 
+@pytest.mark.slow
 def test_without_tie_breaking_the_same_model_reads_as_not_a_subgradient(monkeypatch):
     # the control: the finding the tie-breaking answers is real at θ
     from gradlab.gradcheck.judging import _verify

@@ -383,6 +383,7 @@ def test_residual_scan_program_size_does_not_grow_with_depth():
     assert n_eqns(40, unroll=True) > n_eqns(DEPTH, unroll=True) + 100
 
 
+@pytest.mark.slow
 def test_residual_bad_inputs_raise():
     kwargs = dict(width=WIDTH, depth=DEPTH, param_dtype=F64, rngs=nnx.Rngs(0))
     with pytest.raises(gradlab.InputError, match="block must be 'dense' or 'conv'"):
@@ -495,6 +496,7 @@ def test_lstm_variants_differ():
     assert not np.allclose(standard(xs)[0], slide(xs)[0], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["standard", "slide"])
 def test_lstm_gates_shapes_ranges_and_forget_bias(variant):
     lstm = LSTM(IN, HIDDEN, variant=variant, forget_bias=1.0, param_dtype=F64, rngs=nnx.Rngs(0))

@@ -192,6 +192,7 @@ def test_history_to_dict_is_json():
         h.layer("c")
 
 
+@pytest.mark.slow
 def test_bad_input_errors():
     _, p = _mlp(0)
     key = jax.random.key(0)
