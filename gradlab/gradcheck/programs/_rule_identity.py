@@ -8,6 +8,12 @@ from typing import Any
 import jax
 from jax.extend import core as jex
 
+#: JAX's wrappers that a call re-bound from a jaxpr adds around its backward rule (zero
+#: cotangents for the call's constants): no part of the rule ("_prepend_input_cts" and its
+#: accumulating form since JAX 0.12.1, "_handle_consts_in_bwd" before).
+_REBIND_TRANSFORMS = frozenset({"_handle_consts_in_bwd", "_prepend_input_cts"})
+_REBIND_WRAPPERS = frozenset({"_PrependCtsBwdWithAccums"})
+
 
 def _closure(fn: Any, name: str) -> Any:
     """The value ``fn`` closes over under ``name`` (JAX's memoised rule thunks)."""
@@ -25,9 +31,12 @@ def _wrapped_identity(wf: Any) -> Any:
     trace to the same program); callables among the transforms' arguments (JAX's result
     stores) are placeholders, anything else whose text does not show it in full is refused.
     """
-    parts: list[Any] = [id(wf.f)]
+    f = wf.f
+    while type(f).__name__ in _REBIND_WRAPPERS:  # a re-bound call's, around the rule
+        f = f.bwd
+    parts: list[Any] = [id(f)]
     for gen, args in wf.transforms:
-        if getattr(gen, "__name__", "") == "_handle_consts_in_bwd":  # a re-bound call's
+        if getattr(gen, "__name__", "") in _REBIND_TRANSFORMS:  # a re-bound call's
             continue
         items = args if isinstance(args, tuple) else (args,)
         shown = []
