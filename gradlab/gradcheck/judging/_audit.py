@@ -26,15 +26,26 @@ model's own bfloat16 rounding, which the audit says.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jex
 
+from gradlab.gradcheck.evaluation._base import _device
+from gradlab.gradcheck.planning._memory import program_cost
 from gradlab.gradcheck.planning._spec import _Static
+from gradlab.gradcheck.programs import _program_key
+from gradlab.gradcheck.programs._fingerprint import fingerprint
 from gradlab.gradcheck.programs._promote import _where, narrow_dtype
+from gradlab.gradcheck.programs._runner import (
+    compile_fresh,
+    compile_tier,
+    compile_tiered,
+    executable_key,
+)
 from gradlab.gradcheck.report._bands import relative_error
 
 __all__ = ["SPREAD_MARGIN", "AuditRow", "audit", "audit_tolerance"]
@@ -140,11 +151,11 @@ def audit(
     spec = _AuditSpec(value, tuple(argnums), tree, is_array, static)
     with jax.default_matmul_precision("highest"):
         cot = None if cotangent is None else jax.tree_util.tree_map(jnp.asarray, cotangent)
-        # traced afresh at every check: f's float32 path may have changed since the last one
-        # (a rule re-defined), and nothing the audit could key on shows that path in full
-        fresh = jax.jit(lambda arrays, cot: _gradients(spec, arrays, cot))
-        grads, moved = fresh(arrays, cot)
-    lowest, pieces = _narrowest(spec, arrays, cot)
+        closed, out_tree = _trace(spec, arrays, cot)
+        args = jax.tree_util.tree_leaves((arrays, cot))
+        program = _program(closed, args)
+        grads, moved = jax.tree_util.tree_unflatten(out_tree, program(*args))
+    lowest, pieces = _narrowest(closed)
     k_of = np.cumsum(checked) - 1
     rows = []
     for i in todo:
@@ -161,17 +172,64 @@ def audit(
     return rows
 
 
-def _narrowest(
-    spec: _AuditSpec, arrays: tuple[Any, ...], cot: Any
-) -> tuple[str | None, list[tuple[str, str]]]:
+def _trace(spec: _AuditSpec, arrays: tuple[Any, ...], cot: Any) -> tuple[Any, Any]:
+    """The audit's program as ``f`` and its gradient trace NOW, and its output structure.
+
+    A new function object each time: JAX's caches of traces, found by the identity of the
+    function traced, never hand back an earlier trace of ``f`` (a rule re-defined since, a
+    global changed). Traced under the caller's JAX settings (and matmul precision
+    ``"highest"``, set by the caller of this function).
+    """
+    fresh = lambda arrays, cot: _gradients(spec, arrays, cot)
+    closed, shape = jax.make_jaxpr(fresh, return_shape=True)(arrays, cot)
+    return closed, jax.tree_util.tree_structure(shape)
+
+
+#: Stands for the audit's program in the executables' keys (beside the check's kernels).
+_AUDIT = "gradlab precision audit"
+
+
+def _program(closed: Any, args: Sequence[Any]) -> Callable[..., Any]:
+    """The audit's program compiled, or found compiled under the fingerprint of ``closed``.
+
+    Keyed as the check's own programs are (:mod:`~gradlab.gradcheck.programs._runner`): by
+    the strict fingerprint of the jaxpr traced at this check (every equation, constant,
+    literal and custom rule's body), the arguments' shapes, dtypes and placements, and the
+    environment that shapes the compile (device, JAX settings — x64, matmul precision —
+    compile tier, versions): never by the identity of ``f``. Without a fingerprint (a host
+    callback, a parameter it cannot see into) it is compiled afresh and not kept.
+    """
+    run = jex.jaxpr_as_fun(closed)
+    lower = lambda: jax.jit(run).lower(*args)
+    device = _device(args) or _default_device()
+    cost = program_cost(closed.jaxpr)
+    tier = compile_tier(device.platform, cost.flops, convolutions=cost.convolutions,
+                        loops=cost.loops)  # fmt: skip
+    found = fingerprint(closed)
+    if found is None:
+        return compile_fresh(lower, tier)
+    env = _program_key.environment(device, tier)
+    chosen = str(getattr(jax.config, "jax_default_device", None))
+    key = executable_key(_AUDIT, (found, env, chosen), args, ())
+    return compile_tiered([key], [lower], [tier])[0].compiled
+
+
+def _default_device() -> jax.Device:
+    chosen = getattr(jax.config, "jax_default_device", None)
+    if isinstance(chosen, jax.Device):
+        return chosen
+    return jax.devices(chosen)[0] if isinstance(chosen, str) else jax.devices()[0]
+
+
+def _narrowest(closed: Any) -> tuple[str | None, list[tuple[str, str]]]:
     """The narrowest float dtype the user's ``f`` (and its gradient) computes in, and where.
+
+    ``closed``: the audit's program (:func:`_trace`).
 
     Returns:
         ``(dtype, [(piece, dtype), …])``: each equation with a floating-point output narrower
         than float64, as ``"dot_general (file.py:12)"``, narrowest first.
     """
-    with jax.default_matmul_precision("highest"):
-        closed = jax.make_jaxpr(_gradients, static_argnums=0)(spec, arrays, cot)
     found: dict[str, str] = {}
     widths: list[str] = []
 
@@ -219,7 +277,7 @@ def _gradients(
 ) -> tuple[list[Any], list[Any]]:
     """``jax.vjp`` of ``f`` at the user's own dtypes, at θ and at θ moved by one ulp.
 
-    Jitted by the caller, afresh for each check.
+    Traced afresh at each check (:func:`_trace`), compiled once per fingerprint.
     """
 
     def gradient(arrays: Sequence[Any]) -> list[Any]:

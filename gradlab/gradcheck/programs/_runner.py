@@ -35,6 +35,7 @@ __all__ = [
     "Executable",
     "Items",
     "Runner",
+    "compile_fresh",
     "compile_tier",
     "compile_tiered",
     "executable_key",
@@ -184,6 +185,11 @@ def _compile_with(low: Any, wanted: dict[str, Any]) -> Any:
                 raise
             _UNKNOWN_OPTIONS.add(match.group(1))
             del options[match.group(1)]
+
+
+def compile_fresh(lower: Callable[[], Any], tier: Tier) -> Any:
+    """What ``lower`` lowers, compiled at ``tier`` and kept nowhere (a program without a key)."""
+    return _compile(lower(), tier)[0]
 
 
 def _lower_and_compile(
