@@ -6,6 +6,7 @@ and XLA's memory analysis, which the plan sizes its chunks by.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -105,7 +106,9 @@ def evaluate(
         items = items + alongside
     with translated_errors():
         exe = compile_tiered(*items, device=_device(dyn))[0]
-    out, values, scales, grads, plain = exe.compiled(*dyn, cots)
+    start = time.perf_counter()
+    out, values, scales, grads, plain = jax.block_until_ready(exe.compiled(*dyn, cots))
+    seconds = time.perf_counter() - start  # f and its gradient at θ: what the sweep repeats
     plain = np.asarray(plain)
     per_grad, per_eval = _bytes(exe.compiled), cost.bytes
     for path, leaf in jax.tree_util.tree_flatten_with_path(out)[0]:
@@ -142,4 +145,5 @@ def evaluate(
         plain=plain,
         flops_per_eval=cost.flops,
         eqns_per_eval=cost.eqns,
+        grad_seconds=seconds,
     )

@@ -27,7 +27,9 @@ from gradlab.gradcheck.planning._calls import (
     calls,
     first_calls,
     kernel_flops,
+    n_calls_of,
 )
+from gradlab.gradcheck.planning._memory import program_cost
 from gradlab.gradcheck.planning._plan import LeafPlan
 from gradlab.gradcheck.planning._problem import Problem
 from gradlab.gradcheck.programs import _program_key
@@ -39,11 +41,19 @@ from gradlab.gradcheck.programs._runner import (
     executable_key,
     lookup,
 )
+from gradlab.gradcheck.programs._scope import forgets
 from gradlab.gradcheck.programs._tier import Tier
 from gradlab.gradcheck.programs._tracing import translated_errors
 from gradlab.gradcheck.report._progress import Progress
 
-__all__ = ["FORWARD_ONLY", "Context", "Raw", "first_jobs", "sweep_first_order"]
+__all__ = [
+    "FORWARD_ONLY",
+    "Context",
+    "Raw",
+    "first_jobs",
+    "sweep_first_order",
+    "traced_sweep_flops",
+]
 
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], Any]  # (kernel, static args, batch)
@@ -187,6 +197,42 @@ class Context:
             note = f"over the memory budget of {budget} ({', '.join(notes)})"
         bar.compiled(n_kernels, time.perf_counter() - start, note)
         return plans
+
+
+#: FLOPs of one call of a difference kernel, by its executable key (traced once per process).
+_CALL_FLOPS: collections.OrderedDict[Any, float] = collections.OrderedDict()
+_MAX_CALL_FLOPS = 1024
+
+
+@forgets
+def _forget_call_flops() -> None:
+    _CALL_FLOPS.clear()
+
+
+def traced_sweep_flops(ctx: Context, plans: Sequence[LeafPlan]) -> float:
+    """The FLOPs of the first-order sweep's difference kernels, all their calls together.
+
+    Each kernel is traced (``jit(...).trace``: nothing is lowered or compiled) for its first
+    call, and its jaxpr's FLOPs (:func:`~gradlab.gradcheck.planning._memory.program_cost`)
+    counted once per call it makes; slices and batching are in the jaxpr, so this is the
+    work the sweep does, unlike the dense count of the plan. Kept per kernel key in this
+    process.
+    """
+    total = 0.0
+    for call in first_calls(ctx.problem, plans):
+        static = (call.k, call.kind, ctx.sparse)
+        batch = (call.batch, call.steps)
+        key = ctx._key(_kernels.fd_chunk, static, batch)
+        flops = _CALL_FLOPS.get(key)
+        if flops is None:
+            with translated_errors():
+                traced = _kernels.fd_chunk.trace(ctx.problem.spec, *static, *ctx.dyn, *batch)
+            flops = program_cost(traced.jaxpr).flops
+            _CALL_FLOPS[key] = flops
+            while len(_CALL_FLOPS) > _MAX_CALL_FLOPS:
+                _CALL_FLOPS.popitem(last=False)
+        total += flops * n_calls_of(plans, call)
+    return total
 
 
 def first_jobs(ctx: Context, plans: Sequence[LeafPlan]) -> Items:

@@ -22,6 +22,7 @@ from gradlab.gradcheck.judging._audit import AuditRow, audit
 from gradlab.gradcheck.judging._consistency import consistency, retraced_value
 from gradlab.gradcheck.judging._verify import Verified, verify_first_order
 from gradlab.gradcheck.pipeline._assemble import _Prepared, _report
+from gradlab.gradcheck.pipeline._budget import may_take_long, refuse_if_too_long
 from gradlab.gradcheck.pipeline._precision import _precision, _promotion, _thresholds
 from gradlab.gradcheck.pipeline._second_order import nondiff_tracer_errors, verify_second_order
 from gradlab.gradcheck.planning import _step as step
@@ -172,6 +173,8 @@ def _prepare(
     th = _thresholds(opts, compute, base, promotion)
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
     plans = make_plans(problem, base, ctx.runner, steps, options=opts)
+    again = lambda: evaluate(problem, cots, dyn, cost=cost)  # compiled: a second timed run
+    refuse_if_too_long(ctx, plans, base, opts, again)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
 
 
@@ -200,12 +203,17 @@ def _first_kernels(
 
     The plan needs only shapes and costs (reverse mode at order 1, steps not ``"auto"``),
     so it is made before ``f`` runs; the plan made after is the same, and finds them compiled.
+    None for a check that may be over ``max_seconds`` (:func:`may_take_long`): its gradient
+    program compiles alone, so that the check can stop before compiling its sweep.
     """
     if opts.order != 1 or opts.eps == "auto" or opts.ad not in (None, "reverse"):
         return None
     steps = _steps(opts.eps, ctx, None, None, opts.seed, 1, compute)[0]
     base = planning_base(ctx.problem, cots, cost)
-    return first_jobs(ctx, make_plans(ctx.problem, base, ctx.runner, steps, options=opts))
+    plans = make_plans(ctx.problem, base, ctx.runner, steps, options=opts)
+    if may_take_long(ctx, plans, opts):
+        return None
+    return first_jobs(ctx, plans)
 
 
 def _fingerprint_of_f(problem: Problem, dyn: tuple[Any, ...]) -> str | None:

@@ -11,7 +11,7 @@ import numpy as np
 from gradlab.gradcheck.planning._plan import LeafPlan
 from gradlab.gradcheck.planning._problem import Problem
 
-__all__ = ["Call", "Kind", "Segment", "calls", "first_calls", "n_calls"]
+__all__ = ["Call", "Kind", "Segment", "calls", "first_calls", "n_calls", "n_calls_of"]
 
 
 Kind = Literal["entry", "group", "tree"]
@@ -24,6 +24,14 @@ def served(plans: Sequence[LeafPlan], call: Call) -> list[LeafPlan]:
     if call.kind == "group":
         return [p for p in plans if p.group == call.k]
     return [p for p in plans if p.k == call.k and p.group is None and p.kind == "entry"]
+
+
+def n_calls_of(plans: Sequence[LeafPlan], call: Call) -> int:
+    """How many calls the kernel ``call`` runs make (as :func:`n_calls` counts them)."""
+    served_by = served(plans, call)
+    if call.kind == "entry":
+        return sum(len(p.parts) * -(-p.m // p.chunk) for p in served_by)
+    return -(-sum(p.m for p in served_by) // served_by[0].chunk)
 
 
 def kernel_flops(plans: Sequence[LeafPlan], call: Call) -> float:

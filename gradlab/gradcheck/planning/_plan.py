@@ -38,6 +38,7 @@ class Base:
     plain: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     flops_per_eval: float = 0.0  # one dense forward evaluation of f (estimated from its jaxpr)
     eqns_per_eval: int = 0  # equations of f's jaxpr: what a kernel's compile time grows with
+    grad_seconds: float = 0.0  # one run of f and its gradients at θ, measured (0: not run)
 
     @property
     def n_cotangents(self) -> int:

@@ -47,16 +47,19 @@ def too_long(
     elapsed: float,
     sizes: Sequence[int],
     mode: str,
+    *,
+    basis: str | None = None,
 ) -> str:
     """Why a check stops before its sweep: the estimate, the cheaper checks, how to go on.
 
     Args:
         expected: Estimated seconds for the whole sweep.
         limit: ``Execution.max_seconds``.
-        done: Perturbations in the first batch.
-        elapsed: Seconds the first batch took.
+        done: Perturbations in the first batch (or all of them, estimated before the sweep).
+        elapsed: Seconds the first batch took (or ``expected``).
         sizes: Entries of each checked leaf.
         mode: ``"full"``, ``"sample"`` or ``"directional"``.
+        basis: What the estimate comes from, in words; default: the first batch.
 
     Example:
         >>> print(too_long(12_000.0, 60.0, 1000, 2.4, [5_000_000, 1000], "full"))
@@ -70,9 +73,11 @@ def too_long(
     """
     rate = elapsed / max(done, 1)
     sample = sum(min(64, n) for n in sizes)
+    if basis is None:
+        basis = f"its first {done:,} perturbations took {elapsed:.2g} s after compilation"
+    shown = human_duration(expected) if expected >= 0.5 else f"about {expected:.2g} s"
     text = (
-        f"gradlab.check would take {human_duration(expected)} (its first {done:,} "
-        f"perturbations took {elapsed:.2g} s after compilation), more than "
+        f"gradlab.check would take {shown} ({basis}), more than "
         f"Execution(max_seconds={limit:g}) allows. Check fewer entries: "
     )
     options = []
