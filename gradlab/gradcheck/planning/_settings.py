@@ -155,11 +155,14 @@ class Execution:
             process (the next pytest run) loads them instead of compiling; default on (off
             with ``GRADLAB_COMPILATION_CACHE=0``), in the user's cache folder or in the cache
             configured for JAX. JAX's settings are restored afterwards.
-        max_seconds: The longest a check may be expected to take. Its time is estimated
-            from the first batch of differences (after compilation); a check expected to take
-            longer stops there with a :class:`~gradlab.CheckInputError` that gives the
-            estimate and the cheaper ``Sample(n)`` / ``Directional(k)`` checks. ``None``: no
-            limit (go on however long it takes).
+        max_seconds: The longest a check may be expected to take. Before its sweep is
+            compiled, its time is estimated from one timed run of ``f`` and its gradient at
+            θ and the FLOPs of the sweep's kernels (traced, not compiled); a check estimated
+            far over the limit (4×) stops there. Then the first batch of differences is
+            timed, and a check expected to take longer than the limit stops there. Either
+            way with a :class:`~gradlab.CheckInputError` that gives the estimate and the
+            cheaper ``Sample(n)`` / ``Directional(k)`` checks. ``None``: no limit (go on
+            however long it takes).
 
     Example:
         >>> import jax, jax.numpy as jnp
