@@ -67,14 +67,19 @@ def _equinox_model() -> tuple[Any, Any, Any]:
 MODELS = {"mlp": _model, "equinox": _equinox_model}
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_a_check_far_over_the_limit_stops_before_its_sweep_is_compiled(model, monkeypatch):
+CASES = {"mlp": ("mlp", {}), "equinox": ("equinox", {}), "eps_auto": ("mlp", {"eps": "auto"})}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_check_far_over_the_limit_stops_before_its_sweep_is_compiled(case, monkeypatch):
+    """Also before ``eps="auto"`` probes anything: its probes compile and run kernels."""
+    model, options = CASES[case]
     monkeypatch.setenv(ENV_VAR, "0")  # nothing loaded from disk: every program compiles here
     jax.clear_caches()  # nor kept in this process
     f, p, x = MODELS[model]()
     tiny = gradlab.Execution(max_seconds=1e-3)
     with _spied(monkeypatch) as seen, pytest.raises(gradlab.CheckInputError) as info:
-        gradlab.check(f, p, x, execution=tiny)
+        gradlab.check(f, p, x, execution=tiny, **options)
     assert seen["kernels"] == []  # no difference kernel lowered or run through the runner
     programs = [name for name in seen["compiled"] if "convert_element_type" not in name]
     assert programs == ["jit(value_and_vjp)"]  # the gradient program alone: no sweep kernel

@@ -210,7 +210,8 @@ def _program(closed: Any, args: Sequence[Any]) -> Callable[..., Any]:
         return compile_fresh(lower, tier)
     env = _program_key.environment(device, tier)
     chosen = str(getattr(jax.config, "jax_default_device", None))
-    key = executable_key(_AUDIT, (found, env, chosen), args, ())
+    weak = tuple(bool(getattr(a, "weak_type", False)) for a in args)
+    key = executable_key(_AUDIT, (found, env, chosen, weak), args, ())
     return compile_tiered([key], [lower], [tier])[0].compiled
 
 

@@ -38,16 +38,22 @@ from gradlab.gradcheck.planning._estimate import (
 )
 from gradlab.gradcheck.planning._options import CheckOptions
 from gradlab.gradcheck.planning._plan import Base, LeafPlan
+from gradlab.gradcheck.programs import _stored
+from gradlab.gradcheck.programs._runner import Items, lookup
 from gradlab.gradcheck.report._progress import human_duration, too_long
 
 __all__ = ["may_take_long", "refuse_if_too_long"]
 
 
-def may_take_long(ctx: Context, plans: Sequence[LeafPlan], opts: CheckOptions) -> bool:
+def may_take_long(
+    ctx: Context, plans: Sequence[LeafPlan], opts: CheckOptions, items: Items
+) -> bool:
     """Whether the sweep of ``plans`` could be over the limit, before anything has run.
 
     At the FLOP rate assumed for the platform: the plan's dense count first (nothing to
-    trace), then the kernels' traced FLOPs.
+    trace); then, unless the sweep's first kernels ``items`` are all compiled already (in
+    this process or on disk: compiling them beside the gradient costs nothing), the kernels'
+    traced FLOPs (lowering them later reuses the trace).
     """
     if opts.max_seconds is None or opts.order != 1 or n_calls(plans) <= 1:
         return False
@@ -55,6 +61,11 @@ def may_take_long(ctx: Context, plans: Sequence[LeafPlan], opts: CheckOptions) -
     rate = assumed_rate(ctx.runner.devices[0].platform) * ctx.runner.n_devices
     repeat = 2 if opts.repeat else 1
     if dense_flops(plans) * repeat / rate <= limit:
+        return False
+    if all(
+        lookup(key) is not None or (name is not None and _stored.kept(name))
+        for key, name in zip(items.keys, items.stored, strict=True)
+    ):
         return False
     return traced_sweep_flops(ctx, plans) * repeat / rate > limit
 
@@ -81,6 +92,8 @@ def refuse_if_too_long(
         CheckInputError: The estimate is over ``BEFORE_SWEEP_MARGIN`` times the limit.
     """
     if opts.max_seconds is None or n_calls(plans) <= 1:  # one call: nothing left to save
+        return
+    if ctx.runner.multiprocess:  # a timing differs between processes: they must not part
         return
     limit = opts.max_seconds * BEFORE_SWEEP_MARGIN
     n = ctx.runner.n_devices

@@ -171,10 +171,15 @@ def _prepare(
     alongside = _first_kernels(ctx, cots, cost, opts, compute)
     base = evaluate(problem, cots, dyn, cost=cost, alongside=alongside)
     th = _thresholds(opts, compute, base, promotion)
+    again = lambda: evaluate(problem, cots, dyn, cost=cost)  # compiled: a second timed run
+    if opts.eps == "auto":  # its probes compile and run: the estimate comes first
+        sizes = make_plans(problem, base, ctx.runner, [1.0] * len(problem.checked_leaves),
+                           options=opts)  # fmt: skip
+        refuse_if_too_long(ctx, sizes, base, opts, again)
     steps, auto = _steps(opts.eps, ctx, base, th, opts.seed, opts.order, compute)
     plans = make_plans(problem, base, ctx.runner, steps, options=opts)
-    again = lambda: evaluate(problem, cots, dyn, cost=cost)  # compiled: a second timed run
-    refuse_if_too_long(ctx, plans, base, opts, again)
+    if opts.eps != "auto":
+        refuse_if_too_long(ctx, plans, base, opts, again)
     return _Prepared(problem, dyn, output, cots, base, promotion, th, ctx, steps, auto, plans)
 
 
@@ -211,9 +216,8 @@ def _first_kernels(
     steps = _steps(opts.eps, ctx, None, None, opts.seed, 1, compute)[0]
     base = planning_base(ctx.problem, cots, cost)
     plans = make_plans(ctx.problem, base, ctx.runner, steps, options=opts)
-    if may_take_long(ctx, plans, opts):
-        return None
-    return first_jobs(ctx, plans)
+    items = first_jobs(ctx, plans)
+    return None if may_take_long(ctx, plans, opts, items) else items
 
 
 def _fingerprint_of_f(problem: Problem, dyn: tuple[Any, ...]) -> str | None:

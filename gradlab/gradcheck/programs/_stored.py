@@ -55,6 +55,7 @@ __all__ = [
     "calls_out",
     "directory",
     "entries",
+    "kept",
     "load",
     "max_bytes",
     "programs_folder",
@@ -149,6 +150,12 @@ def programs_folder(root: Path) -> Path | None:
 def unsafe_reason() -> str:
     """Why the last folder asked of :func:`programs_folder` was refused ("" if it was not)."""
     return _UNSAFE[0] if _UNSAFE else ""
+
+
+def kept(key: str) -> bool:
+    """Whether an entry is kept under ``key`` now (not verified: :func:`load` does that)."""
+    folder = directory()
+    return folder is not None and (folder / key).is_file()
 
 
 def load(key: str, device: jax.Device) -> Any | None:
