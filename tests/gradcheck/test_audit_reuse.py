@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,16 +23,18 @@ from jax._src import monitoring
 
 import gradlab
 from gradlab.gradcheck.judging._audit import audit
+from gradlab.gradcheck.programs._cache import ENV_VAR, PROGRAMS
 
 
 @contextlib.contextmanager
 def _compiles() -> Iterator[dict[str, int]]:
-    """Counts XLA compiles inside the block."""
-    seen = {"n": 0}
+    """Counts XLA compiles inside the block (``n``), and the audit's own (``audit``)."""
+    seen = {"n": 0, "audit": 0}
 
     def count(name: str, secs: float, **kw: object) -> None:
         if name.endswith("backend_compile_duration"):
             seen["n"] += 1
+            seen["audit"] += "precision_audit" in str(kw.get("fun_name", ""))
 
     monitoring.register_event_duration_secs_listener(count)
     try:
@@ -96,6 +99,36 @@ def test_a_second_check_of_a_float32_model_compiles_nothing():
     with _compiles() as seen:
         report = gradlab.check(f, p, x)
     assert report.outcome == "passed" and seen["n"] == 0
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """gradlab's cache under tmp_path; returns the folder of kept programs."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    jax.clear_caches()
+    yield tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    jax.clear_caches()
+
+
+def test_the_audit_program_is_kept_on_disk_and_never_stands_in_for_a_changed_path(store):
+    """As a new process would: programs dropped from memory between checks."""
+    p, x = _mlp()
+    f, switch = _redefined_rule()
+    switch(True)
+    with _compiles() as first:
+        assert gradlab.check(f, p, x).outcome == "passed"
+    jax.clear_caches()
+    with _compiles() as second:
+        assert gradlab.check(f, p, x).outcome == "passed"
+    assert first["audit"] == 1 and second["audit"] == 0  # loaded from disk
+    switch(False)  # the float32 rule made wrong: its program is another
+    jax.clear_caches()
+    with _compiles() as third:
+        assert gradlab.check(f, p, x).outcome == "failed"
+    assert third["audit"] == 1
+    switch(True)
+    jax.clear_caches()
+    assert gradlab.check(f, p, x).outcome == "passed"
 
 
 def test_a_program_without_a_fingerprint_is_compiled_again():

@@ -37,7 +37,7 @@ from jax.extend import core as jex
 from gradlab.gradcheck.evaluation._base import _device
 from gradlab.gradcheck.planning._memory import program_cost
 from gradlab.gradcheck.planning._spec import _Static
-from gradlab.gradcheck.programs import _program_key
+from gradlab.gradcheck.programs import _program_key, _stored
 from gradlab.gradcheck.programs._fingerprint import fingerprint
 from gradlab.gradcheck.programs._promote import _where, narrow_dtype
 from gradlab.gradcheck.programs._runner import (
@@ -194,14 +194,22 @@ def _program(closed: Any, args: Sequence[Any]) -> Callable[..., Any]:
 
     Keyed as the check's own programs are (:mod:`~gradlab.gradcheck.programs._runner`): by
     the strict fingerprint of the jaxpr traced at this check (every equation, constant,
-    literal and custom rule's body), the arguments' shapes, dtypes and placements, and the
-    environment that shapes the compile (device, JAX settings — x64, matmul precision —
-    compile tier, versions): never by the identity of ``f``. Without a fingerprint (a host
-    callback, a parameter it cannot see into) it is compiled afresh and not kept.
+    literal and custom rule's body), the arguments' shapes, dtypes, weak types and
+    placements, and the environment that shapes the compile (device, JAX settings — x64,
+    matmul precision — compile tier, versions, the checker's source): never by the identity
+    of ``f``. Kept in this process and, where the check keeps programs on disk
+    (:mod:`~gradlab.gradcheck.programs._stored`) and the arguments live on one device, there
+    too. Without a fingerprint (a host callback, a parameter it cannot see into) it is
+    compiled afresh and kept nowhere.
     """
     run = jex.jaxpr_as_fun(closed)
-    lower = lambda: jax.jit(run).lower(*args)
-    device = _device(args) or _default_device()
+
+    def precision_audit(*leaves: Any) -> Any:  # the name JAX's compile logs show
+        return run(*leaves)
+
+    lower = lambda: jax.jit(precision_audit).lower(*args)
+    one = _device(args)
+    device = one or _default_device()
     cost = program_cost(closed.jaxpr)
     tier = compile_tier(device.platform, cost.flops, convolutions=cost.convolutions,
                         loops=cost.loops)  # fmt: skip
@@ -212,7 +220,10 @@ def _program(closed: Any, args: Sequence[Any]) -> Callable[..., Any]:
     chosen = str(getattr(jax.config, "jax_default_device", None))
     weak = tuple(bool(getattr(a, "weak_type", False)) for a in args)
     key = executable_key(_AUDIT, (found, env, chosen, weak), args, ())
-    return compile_tiered([key], [lower], [tier])[0].compiled
+    stored = None
+    if one is not None and _stored.directory() is not None:
+        stored = _program_key.program_key("precision_audit", found, (chosen, weak), args, env)
+    return compile_tiered([key], [lower], [tier], [stored], device=one)[0].compiled
 
 
 def _default_device() -> jax.Device:

@@ -43,6 +43,7 @@ from gradlab.gradcheck.programs import _stored
 from gradlab.gradcheck.programs._cache import compilation_cache
 from gradlab.gradcheck.programs._runner import Items, Runner
 from gradlab.gradcheck.programs._scope import precise
+from gradlab.gradcheck.programs._stored import programs_in
 from gradlab.gradcheck.programs._tracing import TRACING_ERRORS, trace_error_hint
 from gradlab.gradcheck.report._progress import Progress
 from gradlab.gradcheck.report._report import CheckReport
@@ -134,7 +135,9 @@ def run_check(
             prep.th.unit_roundoff,
             lambda: jax.make_jaxpr(prep.problem.spec.value)(*prep.problem.spec.rebuild(*prep.dyn)),
         )  # fmt: skip
-    audited = _audit(prep.problem, primals, opts, prep.cots, prep.base)
+        folder = _stored.directory()  # where this check keeps programs (None: nowhere)
+    with programs_in(folder):  # the audit runs in the caller's settings, its program kept there
+        audited = _audit(prep.problem, primals, opts, prep.cots, prep.base)
     report = _report(prep, found, same, audited, opts, ad_name, compute, precision_note, start)
     bar.close(report.summary())
     return report
