@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gradlab import _jax_compat
 from gradlab.gradcheck.evaluation import _kernels
 from gradlab.gradcheck.evaluation._base import _bytes
 from gradlab.gradcheck.planning._calls import (
@@ -199,14 +200,43 @@ class Context:
         return plans
 
 
-#: FLOPs of one call of a difference kernel, by its executable key (traced once per process).
+#: FLOPs of one call of a difference kernel, by its executable key (traced once per process;
+#: bounded like the executables, emptied with them by ``jax.clear_caches()``).
 _CALL_FLOPS: collections.OrderedDict[Any, float] = collections.OrderedDict()
-_MAX_CALL_FLOPS = 1024
+_MAX_CALL_FLOPS = 256
 
 
-@forgets
-def _forget_call_flops() -> None:
-    _CALL_FLOPS.clear()
+class _FlopsClearer:
+    """What ``jax.clear_caches()`` calls to empty :data:`_CALL_FLOPS`."""
+
+    def cache_clear(self) -> None:
+        """Forgets every kernel's FLOPs."""
+        _CALL_FLOPS.clear()
+
+
+_FLOPS_CLEARER = _FlopsClearer()
+_jax_compat.register_cache(_FLOPS_CLEARER, "gradlab.gradcheck kernel FLOPs")
+forgets(_FLOPS_CLEARER.cache_clear)
+
+
+def _call_flops(ctx: Context, call: Call) -> float:
+    """The FLOPs of one run of the difference kernel ``call`` runs (traced, not compiled)."""
+    static = (call.k, call.kind, ctx.sparse)
+    batch = (call.batch, call.steps)
+    key = ctx._key(_kernels.fd_chunk, static, batch)
+    try:
+        flops = _CALL_FLOPS.get(key)
+    except TypeError:  # an unhashable static argument: traced every time
+        key, flops = None, None
+    if flops is None:
+        with translated_errors():
+            traced = _kernels.fd_chunk.trace(ctx.problem.spec, *static, *ctx.dyn, *batch)
+        flops = program_cost(traced.jaxpr).flops
+        if key is not None:
+            _CALL_FLOPS[key] = flops
+            while len(_CALL_FLOPS) > _MAX_CALL_FLOPS:
+                _CALL_FLOPS.popitem(last=False)
+    return flops
 
 
 def traced_sweep_flops(ctx: Context, plans: Sequence[LeafPlan]) -> float:
@@ -220,18 +250,7 @@ def traced_sweep_flops(ctx: Context, plans: Sequence[LeafPlan]) -> float:
     """
     total = 0.0
     for call in first_calls(ctx.problem, plans):
-        static = (call.k, call.kind, ctx.sparse)
-        batch = (call.batch, call.steps)
-        key = ctx._key(_kernels.fd_chunk, static, batch)
-        flops = _CALL_FLOPS.get(key)
-        if flops is None:
-            with translated_errors():
-                traced = _kernels.fd_chunk.trace(ctx.problem.spec, *static, *ctx.dyn, *batch)
-            flops = program_cost(traced.jaxpr).flops
-            _CALL_FLOPS[key] = flops
-            while len(_CALL_FLOPS) > _MAX_CALL_FLOPS:
-                _CALL_FLOPS.popitem(last=False)
-        total += flops * n_calls_of(plans, call)
+        total += _call_flops(ctx, call) * n_calls_of(plans, call)
     return total
 
 
