@@ -70,7 +70,9 @@ MODELS = {"mlp": _model, "equinox": _equinox_model}
 CASES = {"mlp": ("mlp", {}), "equinox": ("equinox", {}), "eps_auto": ("mlp", {"eps": "auto"})}
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(
+    "case", ["mlp", *(pytest.param(c, marks=pytest.mark.slow) for c in ("equinox", "eps_auto"))]
+)
 def test_a_check_far_over_the_limit_stops_before_its_sweep_is_compiled(case, monkeypatch):
     """Also before ``eps="auto"`` probes anything: its probes compile and run kernels."""
     model, options = CASES[case]
