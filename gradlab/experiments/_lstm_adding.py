@@ -159,13 +159,33 @@ def _grad_through_time(model: str, apply_fn: Any, params: Any, batch: Any) -> An
     return g / g[-1]
 
 
+@functools.cache
+def _programs(cfg: Config, family: str, length: int) -> tuple[Any, Any, Any, Any]:
+    """``(apply_fn, loss_fn, data_stream, optimizer)`` of one family at one length.
+
+    Cached, so that every call with the same arguments passes the same objects to
+    :func:`~gradlab.train.train_many` and reuses its compiled program instead of tracing and
+    compiling it again.
+    """
+    model = "rnn" if family == "rnn" else "lstm"
+    apply_fn, _ = nn.pure(_cell(cfg, "rnn" if family == "rnn" else "0", 0))
+    loss_fn = functools.partial(_loss, model, apply_fn)
+    data = functools.partial(tasks.adding_problem, batch=cfg.batch, length=length)
+    return apply_fn, loss_fn, data, optax.adam(cfg.lr)
+
+
 def _train(cfg: Config, family: str, length: int, seeds: tuple[int, ...]) -> dict[str, Any]:
-    """Trains the LSTM variants together (``family="lstm"``) or the RNN, at one length."""
+    """Trains the LSTM variants together (``family="lstm"``) or the RNN, at one length.
+
+    Every variant and seed of the family is one run of one ``vmap`` ped, jit-compiled program
+    (:func:`~gradlab.train.train_many`): run ``(variant, seed)`` has its own initialisation and
+    draws its batches from ``jax.random.key(seed)``, so the variants of a seed see the same
+    data, and a run's losses do not depend on which other runs share the program.
+    """
     models = FORGET if family == "lstm" else ("rnn",)
-    apply_fn, _ = nn.pure(_cell(cfg, models[0], 0))
+    apply_fn, loss_fn, data, optimizer = _programs(cfg, family, length)
     params = stack_trees([_params(cfg, m, length, s) for m in models for s in seeds])
     keys = jnp.stack([jax.random.key(s) for _ in models for s in seeds])
-    data = functools.partial(tasks.adding_problem, batch=cfg.batch, length=length)
     steps = steps_for(cfg, length)
     options = TrainOptions(
         clip_norm=cfg.clip_norm,
@@ -174,17 +194,22 @@ def _train(cfg: Config, family: str, length: int, seeds: tuple[int, ...]) -> dic
         description=f"{NAME} {family} T={length}",
         fast_compile=cfg.fast_compile,
     )
+    _, hist = train_many(loss_fn, params, data, optimizer, steps, keys, options=options)
     model = "rnn" if family == "rnn" else "lstm"
-    loss_fn = functools.partial(_loss, model, apply_fn)
-    _, hist = train_many(loss_fn, params, data, optax.adam(cfg.lr), steps, keys, options=options)
     probe = tasks.adding_problem(jax.random.key(99), batch=cfg.probe_batch, length=length)
-    fast = {"xla_backend_optimization_level": 0} if cfg.fast_compile else None
-    gtt = functools.partial(_grad_through_time, model, apply_fn)
-    g = jax.jit(jax.vmap(gtt, in_axes=(0, None)), compiler_options=fast)(params, probe)
+    g = _grad_program(model, apply_fn, cfg.fast_compile)(params, probe)
     n = len(seeds)
     loss = np.asarray(hist.loss).reshape(len(models), n, -1)
     g = np.asarray(g).reshape(len(models), n, -1)
     return {m: {"loss": loss[k], "grad_t_init": g[k]} for k, m in enumerate(models)}
+
+
+@functools.cache
+def _grad_program(model: str, apply_fn: Any, fast_compile: bool) -> Any:
+    """The jitted :func:`_grad_through_time` of every run at once (cached like the training)."""
+    fast = {"xla_backend_optimization_level": 0} if fast_compile else None
+    gtt = functools.partial(_grad_through_time, model, apply_fn)
+    return jax.jit(jax.vmap(gtt, in_axes=(0, None)), compiler_options=fast)
 
 
 def _final(loss: np.ndarray) -> np.ndarray:
