@@ -293,6 +293,7 @@ def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path
     ax_t, ax_loss, ax_grad = fig.subplots(1, 3)
     models = (*FORGET, "rnn")
     lengths = (cfg.short, *cfg.lengths)
+    drawn: list[np.ndarray] = []  # every MSE drawn on a log panel
     for i, model in enumerate(models):
         color = plots.PALETTE[i % len(plots.PALETTE)]
         ts = [t for t in lengths if (model, t) in runs]
@@ -306,6 +307,7 @@ def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path
         k = min(20, loss.shape[-1])
         smooth = np.stack([np.convolve(s, np.ones(k) / k, mode="valid") for s in loss])
         loss_curves(ax_loss, smooth, color=color, label=_label(model), top=1.0)
+        drawn += [shown, smooth]
         g = runs[(model, min(cfg.lengths))]["grad_t_init"]
         with np.errstate(divide="ignore"):
             ax_grad.plot(np.median(g, axis=0), color=color, label=_label(model))
@@ -313,7 +315,7 @@ def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path
         ax.axhline(tasks.ADDING_BASELINE, color="k", ls=":", lw=1, label="1/6: predict 1")
         ax.axhline(ONE_VALUE_MSE, color="k", ls="--", lw=1, label="1/12: one value known")
         ax.set_yscale("log")
-        ax.set_ylim(1e-3, 1.0)
+        ax.set_ylim(_log_floor(drawn), 1.0)
     ax_t.set_xscale("log")
     ax_t.set_xticks(lengths, [str(t) for t in lengths])
     ax_t.xaxis.set_minor_formatter(NullFormatter())
@@ -332,3 +334,20 @@ def _figures(cfg: Config, runs: dict[tuple[str, int], dict[str, Any]], out: Path
     ax_grad.legend(fontsize=7)
     plots.save(fig, out / "lstm_adding")
     return ["lstm_adding.png", "lstm_adding.svg"]
+
+
+def _log_floor(losses: list[np.ndarray]) -> float:
+    """The lower limit of a log-scale MSE panel: the decade below the smallest positive loss.
+
+    Every run stays in view (a run that learns the task goes far below ``1/12``); the limit
+    lies between ``1e-6`` and ``1e-3``.
+
+    >>> _log_floor([np.array([[0.2, 4.5e-4], [0.1, np.inf]])])
+    0.0001
+    >>> _log_floor([np.array([[0.2, 0.1]])])
+    0.001
+    """
+    values = np.concatenate([np.ravel(x) for x in losses])
+    positive = values[np.isfinite(values) & (values > 0)]
+    smallest = positive.min() if positive.size else 1.0
+    return float(min(1e-3, max(1e-6, 10.0 ** math.floor(math.log10(smallest)))))
