@@ -15,6 +15,14 @@ keeps memories for up to ``T`` steps.
 The tanh RNN's gradient through time is a product of ``diag(tanh') U`` factors. Its hidden
 size is chosen so that it has as many parameters as the LSTM. Every model gets a number of
 training steps proportional to ``T``.
+
+The claims, on evaluation seeds from 5300 (a setting and claims fixed on development runs,
+:data:`DESIGN`):
+
+1. the chrono LSTM carries both values at ``T = 200``; control: the equal-size RNN;
+2. the LSTM with the usual ``b_f = 1`` does not (``σ(1)^100 = 2.5e-14``); control: the same
+   rule for the chrono LSTM;
+3. the equal-size RNN does not carry both values at ``T = 100``; control: at ``T = 10``.
 """
 
 from __future__ import annotations
@@ -60,11 +68,12 @@ class Config:
     short: int = 10
     steps_per_length: int = 8
     hidden: int = 16
-    batch: int = 32
+    batch: int = 16
     lr: float = 5e-3
     clip_norm: float = 1.0
     seeds: int = 8
-    dev_seeds: int = 0
+    dev_seeds: int = 8
+    first_seed: int = 5300
     probe_batch: int = 64
     fast_compile: bool = False
 
@@ -78,6 +87,30 @@ CONFIGS = {
     "large": Config(lengths=(100, 200, 400), steps_per_length=25, hidden=64, batch=128,
                     lr=1e-3, seeds=32),
 }  # fmt: skip
+
+DESIGN = {
+    "development_runs": [
+        {
+            "seeds": list(range(1000, 1008)),
+            "setting": "batch 32, T = 100 and 200, 8 T steps",
+            "finding": "chrono carried both values on 8 of 8 at both lengths; b_f = 1 on 4 of 8 "
+            "at T = 100 (the claim that it does, declared before, did not hold) and 1 of 8 at "
+            "T = 200; the RNN on 0 of 8; 431 s of CPU time",
+        },
+        {
+            "seeds": list(range(8)),
+            "setting": "batch 16 (Arjovsky et al. 2016 used 20), otherwise the same",
+            "finding": "chrono carried both values on 8 of 8 at both lengths; b_f = 1 on 1 of 8 "
+            "at T = 100 and 0 of 8 at T = 200; b_f = 0 on 0 of 8 at both; the RNN on 0 of 8 "
+            "at T = 100 and 200, 8 of 8 at T = 10; 292 s of CPU time",
+        },
+    ],
+    "fixed_before_evaluation": "batch 16; the claim about b_f = 1 moved to T = 200, where "
+    "sigma(1)^100 = 2.5e-14 predicts that it does not carry; the threshold 1/12 comes from "
+    "theory",
+    "evaluation": "fresh seeds from 5300",
+}
+"""How the setting was chosen: the development runs, and what was fixed before evaluation."""
 
 
 def steps_for(cfg: Config, length: int) -> int:
@@ -238,6 +271,7 @@ def run(cfg: Config, seeds: SeedSplit, out: Path) -> dict[str, Any]:
         "grad_share_t0_init_median": {
             f"{m} T={t}": float(np.median(r["grad_t_init"][:, 0])) for (m, t), r in runs.items()
         },
+        "design": DESIGN,
     }  # fmt: skip
     claims = _claims(cfg, final)
     figures = _figures(cfg, runs, out)
@@ -259,19 +293,20 @@ def _claims(cfg: Config, final: dict[str, np.ndarray]) -> list[Claim]:
     f = lambda m, t: final[f"{m} T={t}"]
     return [
         fraction_claim(
-            f"The LSTM with forget-gate bias 1 carries both values at T = {t1}: final MSE "
-            "below 1/12",
-            carries, f("1", t1) < one,
-            control_text=f"{rnn} carries both values at T = {t1}",
-            control_passed=f("rnn", t1) < one,
-            evidence={"final_mse": f("1", t1)}, control_evidence={"final_mse": f("rnn", t1)},
-        ),
-        fraction_claim(
             f"The chrono-initialised LSTM carries both values at T = {t2}",
             carries, f("chrono", t2) < one,
             control_text=f"{rnn} carries both values at T = {t2}",
             control_passed=f("rnn", t2) < one,
             evidence={"final_mse": f("chrono", t2)}, control_evidence={"final_mse": f("rnn", t2)},
+        ),
+        fraction_claim(
+            f"The LSTM with the usual forget-gate bias 1 does not carry both values at T = {t2}: "
+            f"at initialisation a value survives {t2 // 2} steps on its cell path as "
+            f"sigma(1)^{t2 // 2} = {_survival(1.0, t2 // 2):.1e}",
+            fails, f("1", t2) > one,
+            control_text=f"the chrono-initialised LSTM does not carry both values at T = {t2}",
+            control_passed=f("chrono", t2) > one,
+            evidence={"final_mse": f("1", t2)}, control_evidence={"final_mse": f("chrono", t2)},
         ),
         fraction_claim(
             f"{rnn[0].upper() + rnn[1:]} does not carry both values at T = {t1}",
@@ -282,6 +317,15 @@ def _claims(cfg: Config, final: dict[str, np.ndarray]) -> list[Claim]:
             control_evidence={"final_mse": f("rnn", cfg.short)},
         ),
     ]  # fmt: skip
+
+
+def _survival(bias: float, steps: int) -> float:
+    """``σ(b_f)^steps``: what of a value is left on the cell path after ``steps`` at init.
+
+    >>> f"{_survival(1.0, 100):.1e}", f"{_survival(3.0, 50):.2f}"
+    ('2.5e-14', '0.08')
+    """
+    return float((1.0 / (1.0 + math.exp(-bias))) ** steps)
 
 
 def _label(model: str) -> str:
