@@ -49,10 +49,12 @@ def test_batched_losses_match_each_run_trained_alone(family):
             # the tolerance can fail: the other seed's run is far outside it
             other = batched[model]["loss"][1 - i]
             assert not np.allclose(other, alone_loss, rtol=RTOL)
-    # a run alone in the batch: bit for bit the same program per run, the same losses
+    # a run does not depend on which other runs share its batch: one seed batched alone
+    # (a program of another batch shape, so within RTOL, not bit for bit: XLA may order a
+    # reduction differently for another batch size, as seen with jaxlib 0.10.0)
     single = _lstm_adding._train(CFG, family, T, SEEDS[1:])
     for model in models:
-        np.testing.assert_array_equal(single[model]["loss"][0], batched[model]["loss"][1])
+        np.testing.assert_allclose(single[model]["loss"][0], batched[model]["loss"][1], rtol=RTOL)
 
 
 @pytest.mark.slow
