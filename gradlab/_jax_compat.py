@@ -157,7 +157,17 @@ def reset_compilation_cache() -> None:
 
 
 def serialize_executable(compiled: jax.stages.Compiled) -> tuple[bytes, Any, Any]:
-    """A compiled program as ``(payload, in_tree, out_tree)``; raises if it cannot be kept."""
+    """A compiled program as ``(payload, in_tree, out_tree)``; raises if it cannot be kept.
+
+    A program that takes constants hoisted out of the traced function (JAX passes a large
+    closed-over array as a hidden argument) is not kept, on any JAX: before 0.11 JAX refuses
+    it, and from 0.11 it pickles the constants as NumPy arrays, so a loaded program called
+    without x64 narrows a float64 constant and refuses its own call (seen on 0.12.1). Such
+    constants are also the caller's data, which has no business on disk.
+    """
+    hoisted = getattr(getattr(compiled, "_params", None), "const_args", None)
+    if hoisted:
+        raise ValueError(f"a program with {len(hoisted)} hoisted constant(s) is not kept")
     payload, in_tree, out_tree = _serialize_executable.serialize(compiled)
     return payload, in_tree, out_tree
 

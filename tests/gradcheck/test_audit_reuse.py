@@ -131,6 +131,24 @@ def test_the_audit_program_is_kept_on_disk_and_never_stands_in_for_a_changed_pat
     assert gradlab.check(f, p, x).outcome == "passed"
 
 
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64:UserWarning")
+def test_an_audit_closing_over_float64_data_runs_again_from_a_new_process(store):
+    """float64 data closed over, parameters float32, x64 off: JAX hoists the data into the
+    audit program's arguments, and a program kept with them would narrow them at its next
+    call. Each check, the first and one as a new process would run it, must run and pass."""
+    with jax.enable_x64():
+        a = jax.random.normal(jax.random.key(0), (40, 6), jnp.float64)
+        y = a @ jax.random.normal(jax.random.key(1), (6,), jnp.float64)
+    f = lambda p: jnp.sum((a @ p - y) ** 2)
+    p = jnp.linspace(0.5, 1.5, 6, dtype=jnp.float32)
+    with _compiles() as first:
+        assert gradlab.check(f, p).ok
+    assert first["audit"] == 1  # the audit ran
+    jax.clear_caches()
+    report = gradlab.check(f, p)
+    assert report.ok, report
+
+
 def test_a_program_without_a_fingerprint_is_compiled_again():
     """A host callback hides what runs: the audit recompiles it, and sees a changed rule."""
     box = {"scale": 1.0}

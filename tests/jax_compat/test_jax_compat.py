@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend import core as jex
 
 from gradlab import _jax_compat as compat
 
@@ -68,6 +69,27 @@ def test_executables_serialise_and_load_back():
     loaded = compat.deserialize_executable(payload, in_tree, out_tree, device, [device])
     x = jnp.linspace(-1.0, 1.0, 4)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(compiled(x)))
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64:UserWarning")
+def test_a_program_kept_on_disk_runs_as_compiled_or_is_not_kept():
+    # a float64 constant closed over and compiled without x64: JAX hoists it into an argument
+    # of the program (from 0.11), pickles it as NumPy, and a loaded program narrows it at its
+    # call; such a program is refused, never kept to fail later
+    device = jax.devices("cpu")[0]
+    with jax.enable_x64():
+        a = jax.random.normal(jax.random.key(0), (40, 6), jnp.float64)
+        y = a @ jnp.ones(6, jnp.float64)
+    closed = jax.make_jaxpr(jax.grad(lambda p: jnp.sum((a @ p - y) ** 2)))(jnp.ones(6))
+    run = jex.jaxpr_as_fun(closed)
+    p = jnp.linspace(0.5, 1.5, 6, dtype=jnp.float32)
+    compiled = jax.jit(lambda p: run(p)).lower(p).compile()
+    try:
+        payload, in_tree, out_tree = compat.serialize_executable(compiled)
+    except (ValueError, NotImplementedError):
+        return  # not kept
+    loaded = compat.deserialize_executable(payload, in_tree, out_tree, device, [device])
+    np.testing.assert_array_equal(np.asarray(loaded(p)[0]), np.asarray(compiled(p)[0]))
 
 
 def test_no_private_jax_import_outside_the_compat_module():
