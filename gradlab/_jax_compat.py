@@ -11,15 +11,17 @@ oldest and the newest supported JAX) says which.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jaxlib
+import numpy as np
 from jax._src import compilation_cache as _compilation_cache
 from jax._src import config as _config
 from jax._src import core as _core
 from jax._src import dtypes as _dtypes
+from jax._src import linear_util as _lu
 from jax._src import source_info_util as _source_info_util
 from jax._src import util as _util
 from jax._src.state import types as _state_types
@@ -33,6 +35,7 @@ __all__ = [
     "deserialize_executable",
     "is_flat_tree",
     "keeps_programs_quietly",
+    "map_jvp_rule",
     "only_local_ref_effects",
     "register_cache",
     "reset_compilation_cache",
@@ -62,7 +65,8 @@ def canonical_dtype_of(array: Any) -> Any:
         >>> str(canonical_dtype_of(np.ones(2, np.float32)))
         'float32'
     """
-    return _dtypes.canonicalize_value(array).dtype
+    with np.errstate(all="ignore"):  # JAX >= 0.12 converts the values: only the dtype counts
+        return _dtypes.canonicalize_value(array).dtype
 
 
 def is_flat_tree(value: Any) -> bool:
@@ -201,3 +205,20 @@ def deserialize_executable(
     return _serialize_executable.deserialize_and_load(
         payload, in_tree, out_tree, backend=device.client, execution_devices=list(devices)
     )
+
+
+def map_jvp_rule(jvp_jaxpr_fun: Any, transform: Callable[[Any, list[Any]], Any]) -> Any:
+    """A ``custom_jvp_call``'s rule parameter with each jaxpr it gives passed through ``transform``.
+
+    ``jvp_jaxpr_fun`` is called with the tangents' symbolic-zero pattern and returns the rule
+    traced as ``(jaxpr, consts, out_zeros)``; ``transform(jaxpr, consts)`` returns the
+    ``(jaxpr, consts)`` to use instead (the same arguments and outputs, e.g. promoted to
+    float64). The same contract from JAX 0.10 to 0.12.
+    """
+
+    def rule(*zeros: Any) -> tuple[Any, Any, Any]:
+        jaxpr, consts, out_zeros = jvp_jaxpr_fun.call_wrapped(*zeros)
+        new, new_consts = transform(jaxpr, list(consts))
+        return new, new_consts, out_zeros
+
+    return _lu.wrap_init(rule, debug_info=jvp_jaxpr_fun.debug_info)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from gradlab.gradcheck.programs._cache import ENV_VAR, PROGRAMS
 
 # Helper scripts run in subprocesses, not test modules (and not doctest targets).
 collect_ignore_glob = ["_*.py"]
@@ -15,6 +21,31 @@ collect_ignore_glob = ["_*.py"]
 #: Packages whose doctests build, train or compare whole networks: they run in the full suite,
 #: not in the fast loop (``-m "not slow"``), which keeps every other package's doctests.
 _SLOW_DOCTESTS = ("gradlab.nn", "gradlab.init", "gradlab.train")
+
+
+#: The value of gradlab's cache variable before the run (restored after it).
+_CALLERS_CACHE: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    """Checks made by the run (tests, doctests, subprocesses) keep programs in a folder of the
+    run's own: no test reads what an earlier run left in the user's cache, nor fills it."""
+    _CALLERS_CACHE["value"] = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="gradlab-tests-cache-")
+
+
+def pytest_unconfigure(config):
+    """Removes the run's cache folder and gives the variable back its value."""
+    folder = os.environ.get(ENV_VAR)
+    if "value" not in _CALLERS_CACHE:
+        return
+    before = _CALLERS_CACHE.pop("value")
+    if before is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = before
+    if folder and Path(folder).name.startswith("gradlab-tests-cache-"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,3 +121,15 @@ def _jax_settings_unchanged():
     for name, (value, _) in changed.items():  # restore, so that one leak fails one test
         jax.config.update(name, value)
     assert not changed, f"JAX settings left changed (before, after): {changed}"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """gradlab's cache under tmp_path, JAX's in-memory caches cleared around the test.
+
+    Returns the folder where checks keep their compiled programs.
+    """
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    jax.clear_caches()
+    yield tmp_path / f"jax-{jax.__version__}" / PROGRAMS
+    jax.clear_caches()

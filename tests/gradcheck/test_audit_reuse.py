@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,7 +22,6 @@ from jax._src import monitoring
 
 import gradlab
 from gradlab.gradcheck.judging._audit import audit
-from gradlab.gradcheck.programs._cache import ENV_VAR, PROGRAMS
 
 
 @contextlib.contextmanager
@@ -99,15 +97,6 @@ def test_a_second_check_of_a_float32_model_compiles_nothing():
     with _compiles() as seen:
         report = gradlab.check(f, p, x)
     assert report.outcome == "passed" and seen["n"] == 0
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    """gradlab's cache under tmp_path; returns the folder of kept programs."""
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    jax.clear_caches()
-    yield tmp_path / f"jax-{jax.__version__}" / PROGRAMS
-    jax.clear_caches()
 
 
 def test_the_audit_program_is_kept_on_disk_and_never_stands_in_for_a_changed_path(store):

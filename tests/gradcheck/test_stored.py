@@ -30,15 +30,6 @@ from gradlab.gradcheck.programs._fingerprint import fingerprint
 from gradlab.gradcheck.programs._tier import Tier
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    """gradlab's cache under tmp_path; returns the folder of kept programs."""
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    jax.clear_caches()
-    yield tmp_path / f"jax-{jax.__version__}" / PROGRAMS
-    jax.clear_caches()
-
-
 def _kept(folder: Path) -> set[str]:
     return (
         {p.name for p in folder.glob("*") if not p.name.startswith(".")}

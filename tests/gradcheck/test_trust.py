@@ -108,6 +108,60 @@ def test_float32_cast_inside_f_with_a_bug_upstream_fails():
     assert report.outcome == "failed" and {leaf.status for leaf in report.leaves} == {"wrong"}
 
 
+# ------------------------------------------------- custom rules inside a float32 region
+
+
+def _user_tanh():
+    """A user's own custom_jvp rule (correct): checked as written, never promoted."""
+
+    @jax.custom_jvp
+    def my_tanh(x):
+        return jnp.tanh(x)
+
+    my_tanh.defjvps(lambda t, ans, x: t * (1 - ans**2))
+    return my_tanh
+
+
+def _float32_region(act, bug):
+    """``act`` and a softmax (a custom_jvp rule of JAX's own from JAX 0.12) in float32."""
+
+    def f(params, x):
+        h = act((x @ params["w"]).astype(jnp.float32))
+        z = jax.nn.softmax(h @ params["v"].astype(jnp.float32), axis=-1)
+        return jnp.sum(bug(z.astype(params["w"].dtype)) * jnp.arange(3.0))
+
+    params = {
+        "w": jax.random.normal(jax.random.key(3), (4, 5)),
+        "v": jax.random.normal(jax.random.key(5), (5, 3)),
+    }
+    return f, params, jax.random.normal(jax.random.key(4), (6, 4))
+
+
+def test_jax_own_rules_in_float32_are_promoted_and_verified():
+    # jax.nn.relu is a custom_jvp of JAX's: promoted for autodiff as JAX's primitives are
+    f, params, x = _float32_region(jax.nn.relu, lambda z: z)
+    report = gradlab.check(f, params, x)
+    assert report.outcome == "passed", report
+    assert any(line.startswith("JAX's rule relu") for line in report.promoted), report.promoted
+    assert not any("kept as written" in line for line in report.promoted), report.promoted
+
+
+def test_a_users_rule_in_float32_is_kept_as_written():
+    f, params, x = _float32_region(_user_tanh(), lambda z: z)
+    report = gradlab.check(f, params, x)
+    assert report.outcome != "failed", report
+    assert any("kept as written: custom rule my_tanh" in line for line in report.promoted), (
+        report.promoted
+    )
+
+
+def test_a_promoted_jax_rule_does_not_hide_a_wrong_rule_downstream():
+    f, params, x = _float32_region(jax.nn.relu, _scaled_rule(lambda z: z**2, 1.5))
+    report = gradlab.check(f, params, x)
+    assert report.outcome == "failed", report
+    assert {leaf.status for leaf in report.leaves} == {"wrong"}, report
+
+
 # ----------------------------------------------------------------- Flax NNX attention
 
 

@@ -15,7 +15,10 @@ Custom derivative rules are treated by purpose. The finite-difference evaluation
 (``rules=False``) run the rule's *primal* promoted: they only evaluate ``f``. The autodiff
 evaluations (``rules=True``) keep each ``custom_jvp``/``custom_vjp`` call as written, so the
 user's rule is what gets checked; if its inputs were narrower than float64 they are cast back
-to the dtype the rule was traced with. Primitives that cannot be promoted (custom calls,
+to the dtype the rule was traced with. JAX's own ``custom_jvp`` rules (``jax.nn.softmax``,
+``jax.nn.relu``, ``jax.scipy.special``: the rule's function lies in JAX's source) are no more
+the user's than JAX's primitives, and are promoted as those are: the primal's jaxpr and each
+jaxpr the rule is traced to. Primitives that cannot be promoted (custom calls,
 Pallas kernels, bit casts, anything else holding a sub-program) run on their original dtypes;
 :class:`Promotion` lists them, and the checker's noise floor then reflects the precision
 ``f`` really computes in.
@@ -33,6 +36,7 @@ JAX differentiates a custom rule re-bound from a jaxpr and refuses its output st
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -231,7 +235,34 @@ class _Interp:
         if not self.rules:  # an evaluation of f: the rule's primal, promoted
             return self.closed(inner, ins)
         self.log.rules += 1
+        if eqn.primitive.name == "custom_jvp_call" and _from_jax(inner):
+            try:
+                return self._jax_rule(eqn, inner, ins)
+            except Exception:  # JAX refused it re-bound: as written, as any other rule
+                pass
         return self._kept(eqn, ins, f"custom rule {_rule_name(eqn)} ({_where(eqn)})")
+
+    def _jax_rule(self, eqn: Any, inner: Any, ins: list[Any]) -> list[Any]:
+        """One of JAX's own ``custom_jvp`` rules, its primal and its rule promoted.
+
+        JAX's library rules (``jax.nn.softmax`` from JAX 0.12, ``jax.nn.relu``,
+        ``jax.scipy.special``) are no more the user's code than JAX's primitives are, and are
+        promoted as those are: the primal's jaxpr, and each jaxpr the rule is traced to.
+        """
+        wide = [_up(x) for x in ins]
+        primal = jax.make_jaxpr(lambda *a: self.closed(inner, a))(*map(_shape_of, wide))
+
+        def promote(jaxpr: Any, consts: list[Any]) -> tuple[Any, list[Any]]:
+            avals = [jax.ShapeDtypeStruct(v.aval.shape, _wide(v.aval.dtype)) for v in jaxpr.invars]
+            traced = jax.make_jaxpr(lambda *a: self.run(jaxpr, consts, a))(*avals)
+            return traced.jaxpr, list(traced.consts)
+
+        rule = _jax_compat.map_jvp_rule(eqn.params["jvp_jaxpr_fun"], promote)
+        out = _bind(eqn.primitive, dict(eqn.params, call_jaxpr=primal, jvp_jaxpr_fun=rule), wide)
+        where = _where(eqn)
+        if where and any(narrow_dtype(v.aval.dtype) for v in eqn.invars):
+            self.log._add(self.log.promoted, f"JAX's rule {_rule_name(eqn)} ({where})")
+        return out
 
     def _scan(self, eqn: Any, ins: list[Any]) -> list[Any]:
         p = eqn.params
@@ -306,9 +337,35 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"
 
 
+def _shape_of(x: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+
+
+def _source(inner: Any) -> tuple[str, str]:
+    """``(function name, file)`` of the function a rule's primal jaxpr was traced from."""
+    info = getattr(getattr(inner, "jaxpr", inner), "debug_info", None)
+    text = getattr(info, "func_src_info", None) or ""
+    name, _, where = text.partition(" at ")
+    return name, where.rsplit(":", 1)[0]
+
+
+#: Where JAX's own source lies (its library's custom rules are promoted as its primitives).
+_JAX_SOURCE = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
+
+
+def _from_jax(inner: Any) -> bool:
+    """Whether a custom rule's primal is JAX's own (``jax.nn.softmax``), not the user's."""
+    where = _source(inner)[1]
+    return bool(where) and os.path.abspath(where).startswith(_JAX_SOURCE)
+
+
 def _rule_name(eqn: Any) -> str:
     inner = eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
-    names = {getattr(e.params.get("name"), "__str__", lambda: "")() for e in inner.jaxpr.eqns}
+    name = _source(inner)[0]
+    if name:
+        return name
+    jaxpr = getattr(inner, "jaxpr", inner)
+    names = sorted({str(e.params.get("name") or "") for e in jaxpr.eqns})
     return next((n for n in names if n), eqn.primitive.name)
 
 

@@ -34,6 +34,9 @@ def promotion_of(f: Callable[..., Any], *args: Any) -> Promotion:
             lowest = _lowest_inside(jax.make_jaxpr(f)(*args).jaxpr)
             if lowest is not None:
                 log.keep_dtype(lowest)
+    for what in rules.promoted:  # JAX's own rules, promoted for autodiff (traced twice)
+        if what.startswith("JAX's rule"):
+            log.promoted[what] = 1
     for what, n in rules.kept.items():
         log.kept[what] = max(n, log.kept.get(what, 0))
     if rules.lowest is not None:
