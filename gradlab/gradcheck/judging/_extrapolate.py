@@ -20,6 +20,7 @@ from gradlab.gradcheck.judging._judge import (
     MAX_RETRY_EPS_FLOAT32,
     NOISE_MARGIN,
     TYPICAL_ROUNDING,
+    autodiff_rounding_note,
 )
 from gradlab.gradcheck.judging._leaf_parts import _indices, _parts
 from gradlab.gradcheck.judging._slopes import slopes
@@ -119,8 +120,10 @@ def _extrapolated(
         status: LeafStatus
         if rel <= th.tolerance and res <= th.tolerance:
             status, note = "verified", f"verified by {how}; {was}"
-        elif rel > th.tolerance and rel > NOISE_MARGIN * res:
+        elif rel > th.tolerance and rel > NOISE_MARGIN * res and rel > th.autodiff_floor:
             status, note = "wrong", f"{how}; {was}"
+        elif rel > th.tolerance and rel > NOISE_MARGIN * res:
+            status, note = "unresolved", f"{autodiff_rounding_note(rel, th)} ({how}; {was})"
         else:
             status = "unresolved"
             note = (

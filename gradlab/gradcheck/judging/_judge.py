@@ -57,7 +57,14 @@ from gradlab.gradcheck.planning._thresholds import Thresholds
 from gradlab.gradcheck.report._bands import relative_error, verdict
 from gradlab.gradcheck.report._leaf_report import EntryMismatch, LeafReport, LeafStatus
 
-__all__ = ["NOISE_MARGIN", "SECOND_STEP", "PartResult", "judge_leaf", "judge_part"]
+__all__ = [
+    "NOISE_MARGIN",
+    "SECOND_STEP",
+    "PartResult",
+    "autodiff_rounding_note",
+    "judge_leaf",
+    "judge_part",
+]
 
 #: A wrong leaf must disagree by more than this many noise floors.
 NOISE_MARGIN = 3.0
@@ -244,6 +251,16 @@ def _floor(parts: list[PartResult], denom: float, model: float = 1.0) -> float:
     return 0.0 if noise_sq == 0 else float("inf")
 
 
+def autodiff_rounding_note(rel: float, th: Thresholds) -> str:
+    """Why a difference within the analytical side's own rounding is no verdict."""
+    return (
+        f"relative error {rel:.1e}: autodiff runs custom rules kept as written in a lower "
+        f"precision than the finite differences, whose rounding explains up to "
+        f"{th.autodiff_floor:.1e}; a wrong rule is told apart above that (the precision "
+        "audit checks that path on its own)"
+    )
+
+
 def judge_leaf(
     path: str,
     shape: tuple[int, ...],
@@ -287,7 +304,7 @@ def judge_leaf(
             f"{n_bad} entries sit at kinks where the analytical value lies outside the "
             "one-sided slopes (not a subgradient)"
         )
-    elif rel > th.tolerance and rel > NOISE_MARGIN * floor:
+    elif rel > th.tolerance and rel > NOISE_MARGIN * floor and rel > th.autodiff_floor:
         status = "wrong"
         if ana_sq == 0.0 and order == 1:
             note = (
@@ -295,6 +312,9 @@ def judge_leaf(
                 "changes: a stop_gradient, a custom rule returning zeros, or an integer cast "
                 "cuts it"
             )
+    elif rel > th.tolerance and rel > NOISE_MARGIN * floor:  # within autodiff_floor
+        status = "unresolved"
+        note = autodiff_rounding_note(rel, th)
     elif rel > th.tolerance or typical > th.tolerance:
         # not within tolerance, or within it at a resolution that could not tell: an
         # agreement rounding could fake (0 = 0 when f's change is below its last bit) is no

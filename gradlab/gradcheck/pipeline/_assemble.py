@@ -56,6 +56,13 @@ def _report(
             f"f still computes in {prep.promotion.lowest} where it could not be promoted (see "
             "'kept as written'): that rounding, not float64's, sets the noise floors."
         )
+    elif prep.th.autodiff_floor > 0:
+        notes.append(
+            f"autodiff runs f's custom rules as written, in {prep.promotion.autodiff_lowest} "
+            "(see 'kept as written'), while the finite differences run their primals in "
+            f"{compute}: a gradient that differs by less than that rounding explains "
+            f"({prep.th.autodiff_floor:.1e}, relative) is not called wrong."
+        )
     if same.primal_differs is not None and same.deterministic:
         notes.append(
             f"the autodiff program's f(θ) differs from f's own evaluation by "

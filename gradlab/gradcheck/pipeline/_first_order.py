@@ -132,7 +132,7 @@ def run_check(
         sweeps = list(found.f0.values()) + ([] if again is None else [again])
         same = consistency(
             prep.base.plain, sweeps, prep.base.values, prep.base.scales,
-            prep.th.unit_roundoff,
+            prep.th.autodiff_unit_roundoff or prep.th.unit_roundoff,  # both sides' rounding
             lambda: jax.make_jaxpr(prep.problem.spec.value)(*prep.problem.spec.rebuild(*prep.dyn)),
         )  # fmt: skip
         folder = _stored.directory()  # where this check keeps programs (None: nowhere)

@@ -114,7 +114,11 @@ def _regroup(spec: Any, leaves: Sequence[Any]) -> tuple[Any, Any, Any]:
 def _thresholds(opts: CheckOptions, compute: str, base: Base, promotion: Promotion) -> Thresholds:
     """The numbers the check is judged by: ``u`` of the lowest precision f computes in."""
     dtypes = [base.out_dtype, compute] + ([promotion.lowest] if promotion.lowest else [])
+    ad = [promotion.autodiff_lowest] if promotion.autodiff_lowest else []
+    if opts.order == 2:  # the finite differences of the gradient run its rules as written
+        dtypes += ad
     u = max(float(np.finfo(d).eps) for d in dtypes)
+    u_ad = max([u] + [float(np.finfo(d).eps) for d in ad])
     tolerance = opts.tolerance
     if tolerance is None:
         tolerance = 1e-6 if compute == "float64" else FLOAT32_TOLERANCE
@@ -125,4 +129,5 @@ def _thresholds(opts: CheckOptions, compute: str, base: Base, promotion: Promoti
         u,
         opts.max_worst,
         compute,
+        autodiff_unit_roundoff=u_ad,
     )

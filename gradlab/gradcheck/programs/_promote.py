@@ -74,12 +74,16 @@ class Promotion:
         lowest: The narrowest float dtype ``f`` still computes in after promotion (``None``:
             float64 throughout).
         rules: Custom derivative rules kept as written for autodiff.
+        autodiff_lowest: The narrowest float dtype the autodiff evaluation still computes in
+            (custom rules kept as written there; ``None``: float64 throughout). The
+            finite differences run those rules' primals promoted, so this sets no noise floor.
     """
 
     promoted: dict[str, int] = dataclasses.field(default_factory=dict)
     kept: dict[str, int] = dataclasses.field(default_factory=dict)
     lowest: str | None = None
     rules: int = 0
+    autodiff_lowest: str | None = None
 
     def _add(self, table: dict[str, int], what: str) -> None:
         table[what] = table.get(what, 0) + 1

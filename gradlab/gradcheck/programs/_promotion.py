@@ -39,8 +39,7 @@ def promotion_of(f: Callable[..., Any], *args: Any) -> Promotion:
             log.promoted[what] = 1
     for what, n in rules.kept.items():
         log.kept[what] = max(n, log.kept.get(what, 0))
-    if rules.lowest is not None:
-        log.keep_dtype(rules.lowest)
+    log.autodiff_lowest = rules.lowest  # autodiff only: the rules kept as written
     return log
 
 
