@@ -154,6 +154,20 @@ def test_a_users_rule_in_float32_is_kept_as_written():
         report.promoted
     )
     assert any("autodiff runs f's custom rules as written, in float32" in n for n in report.notes)
+    assert not any("differs from f's own evaluation" in n for n in report.notes), report.notes
+
+
+def test_a_float32_rule_whose_forward_pass_computes_something_else_is_noted():
+    # the allowance for float32 rounding in the autodiff program's f(θ) hides no gross change
+
+    @jax.custom_vjp
+    def off(x):
+        return jnp.tanh(x)
+
+    off.defvjp(lambda x: (1.5 * jnp.tanh(x), x), lambda x, g: (g * (1 - jnp.tanh(x) ** 2),))
+    f, params, x = _float32_region(off, lambda z: z)
+    report = gradlab.check(f, params, x)
+    assert any("differs from f's own evaluation" in n for n in report.notes), report.notes
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -70,6 +70,7 @@ def consistency(
     scale: np.ndarray,
     unit_roundoff: float,
     trace: Callable[[], Any],
+    autodiff_unit_roundoff: float | None = None,
 ) -> Consistency:
     """Compares ``F(θ)`` from the plain evaluation, every sweep kernel and the autodiff primal.
 
@@ -80,15 +81,18 @@ def consistency(
         scale: The size rounding in ``F`` scales with ``(K,)``.
         unit_roundoff: ``u`` of the precision ``f`` computes in.
         trace: Traces ``f`` to a closed jaxpr (called twice when the values disagree).
+        autodiff_unit_roundoff: ``u`` of the autodiff program where it is lower (a custom
+            rule kept as written in float32): the bound for its ``F(θ)`` only.
 
     Returns:
         The finding.
     """
     rtol = max(DETERMINISM_RTOL, 1e3 * 8 * unit_roundoff)
+    ad_rtol = max(rtol, 1e3 * 8 * (autodiff_unit_roundoff or 0.0))
     scale = np.maximum(np.abs(scale), np.abs(plain))
     spread = max([_rel(plain, s, scale) for s in sweeps] + [0.0])
     primal = _rel(plain, ad_primal, scale)
-    differs = primal if primal > rtol else None
+    differs = primal if primal > ad_rtol else None
     if spread <= rtol:
         return Consistency(True, spread, "", differs)
     return Consistency(False, spread, _cause(trace), differs)

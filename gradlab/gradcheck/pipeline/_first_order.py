@@ -132,8 +132,9 @@ def run_check(
         sweeps = list(found.f0.values()) + ([] if again is None else [again])
         same = consistency(
             prep.base.plain, sweeps, prep.base.values, prep.base.scales,
-            prep.th.autodiff_unit_roundoff or prep.th.unit_roundoff,  # both sides' rounding
+            prep.th.unit_roundoff,
             lambda: jax.make_jaxpr(prep.problem.spec.value)(*prep.problem.spec.rebuild(*prep.dyn)),
+            autodiff_unit_roundoff=prep.th.autodiff_unit_roundoff,
         )  # fmt: skip
         folder = _stored.directory()  # where this check keeps programs (None: nowhere)
     with programs_in(folder):  # the audit runs in the caller's settings, its program kept there
