@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gradlab._jax_compat import keeps_programs_quietly
 from gradlab.gradcheck.programs._cache import ENV_VAR, PROGRAMS
 
 # Helper scripts run in subprocesses, not test modules (and not doctest targets).
@@ -29,7 +31,14 @@ _CALLERS_CACHE: dict[str, str | None] = {}
 
 def pytest_configure(config):
     """Checks made by the run (tests, doctests, subprocesses) keep programs in a folder of the
-    run's own: no test reads what an earlier run left in the user's cache, nor fills it."""
+    run's own: no test reads what an earlier run left in the user's cache, nor fills it.
+
+    Only where gradlab keeps programs by default (a jaxlib whose kept CPU programs load
+    quietly): naming a folder also turns the cache on where it is off by default, and the
+    tests run as a user's checks run.
+    """
+    if not keeps_programs_quietly(types.SimpleNamespace(platform="cpu")):
+        return  # off by default there: nothing is read or kept
     _CALLERS_CACHE["value"] = os.environ.get(ENV_VAR)
     os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="gradlab-tests-cache-")
 
