@@ -92,6 +92,29 @@ def test_a_program_kept_on_disk_runs_as_compiled_or_is_not_kept():
     np.testing.assert_array_equal(np.asarray(loaded(p)[0]), np.asarray(compiled(p)[0]))
 
 
+def test_a_custom_jvp_rule_can_be_replaced_by_a_transformed_jaxpr():
+    # the contract gradlab promotes JAX's own rules through: the rule parameter of a
+    # custom_jvp_call gives (jaxpr, consts, out_zeros); a transform of that jaxpr is what JAX
+    # then differentiates with
+    x = jnp.linspace(-1.0, 1.0, 5)
+    closed = jax.make_jaxpr(jax.nn.relu)(x)
+    (eqn,) = [e for e in closed.jaxpr.eqns if e.primitive.name == "custom_jvp_call"]
+    seen = []
+
+    def doubled(jaxpr, consts):
+        seen.append(len(jaxpr.invars))
+        traced = jax.make_jaxpr(lambda *a: [2 * y for y in jex.jaxpr_as_fun(
+            jex.ClosedJaxpr(jaxpr, consts))(*a)])(*[v.aval for v in jaxpr.invars])  # fmt: skip
+        return traced.jaxpr, list(traced.consts)
+
+    rule = compat.map_jvp_rule(eqn.params["jvp_jaxpr_fun"], doubled)
+    params = dict(eqn.params, jvp_jaxpr_fun=rule)
+    bound = lambda v: eqn.primitive.bind(*[v], **eqn.primitive.get_bind_params(params))[0]
+    _, tangent = jax.jvp(bound, (x,), (jnp.ones_like(x),))
+    assert seen  # the transform ran
+    np.testing.assert_allclose(np.asarray(tangent), 2 * np.asarray(x > 0, float))
+
+
 def test_no_private_jax_import_outside_the_compat_module():
     import pathlib
     import re
